@@ -1,0 +1,29 @@
+"""flan_tasks: FLAN-style instruction-formatted SeqIO tasks, templates and mixtures.
+
+`import flan_tasks` registers every built-in task and mixture with SeqIO (no data is read until a
+dataset is built). See README.md for the naming scheme and how to add your own data.
+"""
+from flan_tasks.config import configure
+from flan_tasks.formatting import METADATA_FEATURES
+from flan_tasks.mixtures import add_mixture, examples_proportional_rates, mixture_rates
+from flan_tasks.registry import add_instruction_task, all_task_info, task_info
+from flan_tasks.sources import DataNotFoundError
+from flan_tasks import mixtures as _mixtures
+from flan_tasks import tasks as _tasks
+
+_tasks.register_builtin_tasks()
+_tasks.register_demo_tasks()
+_mixtures.register_builtin_mixtures()
+
+try:  # gin is a dependency, but keep the package usable where a caller has removed it
+  import gin as _gin
+except ImportError:  # pragma: no cover
+  _gin = None
+if _gin is not None:
+  configure = _gin.external_configurable(configure, "flan_tasks.configure")
+  add_instruction_task = _gin.external_configurable(add_instruction_task,
+                                                    "flan_tasks.add_instruction_task")
+  add_mixture = _gin.external_configurable(add_mixture, "flan_tasks.add_mixture")
+
+__all__ = ["configure", "add_instruction_task", "add_mixture", "examples_proportional_rates",
+           "mixture_rates", "task_info", "all_task_info", "DataNotFoundError", "METADATA_FEATURES"]

@@ -1,0 +1,53 @@
+"""Where flan_tasks finds data and the T5 vocabulary: set once, read lazily when a dataset is built.
+
+Resolution order (no hidden defaults): a value set with `configure(...)` (Python or gin), else the
+environment variable, else an error that says which one to set.
+"""
+import os
+from typing import Optional
+
+DATA_DIR_ENV = "FLAN_DATA_DIR"
+TFDS_DATA_DIR_ENV = "FLAN_TFDS_DATA_DIR"
+VOCAB_PATH_ENV = "FLAN_VOCAB_PATH"
+
+_settings = {"data_dir": None, "tfds_data_dir": None, "vocab_path": None}
+
+
+def configure(data_dir: Optional[str] = None,
+              tfds_data_dir: Optional[str] = None,
+              vocab_path: Optional[str] = None) -> None:
+  """Sets the local data directory, the TFDS data directory and/or the SentencePiece vocabulary path.
+
+  Only the arguments given are changed. Takes effect for datasets built afterwards, including tasks
+  that were registered earlier.
+  """
+  for key, value in (("data_dir", data_dir), ("tfds_data_dir", tfds_data_dir),
+                     ("vocab_path", vocab_path)):
+    if value is not None:
+      _settings[key] = os.fspath(value)
+
+
+def reset() -> None:
+  """Forgets values set with `configure` (tests use this)."""
+  for key in _settings:
+    _settings[key] = None
+
+
+def data_dir() -> Optional[str]:
+  """Local data directory holding one folder per dataset (e.g. `samsum/train.json`), or None."""
+  return _settings["data_dir"] or os.environ.get(DATA_DIR_ENV) or None
+
+
+def tfds_data_dir() -> Optional[str]:
+  """TFDS data_dir; None means TFDS's own default (~/tensorflow_datasets or $TFDS_DATA_DIR)."""
+  return _settings["tfds_data_dir"] or os.environ.get(TFDS_DATA_DIR_ENV) or None
+
+
+def vocab_path() -> str:
+  path = _settings["vocab_path"] or os.environ.get(VOCAB_PATH_ENV)
+  if not path:
+    raise ValueError(
+        "No T5 SentencePiece vocabulary configured: set the environment variable "
+        f"{VOCAB_PATH_ENV}=/path/to/spiece.model or call flan_tasks.configure(vocab_path=...) "
+        "(gin: flan_tasks.configure.vocab_path = '...').")
+  return path

@@ -1,0 +1,192 @@
+"""Instruction formatting as SeqIO preprocessors: zero-shot and few-shot, with template metadata.
+
+Both preprocessors turn a dataset of raw string fields into `inputs`/`targets` strings plus metadata
+(`_task_name`, `_template_idx`, `_template_type`, `_num_shots`) so evaluation can break results down
+by template. The template of an example is a keyed hash of its input fields: deterministic for a
+seed, independent of pipeline order and sharding, and spread evenly over the templates.
+"""
+import functools
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import seqio
+import tensorflow as tf
+
+from flan_tasks.templates import FewShotPattern, placeholders, split_template
+
+OPTIONS_FIELD = "options_"
+Template = Tuple[str, str]
+
+
+def options_text(options: Sequence[str]) -> str:
+  """The FLAN-style answer list appended to classification prompts."""
+  return "OPTIONS:\n" + "\n".join(f"- {o}" for o in options)
+
+
+def check_templates(task_name: str, templates: Sequence[Template], fields: Sequence[str],
+                    has_options: bool) -> None:
+  """Every placeholder of every template must be a field of the task; the error names both."""
+  available = set(fields) | ({OPTIONS_FIELD} if has_options else set())
+  for i, (inputs_template, targets_template) in enumerate(templates):
+    for side, template in (("input", inputs_template), ("target", targets_template)):
+      split_template(template)
+      for field in placeholders(template):
+        if field not in available:
+          hint = (" (templates with {options_} need the task's `options`)"
+                  if field == OPTIONS_FIELD else "")
+          raise ValueError(
+              f"task {task_name!r}: {side} template #{i} {template!r} uses field {{{field}}}, which the "
+              f"task does not provide{hint}; task fields: {sorted(available)}")
+
+
+def _fill(template: str, example: Mapping[str, tf.Tensor]) -> tf.Tensor:
+  pieces = []
+  for literal, field in split_template(template):
+    if literal:
+      pieces.append(literal)
+    if field:
+      pieces.append(example[field])
+  return tf.strings.join(pieces) if pieces else tf.constant("")
+
+
+def _select(strings: Sequence[tf.Tensor], index: tf.Tensor) -> tf.Tensor:
+  return tf.gather(tf.stack(strings), index)
+
+
+def _choose_index(example: Mapping[str, tf.Tensor], key_fields: Sequence[str], count: int,
+                  fixed: Optional[int], seed: int, salt: int) -> tf.Tensor:
+  if fixed is not None:
+    return tf.constant(fixed, tf.int64)
+  key = tf.strings.reduce_join([example[f] for f in key_fields], separator="\x1f")
+  return tf.strings.to_hash_bucket_strong(key, count, [seed, salt])
+
+
+def _template_types(templates: Sequence[Template], prefix: str) -> tf.Tensor:
+  return tf.constant([prefix + ("_opt" if OPTIONS_FIELD in placeholders(t[0]) else "")
+                      for t in templates])
+
+
+def _validate_fixed_index(template_idx, templates):
+  if template_idx is not None and not 0 <= template_idx < len(templates):
+    raise ValueError(f"template_idx {template_idx} out of range: {len(templates)} templates")
+
+
+def _with_options(example, options: Optional[Sequence[str]]):
+  if options:
+    example = dict(example)
+    example[OPTIONS_FIELD] = tf.constant(options_text(options))
+  return example
+
+
+def _key_fields(templates: Sequence[Template]) -> Sequence[str]:
+  fields = sorted({f for t, _ in templates for f in placeholders(t) if f != OPTIONS_FIELD})
+  return fields or sorted({f for _, t in templates for f in placeholders(t)})
+
+
+def zero_shot(dataset: tf.data.Dataset, *, task_name: str, templates: Sequence[Template],
+              template_idx: Optional[int] = None, seed: int = 0,
+              options: Optional[Sequence[str]] = None) -> tf.data.Dataset:
+  """Formats each example with one template (drawn per example, or `template_idx`)."""
+  _validate_fixed_index(template_idx, templates)
+  key_fields = _key_fields(templates)
+  types = _template_types(templates, "zs")
+
+  def fmt(example):
+    example = _with_options(example, options)
+    idx = _choose_index(example, key_fields, len(templates), template_idx, seed, salt=1)
+    return {
+        "inputs": _select([_fill(t, example) for t, _ in templates], idx),
+        "targets": _select([_fill(t, example) for _, t in templates], idx),
+        "_task_name": tf.constant(task_name),
+        "_template_idx": tf.cast(idx, tf.int32),
+        "_template_type": tf.gather(types, idx),
+        "_num_shots": tf.constant(0, tf.int32),
+    }
+
+  return dataset.map(fmt, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _token_count(vocabulary: seqio.Vocabulary, strings: tf.Tensor) -> tf.Tensor:
+  return tf.map_fn(lambda s: tf.size(vocabulary.encode_tf(s), out_type=tf.int32), strings,
+                   fn_output_signature=tf.int32)
+
+
+def few_shot(dataset: tf.data.Dataset, sequence_length: Optional[Mapping[str, int]] = None,
+             output_features: Optional[Mapping[str, seqio.Feature]] = None, *, task_name: str,
+             templates: Sequence[Template], patterns: Sequence[FewShotPattern], num_shots: int,
+             template_idx: Optional[int] = None, pattern_idx: Optional[int] = None, seed: int = 0,
+             options: Optional[Sequence[str]] = None,
+             max_input_tokens: Optional[int] = None) -> tf.data.Dataset:
+  """Prepends up to `num_shots` exemplars from the same split, all phrased with the query's template.
+
+  Exemplars for the i-th example are the next `num_shots` examples of the split (cycling), so they
+  never include the query itself when the split has more than `num_shots` examples. Exemplars that
+  would push the prompt past the token budget (`max_input_tokens`, else the task's `inputs` length)
+  are dropped from the front; `_num_shots` records how many were kept.
+  """
+  if not 0 <= num_shots <= 5:
+    raise ValueError(f"task {task_name!r}: num_shots must be in 0..5, got {num_shots}")
+  _validate_fixed_index(template_idx, templates)
+  if pattern_idx is not None and not 0 <= pattern_idx < len(patterns):
+    raise ValueError(f"pattern_idx {pattern_idx} out of range: {len(patterns)} patterns")
+  budget = max_input_tokens or (sequence_length or {}).get("inputs")
+  vocabulary = output_features["inputs"].vocabulary if output_features and budget else None
+  key_fields = _key_fields(templates)
+  types = _template_types(templates, "fs")
+
+  if num_shots:
+    exemplars = dataset.repeat().skip(1).batch(num_shots, drop_remainder=True)
+    dataset = tf.data.Dataset.zip((dataset, exemplars))
+  else:
+    dataset = dataset.map(lambda ex: (ex, ex))
+
+  def fmt(query, shots):
+    query, shots = _with_options(query, options), _with_options(shots, options)
+    idx = _choose_index(query, key_fields, len(templates), template_idx, seed, salt=1)
+    pidx = _choose_index(query, key_fields, len(patterns), pattern_idx, seed, salt=2)
+    query_inputs = _select([_fill(t, query) for t, _ in templates], idx)
+    query_targets = _select([_fill(t, query) for _, t in templates], idx)
+
+    def by_pattern(build):
+      return _select([build(p) for p in patterns], pidx)
+
+    prompt = by_pattern(lambda p: tf.strings.join(
+        [p.inputs_prefix, query_inputs, p.x_y_delimiter, p.targets_prefix, p.final_suffix]))
+    kept = tf.constant(0, tf.int32)
+    if num_shots:
+      shot_inputs = _select([_fill(t, shots) for t, _ in templates], idx)
+      shot_targets = _select([_fill(t, shots) for _, t in templates], idx)
+      blocks = by_pattern(lambda p: tf.strings.join(
+          [p.inputs_prefix, shot_inputs, p.x_y_delimiter, p.targets_prefix, shot_targets,
+           p.example_separator]))
+      kept = tf.constant(num_shots, tf.int32)
+      if vocabulary is not None:
+        # +1 for the EOS appended after formatting; keep the exemplars nearest the query.
+        room = budget - _token_count(vocabulary, prompt[tf.newaxis])[0] - 1
+        used_from_end = tf.cumsum(_token_count(vocabulary, blocks), reverse=True)
+        kept = tf.reduce_sum(tf.cast(used_from_end <= room, tf.int32))
+      prompt = tf.strings.join([tf.strings.reduce_join(blocks[num_shots - kept:]), prompt])
+    return {
+        "inputs": prompt,
+        "targets": query_targets,
+        "_task_name": tf.constant(task_name),
+        "_template_idx": tf.cast(idx, tf.int32),
+        "_template_type": tf.gather(types, idx),
+        "_num_shots": kept,
+    }
+
+  return dataset.map(fmt, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+METADATA_FEATURES = ("_task_name", "_template_idx", "_template_type", "_num_shots")
+
+
+def zero_shot_preprocessor(**kwargs):
+  return functools.partial(zero_shot, **kwargs)
+
+
+def few_shot_preprocessor(**kwargs):
+  # seqio passes sequence_length/output_features by keyword when the callable names them.
+  def preprocess(dataset, sequence_length=None, output_features=None):
+    return few_shot(dataset, sequence_length, output_features, **kwargs)
+  preprocess.__name__ = f"few_shot_{kwargs.get('task_name', '')}"
+  return preprocess

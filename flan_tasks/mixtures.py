@@ -1,0 +1,81 @@
+"""Mixtures: examples-proportional rates with a per-dataset cap and a temperature, as in FLAN.
+
+The cap applies to a dataset, not a task: a dataset's zero-shot and few-shot tasks in one mixture
+share its rate, so adding the few-shot variant does not double a dataset's weight.
+"""
+import collections
+import functools
+from typing import Callable, Dict, List, Sequence
+
+import seqio
+
+from flan_tasks import registry
+
+FLAN_MAXIMUM_EXAMPLES = 30_000  # the FLAN collection's per-dataset cap
+
+
+def _dataset_rate(task: seqio.Task, maximum: int, temperature: float, share: int) -> float:
+  count = task.num_input_examples("train")
+  if count is None:
+    raise ValueError(f"task {task.name!r}: its source does not know its number of train examples; "
+                     "give the mixture explicit rates")
+  return (min(count, maximum) ** (1.0 / temperature)) / share
+
+
+def examples_proportional_rates(task_names: Sequence[str], maximum: int = FLAN_MAXIMUM_EXAMPLES,
+                                temperature: float = 1.0) -> List[tuple]:
+  """[(task, rate_fn)] with rate = min(#train examples, maximum) ** (1/temperature), shared per dataset.
+
+  Rates are computed when the mixture is first used, so registering reads no data.
+  """
+  if maximum <= 0 or temperature <= 0:
+    raise ValueError(f"maximum and temperature must be positive, got {maximum}, {temperature}")
+  per_dataset = collections.Counter(_dataset_of(name) for name in task_names)
+  return [(name, functools.partial(_dataset_rate, maximum=maximum, temperature=temperature,
+                                   share=per_dataset[_dataset_of(name)]))
+          for name in task_names]
+
+
+def _dataset_of(task_name: str) -> str:
+  try:
+    return registry.task_info(task_name).dataset
+  except ValueError:
+    return task_name  # a plain SeqIO task is its own dataset
+
+
+def add_mixture(name: str, tasks: Sequence[str], maximum: int = FLAN_MAXIMUM_EXAMPLES,
+                temperature: float = 1.0) -> str:
+  """Registers (or replaces) a mixture of tasks, e.g. the user's own tasks with flan tasks."""
+  if not tasks:
+    raise ValueError(f"mixture {name!r}: no tasks given")
+  unknown = [t for t in tasks if t not in seqio.TaskRegistry.names()]
+  if unknown:
+    raise ValueError(f"mixture {name!r}: unknown task(s) {unknown}")
+  if name in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(name)
+  seqio.MixtureRegistry.add(name, examples_proportional_rates(tasks, maximum, temperature))
+  return name
+
+
+def select_tasks(group: str, held_out: bool) -> List[str]:
+  return sorted(info.name for info in registry.all_task_info()
+                if info.group == group and info.held_out == held_out)
+
+
+def register_builtin_mixtures() -> None:
+  flan_mix, flan_heldout = select_tasks("flan", False), select_tasks("flan", True)
+  overlap = set(flan_mix) & set(flan_heldout)
+  if overlap:  # a dataset may never be both trained on and held out
+    raise ValueError(f"tasks both in flan_mix and flan_heldout: {sorted(overlap)}")
+  add_mixture("flan_mix", flan_mix)
+  add_mixture("flan_heldout", flan_heldout)
+  add_mixture("demo_mix", select_tasks("demo", False))
+  add_mixture("demo_heldout", select_tasks("demo", True))
+
+
+def mixture_rates(name: str) -> Dict[str, float]:
+  """{task: rate} of a registered mixture (reads each task's example count)."""
+  mixture = seqio.get_mixture_or_task(name)
+  if not isinstance(mixture, seqio.Mixture):
+    raise ValueError(f"{name!r} is a task, not a mixture")
+  return {task.name: mixture.get_rate(task) for task in mixture.tasks}

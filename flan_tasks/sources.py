@@ -1,0 +1,264 @@
+"""SeqIO data sources: local files from the data directory (or given paths), with TFDS as a fallback.
+
+Files are parsed in Python (so an error names the file and line), held in memory, and served as a
+`tf.data.Dataset` of string fields. The data directory is resolved when a dataset is built, not when
+the task is registered, so `flan_tasks.configure(data_dir=...)` after import still takes effect.
+"""
+import dataclasses
+import logging
+import os
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import seqio
+import tensorflow as tf
+
+from flan_tasks import config
+from flan_tasks.readers import BadRowError, Row
+
+logger = logging.getLogger(__name__)
+
+Reader = Callable[[Sequence[str]], Iterator[Row]]
+# Returns the task's fields, or None when the dataset's documented filter drops the row.
+FieldMapper = Callable[[Row], Optional[Dict[str, str]]]
+
+
+class DataNotFoundError(FileNotFoundError):
+  """Raised when a dataset has neither local files nor a prepared TFDS copy; says how to provide it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSpec:
+  """Local files of one dataset.
+
+  `split_files` paths are relative to `<data_dir>/<folder>/` unless absolute (user files).
+  """
+  folder: str
+  split_files: Mapping[str, Tuple[str, ...]]
+  read: Reader
+  to_fields: FieldMapper
+  filter_rule: str = ""  # what a None from to_fields means, for the log line
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSpec:
+  """A TFDS dataset and how its examples map to the task's fields (a function of a TF example dict)."""
+  name: str
+  split_map: Mapping[str, str]
+  to_fields: Callable[[Mapping[str, tf.Tensor], "tfds.core.DatasetInfo"], Dict[str, tf.Tensor]]
+
+
+def per_file(read_one: Callable[[str], Iterator[Row]]) -> Reader:
+  """Lifts a one-file reader to a reader of the split's files, in order."""
+  def read(paths):
+    for path in paths:
+      yield from read_one(path)
+  return read
+
+_ROW_CACHE: Dict[tuple, Dict[str, List[str]]] = {}
+
+
+def _load_columns(paths: Sequence[str], spec: FileSpec, fields: Sequence[str],
+                  skip_bad_rows: bool, label: str) -> Dict[str, List[str]]:
+  key = (tuple(paths), tuple(os.path.getmtime(p) for p in paths), skip_bad_rows, id(spec))
+  if key in _ROW_CACHE:
+    return _ROW_CACHE[key]
+  columns: Dict[str, List[str]] = {f: [] for f in fields}
+  bad, filtered = 0, 0
+  for row in spec.read(paths):
+    try:
+      values = spec.to_fields(row.check())
+      if values is not None:
+        missing = [f for f in fields if f not in values]
+        if missing:
+          raise BadRowError(row.path, row.line, f"missing field(s) {missing}")
+    except BadRowError as e:
+      if not skip_bad_rows:
+        raise
+      bad += 1
+      if bad <= 3:
+        logger.warning("%s: skipping bad row: %s", label, e)
+      continue
+    if values is None:
+      filtered += 1
+      continue
+    for f in fields:
+      columns[f].append(values[f])
+  if filtered:
+    logger.info("%s: dropped %d rows (%s)", label, filtered, spec.filter_rule or "dataset filter")
+  if bad:
+    logger.warning("%s: skipped %d bad rows (skip_bad_rows=True)", label, bad)
+  if not columns[fields[0]]:
+    raise ValueError(f"{label}: no examples in {list(paths)}")
+  _ROW_CACHE[key] = columns
+  return columns
+
+
+def _columns_dataset(columns: Mapping[str, List[str]], fields: Sequence[str],
+                     shard_info: Optional[seqio.ShardInfo], shuffle: bool,
+                     seed: Optional[int]) -> tf.data.Dataset:
+  ds = tf.data.Dataset.from_tensor_slices({f: tf.constant(columns[f], tf.string) for f in fields})
+  if shard_info and shard_info.num_shards > 1:
+    ds = ds.shard(shard_info.num_shards, shard_info.index)
+  if shuffle:
+    ds = ds.shuffle(len(columns[fields[0]]), seed=seed)
+  return ds
+
+
+class GeneratedDataSource(seqio.DataSource):
+  """Examples made by a function of the split (the built-in demo data): no files, no downloads."""
+
+  def __init__(self, name: str, fields: Sequence[str],
+               generate: Callable[[str], Dict[str, List[str]]], splits: Sequence[str]):
+    self._name, self._fields, self._generate = name, tuple(fields), generate
+    self._cache: Dict[str, Dict[str, List[str]]] = {}
+    super().__init__(splits=splits)
+
+  @property
+  def fields(self) -> Tuple[str, ...]:
+    return self._fields
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  def __repr__(self):
+    return f"GeneratedDataSource({self._name!r}, fields={self._fields})"
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  def load_columns(self, split: str) -> Dict[str, List[str]]:
+    if split not in self.splits:
+      raise ValueError(f"dataset {self._name!r} has no split {split!r}; splits: {list(self.splits)}")
+    if split not in self._cache:
+      self._cache[split] = self._generate(split)
+    return self._cache[split]
+
+  def num_input_examples(self, split: str) -> int:
+    return len(self.load_columns(split)[self._fields[0]])
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
+                  use_cached: bool = False, num_epochs: Optional[int] = 1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs  # handled by the Task
+    return _columns_dataset(self.load_columns(split), self._fields, shard_info, shuffle, seed)
+
+
+class InstructionDataSource(seqio.DataSource):
+  """Serves a dataset's string fields from local files, else from TFDS, else a DataNotFoundError."""
+
+  def __init__(self, name: str, fields: Sequence[str], files: Optional[FileSpec] = None,
+               tfds_spec: Optional[TfdsSpec] = None, skip_bad_rows: bool = False):
+    if files is None and tfds_spec is None:
+      raise ValueError(f"dataset {name!r}: give local files, a TFDS name, or both")
+    splits = set(files.split_files) if files else set()
+    if tfds_spec:
+      splits |= set(tfds_spec.split_map)
+    self._name = name
+    self._fields = tuple(fields)
+    self._files = files
+    self._tfds = tfds_spec
+    self._skip_bad_rows = skip_bad_rows
+    super().__init__(splits=sorted(splits))
+
+  @property
+  def fields(self) -> Tuple[str, ...]:
+    return self._fields
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  def __repr__(self):
+    return f"InstructionDataSource({self._name!r}, fields={self._fields})"
+
+  # -- locating the data ----------------------------------------------------------------------------
+  def local_paths(self, split: str) -> Optional[List[str]]:
+    """Absolute paths of the split's files when they all exist, else None."""
+    if not self._files or split not in self._files.split_files:
+      return None
+    paths = []
+    for rel in self._files.split_files[split]:
+      if os.path.isabs(rel):
+        path = rel
+      else:
+        base = config.data_dir()
+        if not base:
+          return None
+        path = os.path.join(base, self._files.folder, rel)
+      if not os.path.exists(path):
+        return None
+      paths.append(path)
+    return paths
+
+  def _tfds_builder(self):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    try:
+      builder = tfds.builder(self._tfds.name, data_dir=config.tfds_data_dir())
+    except Exception:  # pylint: disable=broad-except
+      return None
+    return builder if builder.is_prepared() else None
+
+  def _not_found(self, split: str) -> DataNotFoundError:
+    lines = [f"Dataset {self._name!r} (split {split!r}) is not available. Provide it one of these ways:"]
+    if self._files and split in self._files.split_files:
+      rels = self._files.split_files[split]
+      if all(os.path.isabs(r) for r in rels):
+        lines.append(f"  - the file(s) {list(rels)} must exist")
+      else:
+        lines.append(
+            f"  - local files: set ${config.DATA_DIR_ENV} (or flan_tasks.configure(data_dir=...)) to a "
+            f"directory holding {', '.join(os.path.join(self._files.folder, r) for r in rels)} "
+            f"(now: {config.data_dir() or 'not set'}); see docs/data.md")
+    if self._tfds and split in self._tfds.split_map:
+      lines.append(
+          f"  - TFDS: prepare {self._tfds.name!r} (e.g. `tfds build {self._tfds.name.split('/')[0]} "
+          f"--data_dir=DIR --manual_dir=DIR_WITH_DOWNLOADS`) and set ${config.TFDS_DATA_DIR_ENV} "
+          f"(or flan_tasks.configure(tfds_data_dir=...)) to DIR (now: "
+          f"{config.tfds_data_dir() or 'TFDS default'})")
+    return DataNotFoundError("\n".join(lines))
+
+  # -- seqio.DataSource ----------------------------------------------------------------------------
+  def load_columns(self, split: str) -> Dict[str, List[str]]:
+    paths = self.local_paths(split)
+    if paths is None:
+      raise self._not_found(split)
+    return _load_columns(paths, self._files, self._fields, self._skip_bad_rows,
+                         f"{self._name}/{split}")
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return self.local_paths(split) or [split]
+
+  def num_input_examples(self, split: str) -> Optional[int]:
+    if self.local_paths(split) is not None:
+      return len(self.load_columns(split)[self._fields[0]])
+    builder = self._tfds_builder() if self._tfds and split in self._tfds.split_map else None
+    if builder is not None:
+      return builder.info.splits[self._tfds.split_map[split]].num_examples
+    raise self._not_found(split)
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
+                  use_cached: bool = False, num_epochs: Optional[int] = 1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs  # handled by the Task
+    if split not in self.splits:
+      raise ValueError(f"dataset {self._name!r} has no split {split!r}; splits: {list(self.splits)}")
+    if self.local_paths(split) is not None:
+      return _columns_dataset(self.load_columns(split), self._fields, shard_info, shuffle, seed)
+    builder = self._tfds_builder() if self._tfds and split in self._tfds.split_map else None
+    if builder is None:
+      raise self._not_found(split)
+    ds = builder.as_dataset(split=self._tfds.split_map[split], shuffle_files=shuffle,
+                            read_config=_tfds_read_config(seed))
+    if shard_info and shard_info.num_shards > 1:
+      ds = ds.shard(shard_info.num_shards, shard_info.index)
+    info = builder.info
+    ds = ds.map(lambda ex: self._tfds.to_fields(ex, info), num_parallel_calls=tf.data.AUTOTUNE)
+    if shuffle:
+      ds = ds.shuffle(10_000, seed=seed)
+    return ds
+
+
+def _tfds_read_config(seed):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.ReadConfig(shuffle_seed=seed)

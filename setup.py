@@ -1,0 +1,34 @@
+"""flan-t5x: FLAN-style multi-task instruction finetuning of T5 on JAX."""
+import setuptools
+
+setuptools.setup(
+    name="flan-t5x",
+    version="0.1.0",
+    description="FLAN-style instruction finetuning of T5 on JAX: SeqIO tasks and a T5X-compatible engine",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["flan_tasks", "flan_tasks.*", "flan_t5x", "flan_t5x.*"]),
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.9",
+        "seqio>=0.0.19",
+        "tensorflow>=2.16,<2.22",
+        "tensorflow-text>=2.16,<2.22",
+        "tensorflow-datasets>=4.9.4",
+        "gin-config>=0.5",
+        "rouge-score>=0.1.2",
+        "sentencepiece>=0.2",
+        "tensorstore>=0.1.60",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        # The Hugging Face peer for benchmarks and export parity; never needed by the default tests.
+        "bench": ["torch>=2.4", "transformers>=4.45"],
+    },
+)
