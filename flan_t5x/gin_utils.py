@@ -1,0 +1,56 @@
+"""T5X-style gin flags: --gin_file (repeatable), --gin_search_paths, --gin.NAME=VALUE."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import gin
+from absl import app
+from absl import flags
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _define_flags() -> None:
+  if 'gin_file' in flags.FLAGS:
+    return
+  flags.DEFINE_multi_string('gin_file', default=None, help='Gin config file; repeatable, applied in order.')
+  flags.DEFINE_multi_string('gin_bindings', default=[], help='Individual gin bindings, applied last.')
+  flags.DEFINE_list('gin_search_paths', default=['.'],
+                    help='Directories searched for gin files and `include`s (the repo root is always added).')
+
+
+def rewrite_gin_args(args: Sequence[str]) -> list[str]:
+  """`--gin.NAME=VALUE` -> `--gin_bindings=NAME = VALUE` (as t5x.gin_utils)."""
+  out = []
+  for arg in args:
+    if arg.startswith('--gin.'):
+      if '=' not in arg:
+        raise ValueError(f'Gin override {arg!r} needs the form --gin.NAME=VALUE.')
+      name, value = arg[len('--gin.'):].split('=', 1)
+      arg = f'--gin_bindings={name} = {value}'
+    out.append(arg)
+  return out
+
+
+def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
+              gin_search_paths: Sequence[str] = ('.',), finalize: bool = True) -> None:
+  """Parses files then bindings with gin's real parser; unknown names raise at parse time."""
+  for path in list(gin_search_paths) + [REPO_ROOT]:
+    gin.add_config_file_search_path(os.path.abspath(path))
+  gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings), finalize_config=False)
+  if finalize:
+    gin.finalize()
+
+
+def parse_gin_flags_from_argv(argv: Sequence[str]) -> None:
+  del argv
+  if not flags.FLAGS.gin_file:
+    raise app.UsageError('At least one --gin_file is required, e.g. --gin_file=gin/demo.gin.')
+  parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  _define_flags()
+  app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(rewrite_gin_args(argv)))

@@ -1,0 +1,241 @@
+"""T5.1.1 building blocks in Flax linen, parameter-compatible with T5X.
+
+Parameter names, shapes and logical axis names follow T5X's
+`t5x/examples/t5/layers.py`: every kernel is stored 2-D `(in, out)` in float32
+and annotated with logical axes; activations run in `dtype` (bf16 for real
+configs). Dense layers are computed on 2-D `(batch*length, features)` operands
+and attention as `(batch*heads)` batched matmuls: on XLA:CPU this lowers to
+plain GEMMs whose backward pass is several times faster than general einsums.
+
+Shape suffixes: B batch, L length (Q query, K key), E embed, H heads,
+D head dim, M mlp, V vocab, N flattened batch*length.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flan_t5x import partitioning
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+# Large negative number (not -inf) so fully-masked rows stay finite, as T5X.
+_MASK_VALUE = -1e10
+
+default_kernel_init = nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal')
+
+
+def constrain(x: Array, logical_axes: Sequence[str | None]) -> Array:
+  """Sharding constraint by logical names; a no-op outside a partitioner context."""
+  rules = nn.get_logical_axis_rules()
+  if not rules:
+    return x
+  partitioning.check_logical_axes(logical_axes, rules, where='(activation) ')
+  return nn.with_logical_constraint(x, tuple(logical_axes))
+
+
+def logical_param(module: nn.Module, name: str, init: Initializer, shape: Sequence[int],
+                  axes: Sequence[str]) -> Array:
+  """Declares a float32 parameter annotated with logical axis names."""
+  if len(axes) != len(shape):
+    raise ValueError(f'Parameter {name!r}: {len(axes)} axis names {tuple(axes)} for shape {tuple(shape)}.')
+  boxed_init = nn.with_logical_partitioning(init, tuple(axes))
+  return module.param(name, boxed_init, tuple(shape), jnp.float32)
+
+
+class Dense(nn.Module):
+  """Linear map on 2-D operands; kernel stored as T5X's 2-D `(in, out)`."""
+  features: int
+  kernel_axes: tuple[str, str]
+  dtype: jnp.dtype = jnp.float32
+  kernel_init: Initializer = default_kernel_init
+
+  @nn.compact
+  def __call__(self, x_NxI: Array) -> Array:
+    if x_NxI.ndim != 2:
+      raise ValueError(f'Dense expects a 2-D operand, got shape {x_NxI.shape}.')
+    kernel_IxO = logical_param(self, 'kernel', self.kernel_init,
+                               (x_NxI.shape[-1], self.features), self.kernel_axes)
+    return jnp.dot(x_NxI.astype(self.dtype), kernel_IxO.astype(self.dtype))
+
+
+class RMSNorm(nn.Module):
+  """T5 layer norm: no mean subtraction, no bias; statistics in float32."""
+  epsilon: float = 1e-6
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    x_f32 = x.astype(jnp.float32)
+    mean_square = jnp.mean(jnp.square(x_f32), axis=-1, keepdims=True)
+    y = (x_f32 * jax.lax.rsqrt(mean_square + self.epsilon)).astype(self.dtype)
+    scale_E = logical_param(self, 'scale', nn.initializers.ones, (x.shape[-1],), ('embed',))
+    return y * scale_E.astype(self.dtype)
+
+
+class Embed(nn.Module):
+  """Token embedding table `(vocab, embed)`, initialised N(0, 1) as T5X."""
+  num_embeddings: int
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens_BxL: Array) -> Array:
+    if not jnp.issubdtype(tokens_BxL.dtype, jnp.integer):
+      raise ValueError(f'Embed expects integer token ids, got {tokens_BxL.dtype}.')
+    table_VxE = logical_param(self, 'embedding', nn.initializers.normal(stddev=1.0),
+                              (self.num_embeddings, self.features), ('vocab', 'embed'))
+    return jnp.take(table_VxE.astype(self.dtype), tokens_BxL, axis=0)
+
+
+def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,
+                             num_buckets: int, max_distance: int) -> np.ndarray:
+  """Mesh-TF/T5X bucketing: exact buckets for small distances, log-spaced beyond.
+
+  `relative_position` is memory_position - query_position. Computed in numpy
+  because it depends only on static lengths.
+  """
+  bucket = np.zeros_like(relative_position, dtype=np.int32)
+  distance = -relative_position
+  if bidirectional:
+    num_buckets //= 2
+    bucket += (distance < 0).astype(np.int32) * num_buckets
+    distance = np.abs(distance)
+  else:
+    distance = np.maximum(distance, 0)
+  max_exact = num_buckets // 2
+  is_small = distance < max_exact
+  log_ratio = (np.log(distance.astype(np.float32) / max_exact + np.finfo(np.float32).eps)
+               / np.log(max_distance / max_exact))
+  large_bucket = max_exact + (log_ratio * (num_buckets - max_exact)).astype(np.int32)
+  large_bucket = np.minimum(large_bucket, num_buckets - 1)
+  return bucket + np.where(is_small, distance, large_bucket)
+
+
+class RelativePositionBiases(nn.Module):
+  """Per-head learned bias over relative position buckets, shared by all layers."""
+  num_heads: int
+  num_buckets: int = 32
+  max_distance: int = 128
+  dtype: jnp.dtype = jnp.float32
+  embedding_init: Initializer = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
+
+  @nn.compact
+  def __call__(self, query_length: int, key_length: int, bidirectional: bool) -> Array:
+    query_pos = np.arange(query_length, dtype=np.int32)[:, None]
+    key_pos = np.arange(key_length, dtype=np.int32)[None, :]
+    bucket_QxK = relative_position_bucket(key_pos - query_pos, bidirectional,
+                                          self.num_buckets, self.max_distance)
+    rel_embedding_HxR = logical_param(self, 'rel_embedding', self.embedding_init,
+                                      (self.num_heads, self.num_buckets),
+                                      ('heads', 'relpos_buckets'))
+    bias_HxQxK = jnp.take(rel_embedding_HxR.astype(self.dtype), jnp.asarray(bucket_QxK), axis=1)
+    return bias_HxQxK[None]
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """T5 attention: no 1/sqrt(d) at runtime (folded into the query init)."""
+  num_heads: int
+  head_dim: int
+  dtype: jnp.dtype = jnp.float32
+  dropout_rate: float = 0.0
+  kernel_init: Initializer = nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
+
+  @nn.compact
+  def __call__(self, inputs_q_BxQxE: Array, inputs_kv_BxKxE: Array, bias_BxHxQxK: Array,
+               deterministic: bool) -> Array:
+    batch, q_len, emb_dim = inputs_q_BxQxE.shape
+    k_len = inputs_kv_BxKxE.shape[1]
+    heads, head_dim = self.num_heads, self.head_dim
+    joined = heads * head_dim
+    depth_scale = np.sqrt(head_dim).astype(np.float32)
+    query_init = lambda *args: self.kernel_init(*args) / depth_scale
+    dense = functools.partial(Dense, dtype=self.dtype)
+
+    def project(name, x_BxLxE, length, init):
+      x_NxJ = dense(joined, ('embed', 'joined_kv'), kernel_init=init, name=name)(
+          x_BxLxE.reshape(batch * length, emb_dim))
+      x_BxLxHxD = x_NxJ.reshape(batch, length, heads, head_dim)
+      x_BxLxHxD = constrain(x_BxLxHxD, ('batch', 'length', 'heads', 'kv'))
+      return x_BxLxHxD.transpose(0, 2, 1, 3).reshape(batch * heads, length, head_dim)
+
+    q_GxQxD = project('query', inputs_q_BxQxE, q_len, query_init)
+    k_GxKxD = project('key', inputs_kv_BxKxE, k_len, self.kernel_init)
+    v_GxKxD = project('value', inputs_kv_BxKxE, k_len, self.kernel_init)
+
+    batched_matmul = lambda a, b, contract: jax.lax.dot_general(
+        a, b, (((2,), (contract,)), ((0,), (0,))), preferred_element_type=jnp.float32)
+    logits_GxQxK = batched_matmul(q_GxQxD, k_GxKxD, 2)
+    logits_BxHxQxK = logits_GxQxK.reshape(batch, heads, q_len, k_len) + bias_BxHxQxK.astype(jnp.float32)
+    weights_BxHxQxK = jax.nn.softmax(logits_BxHxQxK, axis=-1).astype(self.dtype)
+    # T5 broadcasts attention dropout over the query dimension.
+    weights_BxHxQxK = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
+        weights_BxHxQxK, deterministic=deterministic)
+    context_GxQxD = batched_matmul(weights_BxHxQxK.reshape(batch * heads, q_len, k_len), v_GxKxD, 1)
+    context_NxJ = (context_GxQxD.astype(self.dtype).reshape(batch, heads, q_len, head_dim)
+                   .transpose(0, 2, 1, 3).reshape(batch * q_len, joined))
+    out_NxE = dense(emb_dim, ('joined_kv', 'embed'), kernel_init=self.kernel_init, name='out')(context_NxJ)
+    return constrain(out_NxE.reshape(batch, q_len, emb_dim), ('batch', 'length', 'embed'))
+
+
+def _activation(name: str) -> Callable[[Array], Array]:
+  if name == 'linear':
+    return lambda x: x
+  fn = getattr(nn, name, None)
+  if not callable(fn):
+    raise ValueError(f'Unknown MLP activation {name!r}; expected "linear" or a flax.linen function.')
+  return fn
+
+
+class MlpBlock(nn.Module):
+  """Gated MLP: product of `activations` applied to `wi_i` projections, then `wo`."""
+  intermediate_dim: int
+  activations: tuple[str, ...] = ('gelu', 'linear')
+  dtype: jnp.dtype = jnp.float32
+  intermediate_dropout_rate: float = 0.0
+  kernel_init: Initializer = default_kernel_init
+
+  @nn.compact
+  def __call__(self, x_BxLxE: Array, deterministic: bool) -> Array:
+    batch, length, emb_dim = x_BxLxE.shape
+    x_NxE = x_BxLxE.reshape(batch * length, emb_dim)
+    hidden_NxM = None
+    for idx, act_name in enumerate(self.activations):
+      name = 'wi' if len(self.activations) == 1 else f'wi_{idx}'
+      h_NxM = _activation(act_name)(Dense(self.intermediate_dim, ('embed', 'mlp'), dtype=self.dtype,
+                                          kernel_init=self.kernel_init, name=name)(x_NxE))
+      hidden_NxM = h_NxM if hidden_NxM is None else hidden_NxM * h_NxM
+    hidden_BxLxM = hidden_NxM.reshape(batch, length, self.intermediate_dim)
+    hidden_BxLxM = nn.Dropout(self.intermediate_dropout_rate, broadcast_dims=(-2,))(
+        hidden_BxLxM, deterministic=deterministic)
+    hidden_BxLxM = constrain(hidden_BxLxM, ('batch', 'length', 'mlp'))
+    out_NxE = Dense(emb_dim, ('mlp', 'embed'), dtype=self.dtype, kernel_init=self.kernel_init,
+                    name='wo')(hidden_BxLxM.reshape(batch * length, self.intermediate_dim))
+    return out_NxE.reshape(batch, length, emb_dim)
+
+
+# ----------------------------- attention masks --------------------------------
+
+def attention_mask(query_valid_BxQ: Array, key_valid_BxK: Array) -> Array:
+  """Boolean `(B, 1, Q, K)` mask from per-position validity."""
+  return (query_valid_BxQ[:, None, :, None] & key_valid_BxK[:, None, None, :])
+
+
+def segment_mask(query_segments_BxQ: Array, key_segments_BxK: Array) -> Array:
+  """Packed examples may only attend within their own segment."""
+  return query_segments_BxQ[:, None, :, None] == key_segments_BxK[:, None, None, :]
+
+
+def causal_mask(length: int) -> Array:
+  return jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+
+
+def mask_to_bias(mask_Bx1xQxK: Array, dtype: jnp.dtype) -> Array:
+  return jnp.where(mask_Bx1xQxK, 0.0, _MASK_VALUE).astype(dtype)

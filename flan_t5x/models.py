@@ -1,0 +1,126 @@
+"""EncoderDecoderModel: the Transformer module plus loss, metrics and init (T5X API)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import seqio
+
+from flan_t5x import losses
+from flan_t5x import network
+
+Array = jax.Array
+PyTree = Any
+
+REQUIRED_FEATURES = ('encoder_input_tokens', 'decoder_input_tokens', 'decoder_target_tokens')
+PACKING_FEATURES = ('encoder_segment_ids', 'decoder_segment_ids')
+
+
+def _check_batch(batch: Mapping[str, Array]) -> None:
+  missing = [k for k in REQUIRED_FEATURES if k not in batch]
+  if missing:
+    raise ValueError(f'Batch lacks features {missing}; got {sorted(batch)}. Expected the output of '
+                     'seqio.EncDecFeatureConverter.')
+
+
+class EncoderDecoderModel:
+  """Wraps a `network.Transformer`; loss as T5X's EncoderDecoderModel.loss_fn."""
+
+  FEATURE_CONVERTER_CLS = seqio.EncDecFeatureConverter
+
+  def __init__(self, module: network.Transformer, input_vocabulary: seqio.Vocabulary | None = None,
+               output_vocabulary: seqio.Vocabulary | None = None, optimizer_def: Any = None,
+               z_loss: float = 1e-4, label_smoothing: float = 0.0,
+               loss_normalizing_factor: float | str | None = None):
+    if not 0.0 <= label_smoothing < 1.0:
+      raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing}.')
+    self.module = module
+    self.input_vocabulary = input_vocabulary
+    self.output_vocabulary = output_vocabulary
+    self.optimizer_def = optimizer_def
+    self.z_loss = z_loss
+    self.label_smoothing = label_smoothing
+    self.loss_normalizing_factor = losses.parse_loss_normalizing_factor(loss_normalizing_factor)
+
+  @property
+  def config(self) -> network.T5Config:
+    return self.module.config
+
+  def feature_converter(self, pack: bool) -> seqio.FeatureConverter:
+    return self.FEATURE_CONVERTER_CLS(pack=pack)
+
+  def init_params(self, rng: Array, batch_size: int, input_length: int, target_length: int) -> PyTree:
+    """Returns the boxed (LogicallyPartitioned) parameter tree."""
+    enc = jnp.ones((batch_size, input_length), jnp.int32)
+    dec = jnp.ones((batch_size, target_length), jnp.int32)
+    variables = self.module.init({'params': rng, 'dropout': rng}, enc, dec, dec, enable_dropout=False)
+    return variables['params']
+
+  def compute_logits(self, params: PyTree, batch: Mapping[str, Array], dropout_rng: Array | None) -> Array:
+    _check_batch(batch)
+    rngs = {'dropout': dropout_rng} if dropout_rng is not None else None
+    return self.module.apply(
+        {'params': params}, batch['encoder_input_tokens'], batch['decoder_input_tokens'],
+        batch['decoder_target_tokens'], encoder_segment_ids=batch.get('encoder_segment_ids'),
+        decoder_segment_ids=batch.get('decoder_segment_ids'), enable_dropout=dropout_rng is not None,
+        rngs=rngs)
+
+  def normalizing_factor_and_weights(self, batch: Mapping[str, Array]):
+    return losses.normalizing_factor_and_weights(self.loss_normalizing_factor, batch)
+
+  def loss_fn(self, params: PyTree, batch: Mapping[str, Array], dropout_rng: Array | None,
+              normalization: tuple[Any, Array] | None = None):
+    """Returns (loss, metric sums). Dropout is off when `dropout_rng` is None.
+
+    `normalization` = (factor, per-token loss weights) overrides the values
+    derived from `batch`; gradient accumulation passes the full batch's so that
+    summed microbatch gradients equal the full-batch gradient.
+    """
+    logits_BxTxV = self.compute_logits(params, batch, dropout_rng)
+    if normalization is None:
+      normalization = self.normalizing_factor_and_weights(batch)
+    loss_normalizing_factor, weights_BxT = normalization
+    targets_BxT = batch['decoder_target_tokens']
+    loss, z_loss, nll_BxT = losses.cross_entropy_with_z_loss(
+        logits_BxTxV, targets_BxT, weights_BxT, self.label_smoothing, self.z_loss,
+        loss_normalizing_factor)
+    real_BxT = jnp.asarray(batch.get('decoder_loss_weights', targets_BxT > 0), jnp.float32)
+    correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32)
+    metrics = {
+        'loss': loss,
+        'z_loss': z_loss,
+        'cross_ent_sum': jnp.sum(nll_BxT * real_BxT),
+        'correct_tokens': jnp.sum(correct_BxT * real_BxT),
+        'num_tokens': jnp.sum(real_BxT),
+    }
+    return loss, metrics
+
+  def score_batch(self, params: PyTree, batch: Mapping[str, Array]) -> Array:
+    """Per-sequence target log-likelihood of an unpacked batch, shape (batch,)."""
+    if any(k in batch for k in PACKING_FEATURES):
+      raise ValueError('score_batch expects an unpacked batch (no segment ids).')
+    logits_BxTxV = self.compute_logits(params, batch, dropout_rng=None)
+    log_probs_BxTxV = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+    targets_BxT = batch['decoder_target_tokens']
+    token_ll_BxT = jnp.take_along_axis(log_probs_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+    weights_BxT = jnp.asarray(batch.get('decoder_loss_weights', targets_BxT > 0), jnp.float32)
+    return jnp.sum(token_ll_BxT * weights_BxT, axis=-1)
+
+
+def summarize_metrics(metric_sums: Mapping[str, Any]) -> dict[str, float]:
+  """Turns summed metrics into reported values (per-token loss, accuracy)."""
+  num_tokens = max(float(metric_sums['num_tokens']), 1.0)
+  return {
+      'loss': float(metric_sums['loss']),
+      'z_loss': float(metric_sums['z_loss']),
+      'cross_ent_loss_per_token': float(metric_sums['cross_ent_sum']) / num_tokens,
+      'accuracy': float(metric_sums['correct_tokens']) / num_tokens,
+      'num_tokens': float(metric_sums['num_tokens']),
+  }
+
+
+def unbox(tree: PyTree) -> PyTree:
+  return nn.meta.unbox(tree)

@@ -1,0 +1,241 @@
+"""T5.1.1 encoder-decoder Transformer, parameter-compatible with T5X.
+
+Parameter tree (unscanned), as in `t5x/examples/t5/network.py`:
+  token_embedder/embedding                          (vocab, embed)
+  encoder/relpos_bias/rel_embedding                 (heads, relpos_buckets)
+  encoder/layers_{i}/pre_attention_layer_norm/scale (embed,)
+  encoder/layers_{i}/attention/{query,key,value}/kernel  (embed, joined_kv)
+  encoder/layers_{i}/attention/out/kernel           (joined_kv, embed)
+  encoder/layers_{i}/pre_mlp_layer_norm/scale
+  encoder/layers_{i}/mlp/{wi_0,wi_1}/kernel (embed, mlp), mlp/wo/kernel (mlp, embed)
+  encoder/encoder_norm/scale
+  decoder/layers_{i}/{pre_self_attention_layer_norm, self_attention,
+      pre_cross_attention_layer_norm, encoder_decoder_attention, pre_mlp_layer_norm, mlp}
+  decoder/relpos_bias/rel_embedding, decoder/decoder_norm/scale,
+  decoder/logits_dense/kernel                       (embed, vocab)
+With `scan_layers=True` the per-layer subtrees are stacked under
+`encoder/layers/...` / `decoder/layers/...` with a leading 'layers' axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flan_t5x import layers
+
+Array = jax.Array
+
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'minimal': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+  """Hyperparameters of a T5.1.1 encoder-decoder (names as T5X's T5Config)."""
+  vocab_size: int
+  emb_dim: int = 512
+  num_heads: int = 8
+  num_encoder_layers: int = 6
+  num_decoder_layers: int = 6
+  head_dim: int = 64
+  mlp_dim: int = 2048
+  mlp_activations: tuple[str, ...] = ('gelu', 'linear')
+  dropout_rate: float = 0.1
+  logits_via_embedding: bool = False
+  dtype: Any = 'bfloat16'
+  scan_layers: bool = False
+  remat_policy: str = 'none'
+
+  def __post_init__(self):
+    # Gin passes lists; the config must stay hashable.
+    object.__setattr__(self, 'mlp_activations', tuple(self.mlp_activations))
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f'remat_policy={self.remat_policy!r}; expected one of {sorted(REMAT_POLICIES)}.')
+    for name in ('vocab_size', 'emb_dim', 'num_heads', 'head_dim', 'mlp_dim'):
+      if getattr(self, name) <= 0:
+        raise ValueError(f'T5Config.{name} must be positive, got {getattr(self, name)}.')
+
+  @property
+  def activation_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+
+def _maybe_scanned_output(config: T5Config, x: Array):
+  return (x, None) if config.scan_layers else x
+
+
+class EncoderLayer(nn.Module):
+  config: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BxLxE: Array, bias_BxHxLxL: Array):
+    cfg, dtype = self.config, self.config.activation_dtype
+    dropout = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
+        y, deterministic=self.deterministic)
+    h = layers.RMSNorm(dtype=dtype, name='pre_attention_layer_norm')(x_BxLxE)
+    h = layers.MultiHeadDotProductAttention(cfg.num_heads, cfg.head_dim, dtype=dtype,
+                                            dropout_rate=cfg.dropout_rate, name='attention')(
+        h, h, bias_BxHxLxL, deterministic=self.deterministic)
+    x_BxLxE = x_BxLxE + dropout(h)
+    h = layers.RMSNorm(dtype=dtype, name='pre_mlp_layer_norm')(x_BxLxE)
+    h = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, dtype=dtype,
+                        intermediate_dropout_rate=cfg.dropout_rate, name='mlp')(
+        h, deterministic=self.deterministic)
+    x_BxLxE = layers.constrain(x_BxLxE + dropout(h), ('batch', 'length', 'embed'))
+    return _maybe_scanned_output(cfg, x_BxLxE)
+
+
+class DecoderLayer(nn.Module):
+  config: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, y_BxTxE: Array, encoded_BxLxE: Array, self_bias_BxHxTxT: Array,
+               cross_bias_Bx1xTxL: Array):
+    cfg, dtype = self.config, self.config.activation_dtype
+    dropout = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
+        y, deterministic=self.deterministic)
+    attention = lambda name: layers.MultiHeadDotProductAttention(
+        cfg.num_heads, cfg.head_dim, dtype=dtype, dropout_rate=cfg.dropout_rate, name=name)
+
+    h = layers.RMSNorm(dtype=dtype, name='pre_self_attention_layer_norm')(y_BxTxE)
+    h = attention('self_attention')(h, h, self_bias_BxHxTxT, deterministic=self.deterministic)
+    y_BxTxE = y_BxTxE + dropout(h)
+    h = layers.RMSNorm(dtype=dtype, name='pre_cross_attention_layer_norm')(y_BxTxE)
+    h = attention('encoder_decoder_attention')(h, encoded_BxLxE, cross_bias_Bx1xTxL,
+                                               deterministic=self.deterministic)
+    y_BxTxE = y_BxTxE + dropout(h)
+    h = layers.RMSNorm(dtype=dtype, name='pre_mlp_layer_norm')(y_BxTxE)
+    h = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, dtype=dtype,
+                        intermediate_dropout_rate=cfg.dropout_rate, name='mlp')(
+        h, deterministic=self.deterministic)
+    y_BxTxE = layers.constrain(y_BxTxE + dropout(h), ('batch', 'length', 'embed'))
+    return _maybe_scanned_output(cfg, y_BxTxE)
+
+
+def _layer_stack(config: T5Config, layer_cls, num_layers: int, num_broadcast_args: int,
+                 deterministic: bool):
+  """Returns a callable x -> x applying `num_layers` layers (scanned or unrolled)."""
+  policy = REMAT_POLICIES[config.remat_policy]
+  if config.remat_policy != 'none':
+    layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not config.scan_layers)
+  if config.scan_layers:
+    scanned = nn.scan(layer_cls, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+                      in_axes=(nn.broadcast,) * num_broadcast_args, length=num_layers,
+                      metadata_params={nn.PARTITION_NAME: 'layers'})
+    stack = scanned(config=config, deterministic=deterministic, name='layers')
+    return lambda x, *args: stack(x, *args)[0]
+  stack = [layer_cls(config=config, deterministic=deterministic, name=f'layers_{i}')
+           for i in range(num_layers)]
+
+  def apply(x, *args):
+    for layer in stack:
+      x = layer(x, *args)
+    return x
+  return apply
+
+
+class Encoder(nn.Module):
+  config: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, embedded_BxLxE: Array, mask_Bx1xLxL: Array) -> Array:
+    cfg, dtype = self.config, self.config.activation_dtype
+    length = embedded_BxLxE.shape[1]
+    position_bias_1xHxLxL = layers.RelativePositionBiases(cfg.num_heads, dtype=dtype, name='relpos_bias')(
+        length, length, bidirectional=True)
+    bias_BxHxLxL = layers.mask_to_bias(mask_Bx1xLxL, dtype) + position_bias_1xHxLxL
+    x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(embedded_BxLxE, deterministic=self.deterministic)
+    x = layers.constrain(x.astype(dtype), ('batch', 'length', 'embed'))
+    x = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers, 1, self.deterministic)(
+        x, bias_BxHxLxL)
+    x = layers.RMSNorm(dtype=dtype, name='encoder_norm')(x)
+    return nn.Dropout(cfg.dropout_rate)(x, deterministic=self.deterministic)
+
+
+class Decoder(nn.Module):
+  config: T5Config
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, embedded_BxTxE: Array, encoded_BxLxE: Array, self_mask_Bx1xTxT: Array,
+               cross_mask_Bx1xTxL: Array, embedding_VxE: Array | None = None) -> Array:
+    cfg, dtype = self.config, self.config.activation_dtype
+    batch, target_len, emb_dim = embedded_BxTxE.shape
+    position_bias_1xHxTxT = layers.RelativePositionBiases(cfg.num_heads, dtype=dtype, name='relpos_bias')(
+        target_len, target_len, bidirectional=False)
+    self_bias = layers.mask_to_bias(self_mask_Bx1xTxT, dtype) + position_bias_1xHxTxT
+    cross_bias = layers.mask_to_bias(cross_mask_Bx1xTxL, dtype)
+    y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(embedded_BxTxE, deterministic=self.deterministic)
+    y = layers.constrain(y.astype(dtype), ('batch', 'length', 'embed'))
+    y = _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers, 3, self.deterministic)(
+        y, encoded_BxLxE, self_bias, cross_bias)
+    y = layers.RMSNorm(dtype=dtype, name='decoder_norm')(y)
+    y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=self.deterministic)
+    y_NxE = y.reshape(batch * target_len, emb_dim)
+    if cfg.logits_via_embedding:
+      # Tied embeddings need rescaling to keep logits O(1) (T5X convention).
+      logits_NxV = jnp.dot(y_NxE.astype(jnp.float32), embedding_VxE.astype(jnp.float32).T)
+      logits_NxV = logits_NxV / jnp.sqrt(emb_dim)
+    else:
+      logits_NxV = layers.Dense(cfg.vocab_size, ('embed', 'vocab'), dtype=jnp.float32,
+                                name='logits_dense')(y_NxE)
+    return layers.constrain(logits_NxV.reshape(batch, target_len, cfg.vocab_size),
+                            ('batch', 'length', 'vocab'))
+
+
+def encoder_mask(encoder_tokens_BxL: Array, encoder_segment_ids_BxL: Array | None) -> Array:
+  valid = encoder_tokens_BxL > 0
+  mask = layers.attention_mask(valid, valid)
+  if encoder_segment_ids_BxL is not None:
+    mask &= layers.segment_mask(encoder_segment_ids_BxL, encoder_segment_ids_BxL)
+  return mask
+
+
+def decoder_masks(decoder_target_tokens_BxT: Array, encoder_tokens_BxL: Array,
+                  decoder_segment_ids_BxT: Array | None, encoder_segment_ids_BxL: Array | None):
+  """(self-attention mask, encoder-decoder mask), as T5X's make_decoder_mask."""
+  target_valid = decoder_target_tokens_BxT > 0
+  self_mask = layers.attention_mask(target_valid, target_valid) & layers.causal_mask(target_valid.shape[1])
+  cross_mask = layers.attention_mask(target_valid, encoder_tokens_BxL > 0)
+  if decoder_segment_ids_BxT is not None:
+    self_mask &= layers.segment_mask(decoder_segment_ids_BxT, decoder_segment_ids_BxT)
+    cross_mask &= layers.segment_mask(decoder_segment_ids_BxT, encoder_segment_ids_BxL)
+  return self_mask, cross_mask
+
+
+class Transformer(nn.Module):
+  """T5.1.1 encoder-decoder returning float32 logits `(batch, target_len, vocab)`."""
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Array, encoder_segment_ids: Array | None = None,
+               decoder_segment_ids: Array | None = None, enable_dropout: bool = True) -> Array:
+    cfg, dtype = self.config, self.config.activation_dtype
+    deterministic = not enable_dropout
+    if (encoder_segment_ids is None) != (decoder_segment_ids is None):
+      raise ValueError('Packed batches need both encoder_segment_ids and decoder_segment_ids.')
+    embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, name='token_embedder')
+    enc_mask = encoder_mask(encoder_input_tokens, encoder_segment_ids)
+    encoded_BxLxE = Encoder(cfg, deterministic, name='encoder')(
+        embedder(encoder_input_tokens.astype(jnp.int32)), enc_mask)
+    self_mask, cross_mask = decoder_masks(decoder_target_tokens, encoder_input_tokens,
+                                          decoder_segment_ids, encoder_segment_ids)
+    embedding_VxE = embedder.variables['params']['embedding'] if cfg.logits_via_embedding else None
+    if embedding_VxE is not None:
+      embedding_VxE = nn.meta.unbox(embedding_VxE)
+    return Decoder(cfg, deterministic, name='decoder')(
+        embedder(decoder_input_tokens.astype(jnp.int32)), encoded_BxLxE, self_mask, cross_mask,
+        embedding_VxE)
