@@ -26,6 +26,15 @@ class LazyT5Vocabulary(seqio.SentencePieceVocabulary):
     # The parent stores the path and loads lazily; we override the path accessor below.
     super().__init__(sentencepiece_model_file="<resolved from flan_tasks.config>",
                      extra_ids=extra_ids)
+    self._loaded_path = None
+
+  def _model_context(self):
+    # A path changed after the model was loaded (flan_tasks.configure) must take effect.
+    if self._model is not None and self._loaded_path != config.vocab_path():
+      self._model = None
+    context = super()._model_context()
+    self._loaded_path = config.vocab_path()
+    return context
 
   # seqio reads the private attribute when it loads the model; a property makes that read lazy.
   @property
