@@ -134,8 +134,10 @@ def few_shot(dataset: tf.data.Dataset, sequence_length: Optional[Mapping[str, in
   types = _template_types(templates, "fs")
 
   if num_shots:
-    exemplars = dataset.repeat().skip(1).batch(num_shots, drop_remainder=True)
-    dataset = tf.data.Dataset.zip((dataset, exemplars))
+    # Stream j is the split shifted by j+1 (cycling), so example i gets examples i+1..i+num_shots.
+    streams = tuple(dataset.repeat().skip(j + 1) for j in range(num_shots))
+    dataset = tf.data.Dataset.zip((dataset, streams)).map(
+        lambda query, shots: (query, {f: tf.stack([s[f] for s in shots]) for f in query}))
   else:
     dataset = dataset.map(lambda ex: (ex, ex))
 
