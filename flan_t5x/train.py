@@ -143,10 +143,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       summary = models.summarize_metrics(jax.device_get(metrics))
       summary['learning_rate'] = float(metrics['learning_rate'])
       step += 1
-      if not np.isfinite(summary['loss']):
+      if not (np.isfinite(summary['loss']) and bool(metrics['params_finite'])):
         checkpointer.wait()
+        what = f'loss {summary["loss"]}' if not np.isfinite(summary['loss']) else 'parameters after the update'
         raise FloatingPointError(
-            f'Non-finite loss {summary["loss"]} at step {step}; stopping. The last good checkpoint '
+            f'Non-finite {what} at step {step}; stopping without saving it. The last good checkpoint '
             f'(step {checkpointer.latest_step()}) in {model_dir} is kept.')
       run_state.batches_consumed += 1
       summary['step'] = step
@@ -157,6 +158,9 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
         progress.set_postfix(loss=f'{summary["cross_ent_loss_per_token"]:.4f}', acc=f'{summary["accuracy"]:.3f}')
       if step % log_period == 0 or step == total_steps:
         logging.info('step %d: %s', step, {k: round(v, 5) for k, v in summary.items()})
+        if progress is None and jax.process_index() == 0:
+          print(f'[flan_t5x] step {step} loss/token {summary["cross_ent_loss_per_token"]:.4f} '
+                f'accuracy {summary["accuracy"]:.3f}', flush=True)
         train_writer.write(step, {k: v for k, v in summary.items() if k != 'step'})
       if step % checkpoint_cfg.save.period == 0 or step == total_steps:
         checkpointer.save(state, run_state)
@@ -187,7 +191,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
 
 def main(argv: list[str]) -> None:
   import gin
+  from absl import flags
   from flan_t5x import gin_utils
+  if not flags.FLAGS['verbosity'].present:
+    # Orbax logs every save step at INFO; the progress bar and summary lines suffice.
+    logging.set_verbosity(logging.WARNING)
   gin_utils.parse_gin_flags_from_argv(argv)
   model_dir = gin.query_parameter('%MODEL_DIR')
   if jax.process_index() == 0:

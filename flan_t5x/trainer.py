@@ -132,7 +132,10 @@ class Trainer:
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     lr = self.learning_rate_fn(state.step) if callable(self.learning_rate_fn) else self.learning_rate_fn
-    metrics = dict(metrics, learning_rate=jnp.asarray(lr, jnp.float32))
+    # A non-finite update (e.g. from a NaN learning rate or overflow) must stop
+    # training before this state can be checkpointed.
+    params_finite = jnp.isfinite(optax.global_norm(params))
+    metrics = dict(metrics, learning_rate=jnp.asarray(lr, jnp.float32), params_finite=params_finite)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def _eval_step_impl(self, params, batch):
