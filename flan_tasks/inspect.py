@@ -29,6 +29,7 @@ class Summary:
   truncated: Dict[str, int]
   sampled: int
   rates: Optional[Dict[str, float]] = None
+  unavailable: List[str] = dataclasses.field(default_factory=list)
 
 
 def _decode(value):
@@ -64,9 +65,12 @@ def summarize(name: str, split: str = "train", n: int = 3, sample: int = 200,
   percentiles = {f: {p: float(np.percentile(v, p)) for p in (50, 90, 95, 99, 100)}
                  for f, v in token_lengths.items()}
   truncated = {f: int(sum(x > lengths[f] for x in token_lengths[f])) for f in lengths}
-  rates = mixtures.mixture_rates(name) if isinstance(provider, seqio.Mixture) else None
+  rates, unavailable = None, []
+  if isinstance(provider, seqio.Mixture):
+    rates = mixtures.mixture_rates(name, split)
+    unavailable = sorted(t.name for t in provider.tasks if not mixtures.task_available(t, split))
   return Summary(name, split, examples, dict(templates), percentiles, truncated,
-                 len(token_lengths["targets"]), rates)
+                 len(token_lengths["targets"]), rates, unavailable)
 
 
 def format_report(summary: Summary, show_tokens: bool = False,
@@ -79,6 +83,8 @@ def format_report(summary: Summary, show_tokens: bool = False,
     out.append(f"{'task':40s} {'rate':>10s} {'share':>8s}")
     for task, rate in sorted(summary.rates.items(), key=lambda kv: -kv[1]):
       out.append(f"{task:40s} {rate:10.1f} {100 * rate / total:7.2f}%")
+  if summary.unavailable:
+    out.append(f"left out, data not available here: {', '.join(summary.unavailable)}")
   for i, example in enumerate(summary.examples):
     out.append(f"\n-- example {i} [{example.get('_task_name', summary.name)}, template "
                f"{example.get('_template_idx', '?')} ({example.get('_template_type', '?')}), "

@@ -5,11 +5,14 @@ share its rate, so adding the few-shot variant does not double a dataset's weigh
 """
 import collections
 import functools
-from typing import Callable, Dict, List, Sequence
+import logging
+from typing import Dict, List, Sequence
 
 import seqio
 
-from flan_tasks import registry
+from flan_tasks import config, registry, sources
+
+logger = logging.getLogger(__name__)
 
 FLAN_MAXIMUM_EXAMPLES = 30_000  # the FLAN collection's per-dataset cap
 
@@ -43,6 +46,37 @@ def _dataset_of(task_name: str) -> str:
     return task_name  # a plain SeqIO task is its own dataset
 
 
+def task_available(task: seqio.Task, split: str) -> bool:
+  """Whether the task's data can be read for `split` (local files or a prepared TFDS copy)."""
+  source = task.source
+  return source.available(split) if isinstance(source, sources.InstructionDataSource) else True
+
+
+class AvailableDataMixture(seqio.Mixture):
+  """A mixture that leaves out tasks whose data is not on this machine, saying so in the log.
+
+  The FLAN mixtures span datasets few users hold all of (TFDS-only ones among them). With
+  `flan_tasks.configure(missing_data="error")` a missing dataset is an error instead.
+  """
+
+  def unavailable_tasks(self, split: str = "train") -> List[str]:
+    return [t.name for t in self.tasks if split in t.splits and not task_available(t, split)]
+
+  def get_dataset(self, sequence_length=None, split="train", *args, **kwargs):
+    missing = self.unavailable_tasks(split)
+    if not missing:
+      return super().get_dataset(sequence_length, split, *args, **kwargs)
+    kept = [(t.name, self._task_to_rate[t.name]) for t in self.tasks if t.name not in missing]
+    how = "\n".join(dict.fromkeys(  # one message per dataset, not per zs/fs task
+        str(sources.missing_data_error(seqio.get_mixture_or_task(n).source, split)) for n in missing))
+    if config.missing_data_policy() == "error" or not kept:
+      raise sources.DataNotFoundError(
+          f"mixture {self.name!r}: no data for {missing} ({split}).\n{how}")
+    logger.warning("mixture %r: leaving out %d task(s) whose data is not available: %s. To include "
+                   "them:\n%s", self.name, len(missing), missing, how)
+    return seqio.Mixture(self.name, kept).get_dataset(sequence_length, split, *args, **kwargs)
+
+
 def add_mixture(name: str, tasks: Sequence[str], maximum: int = FLAN_MAXIMUM_EXAMPLES,
                 temperature: float = 1.0) -> str:
   """Registers (or replaces) a mixture of tasks, e.g. the user's own tasks with flan tasks."""
@@ -53,7 +87,8 @@ def add_mixture(name: str, tasks: Sequence[str], maximum: int = FLAN_MAXIMUM_EXA
     raise ValueError(f"mixture {name!r}: unknown task(s) {unknown}")
   if name in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, examples_proportional_rates(tasks, maximum, temperature))
+  seqio.MixtureRegistry.add(name, examples_proportional_rates(tasks, maximum, temperature),
+                            mixture_cls=AvailableDataMixture)
   return name
 
 
@@ -73,9 +108,10 @@ def register_builtin_mixtures() -> None:
   add_mixture("demo_heldout", select_tasks("demo", True))
 
 
-def mixture_rates(name: str) -> Dict[str, float]:
-  """{task: rate} of a registered mixture (reads each task's example count)."""
+def mixture_rates(name: str, split: str = "train") -> Dict[str, float]:
+  """{task: rate} of a registered mixture's available tasks (reads each task's example count)."""
   mixture = seqio.get_mixture_or_task(name)
   if not isinstance(mixture, seqio.Mixture):
     raise ValueError(f"{name!r} is a task, not a mixture")
-  return {task.name: mixture.get_rate(task) for task in mixture.tasks}
+  return {task.name: mixture.get_rate(task) for task in mixture.tasks
+          if task_available(task, split)}

@@ -199,6 +199,13 @@ class InstructionDataSource(seqio.DataSource):
       return None
     return builder if builder.is_prepared() else None
 
+  def available(self, split: str) -> bool:
+    if split not in self.splits:
+      return False
+    if self.local_paths(split) is not None:
+      return True
+    return bool(self._tfds and split in self._tfds.split_map and self._tfds_builder() is not None)
+
   def _not_found(self, split: str) -> DataNotFoundError:
     lines = [f"Dataset {self._name!r} (split {split!r}) is not available. Provide it one of these ways:"]
     if self._files and split in self._files.split_files:
@@ -257,6 +264,12 @@ class InstructionDataSource(seqio.DataSource):
     if shuffle:
       ds = ds.shuffle(10_000, seed=seed)
     return ds
+
+
+def missing_data_error(source: seqio.DataSource, split: str) -> Exception:
+  if isinstance(source, InstructionDataSource):
+    return source._not_found(split)  # pylint: disable=protected-access
+  return DataNotFoundError(f"{source!r} cannot provide split {split!r}")
 
 
 def _tfds_read_config(seed):
