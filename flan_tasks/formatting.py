@@ -48,6 +48,12 @@ def _fill(template: str, example: Mapping[str, tf.Tensor]) -> tf.Tensor:
   return tf.strings.join(pieces) if pieces else tf.constant("")
 
 
+def _format_selected(templates: Sequence[str], example, index: tf.Tensor) -> tf.Tensor:
+  """Fills only the template at `index` (a switch, so the others cost nothing)."""
+  return tf.switch_case(tf.cast(index, tf.int32),
+                        [lambda t=t: _fill(t, example) for t in templates])
+
+
 def _select(strings: Sequence[tf.Tensor], index: tf.Tensor) -> tf.Tensor:
   return tf.gather(tf.stack(strings), index)
 
@@ -94,8 +100,8 @@ def zero_shot(dataset: tf.data.Dataset, *, task_name: str, templates: Sequence[T
     example = _with_options(example, options)
     idx = _choose_index(example, key_fields, len(templates), template_idx, seed, salt=1)
     return {
-        "inputs": _select([_fill(t, example) for t, _ in templates], idx),
-        "targets": _select([_fill(t, example) for _, t in templates], idx),
+        "inputs": _format_selected([t for t, _ in templates], example, idx),
+        "targets": _format_selected([t for _, t in templates], example, idx),
         "_task_name": tf.constant(task_name),
         "_template_idx": tf.cast(idx, tf.int32),
         "_template_type": tf.gather(types, idx),
@@ -106,6 +112,11 @@ def zero_shot(dataset: tf.data.Dataset, *, task_name: str, templates: Sequence[T
 
 
 def _token_count(vocabulary: seqio.Vocabulary, strings: tf.Tensor) -> tf.Tensor:
+  """Tokens in each string of a 1-D tensor (batched where the vocabulary allows it)."""
+  if isinstance(vocabulary, seqio.ByteVocabulary):
+    return tf.strings.length(strings, unit="BYTE")
+  if isinstance(vocabulary, seqio.SentencePieceVocabulary):
+    return tf.cast(vocabulary.tf_tokenizer.tokenize(strings).row_lengths(), tf.int32)
   return tf.map_fn(lambda s: tf.size(vocabulary.encode_tf(s), out_type=tf.int32), strings,
                    fn_output_signature=tf.int32)
 
@@ -145,8 +156,8 @@ def few_shot(dataset: tf.data.Dataset, sequence_length: Optional[Mapping[str, in
     query, shots = _with_options(query, options), _with_options(shots, options)
     idx = _choose_index(query, key_fields, len(templates), template_idx, seed, salt=1)
     pidx = _choose_index(query, key_fields, len(patterns), pattern_idx, seed, salt=2)
-    query_inputs = _select([_fill(t, query) for t, _ in templates], idx)
-    query_targets = _select([_fill(t, query) for _, t in templates], idx)
+    query_inputs = _format_selected([t for t, _ in templates], query, idx)
+    query_targets = _format_selected([t for _, t in templates], query, idx)
 
     def by_pattern(build):
       return _select([build(p) for p in patterns], pidx)
@@ -155,8 +166,8 @@ def few_shot(dataset: tf.data.Dataset, sequence_length: Optional[Mapping[str, in
         [p.inputs_prefix, query_inputs, p.x_y_delimiter, p.targets_prefix, p.final_suffix]))
     kept = tf.constant(0, tf.int32)
     if num_shots:
-      shot_inputs = _select([_fill(t, shots) for t, _ in templates], idx)
-      shot_targets = _select([_fill(t, shots) for _, t in templates], idx)
+      shot_inputs = _format_selected([t for t, _ in templates], shots, idx)
+      shot_targets = _format_selected([t for _, t in templates], shots, idx)
       blocks = by_pattern(lambda p: tf.strings.join(
           [p.inputs_prefix, shot_inputs, p.x_y_delimiter, p.targets_prefix, shot_targets,
            p.example_separator]))

@@ -49,7 +49,13 @@ class TaskInfo:
   variant: str  # "zs" or "fs"
   held_out: bool
   group: str  # "flan", "demo" or "user"
-  num_templates: int
+  templates: Tuple[Tuple[str, str], ...]
+  options: Optional[Tuple[str, ...]] = None
+  constant_fields: Tuple[Tuple[str, str], ...] = ()
+
+  @property
+  def num_templates(self) -> int:
+    return len(self.templates)
 
 
 _TASK_INFO: Dict[str, TaskInfo] = {}
@@ -132,8 +138,9 @@ def register_instruction_tasks(
     seqio.TaskRegistry.add(
         task_name, source=source, preprocessors=head + [formatter] + tail,
         output_features=features, postprocess_fn=postprocess, metric_fns=metric_fns)
-    _TASK_INFO[task_name] = TaskInfo(task_name, name, family, variant, held_out, group,
-                                     len(templates))
+    _TASK_INFO[task_name] = TaskInfo(task_name, name, family, variant, held_out, group, templates,
+                                     tuple(options) if options else None,
+                                     tuple(sorted(constant_fields.items())))
   return zs_name, fs_name
 
 
