@@ -134,7 +134,7 @@ class Trainer:
     lr = self.learning_rate_fn(state.step) if callable(self.learning_rate_fn) else self.learning_rate_fn
     # A non-finite update (e.g. from a NaN learning rate or overflow) must stop
     # training before this state can be checkpointed.
-    params_finite = jnp.isfinite(optax.global_norm(params))
+    params_finite = jnp.isfinite(optax.tree.norm(params))
     metrics = dict(metrics, learning_rate=jnp.asarray(lr, jnp.float32), params_finite=params_finite)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -50,10 +50,13 @@ def make_trainer(model=None, partitioner=None, batch_size=8, num_microbatches=No
 
 
 def run_training(model_dir, total_steps, model=None, batch_size=8, period=1, eval_period=None,
-                 partitioner=None, initial_checkpoint=None, lr=0.01, task=None, lengths=None, **kwargs):
+                 partitioner=None, initial_checkpoint=None, lr=0.01, task=None, lengths=None,
+                 learning_rate_fn=None, **kwargs):
+  learning_rate_fn = learning_rate_fn or schedules.create_learning_rate_scheduler(
+      factors='constant', base_learning_rate=lr)
+
   def trainer_cls(**kw):
-    return trainer_lib.Trainer(learning_rate_fn=schedules.create_learning_rate_scheduler(
-        factors='constant', base_learning_rate=lr), **kw)
+    return trainer_lib.Trainer(learning_rate_fn=learning_rate_fn, **kw)
   return train_lib.train(
       model=model or tiny_model(), model_dir=str(model_dir),
       train_dataset_cfg=dataset_cfg(batch_size, task=task, lengths=lengths),

@@ -14,6 +14,16 @@ from flan_t5x import network
 import helpers
 
 
+def _init(model, seed, batch, inputs, targets):
+  return nn.meta.unbox(jax.jit(model.init_params, static_argnums=(1, 2, 3))(
+      jax.random.PRNGKey(seed), batch, inputs, targets))
+
+
+def _loss(model, params, batch, rng=None):
+  # Jitted: eager op-by-op execution of the network is slow on CPU.
+  return jax.jit(lambda p, b, r: model.loss_fn(p, b, r))(params, batch, rng)
+
+
 def _flat(tree):
   leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]
   return {'/'.join(k.key for k in path): leaf for path, leaf in leaves}
@@ -62,11 +72,11 @@ def test_relative_position_buckets_match_t5():
 
 def test_bf16_activations_keep_fp32_params_and_logits():
   model = helpers.tiny_model(dtype='bfloat16')
-  params = nn.meta.unbox(model.init_params(jax.random.PRNGKey(0), 2, 8, 4))
+  params = _init(model, 0, 2, 8, 4)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   tokens = jnp.ones((2, 8), jnp.int32)
-  logits = model.compute_logits(params, {'encoder_input_tokens': tokens, 'decoder_input_tokens': tokens[:, :4],
-                                         'decoder_target_tokens': tokens[:, :4]}, None)
+  logits = jax.jit(lambda p, b: model.compute_logits(p, b, None))(params, {'encoder_input_tokens': tokens, 'decoder_input_tokens': tokens[:, :4],
+                                         'decoder_target_tokens': tokens[:, :4]})
   assert logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
 
 
@@ -81,11 +91,11 @@ def _converted(pack):
 
 def test_packed_batch_gives_same_token_losses_as_unpacked():
   model = helpers.tiny_model()
-  params = nn.meta.unbox(model.init_params(jax.random.PRNGKey(1), 2, 16, 12))
+  params = _init(model, 1, 2, 16, 12)
   packed, unpacked = _converted(True), _converted(False)
   assert packed['encoder_segment_ids'].shape == (1, 16)
-  _, packed_metrics = model.loss_fn(params, packed, None)
-  _, unpacked_metrics = model.loss_fn(params, unpacked, None)
+  _, packed_metrics = _loss(model, params, packed)
+  _, unpacked_metrics = _loss(model, params, unpacked)
   assert packed_metrics['num_tokens'] == unpacked_metrics['num_tokens'] == 9
   np.testing.assert_allclose(packed_metrics['cross_ent_sum'], unpacked_metrics['cross_ent_sum'], rtol=1e-5)
 
@@ -93,7 +103,7 @@ def test_packed_batch_gives_same_token_losses_as_unpacked():
 def test_scanned_layers_compute_the_same_function():
   plain = helpers.tiny_model()
   scanned = helpers.tiny_model(scan_layers=True, remat_policy='full')
-  params = nn.meta.unbox(plain.init_params(jax.random.PRNGKey(2), 2, 16, 12))
+  params = _init(plain, 2, 2, 16, 12)
   stacked = dict(params)
   for stack in ('encoder', 'decoder'):
     sub = dict(params[stack])
@@ -101,21 +111,21 @@ def test_scanned_layers_compute_the_same_function():
     sub['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs), *layer_trees)
     stacked[stack] = sub
   batch = _converted(True)
-  loss_plain, _ = plain.loss_fn(params, batch, None)
-  loss_scanned, _ = scanned.loss_fn(stacked, batch, None)
+  loss_plain, _ = _loss(plain, params, batch)
+  loss_scanned, _ = _loss(scanned, stacked, batch)
   np.testing.assert_allclose(loss_plain, loss_scanned, rtol=1e-5)
-  grads = jax.grad(lambda p: scanned.loss_fn(p, batch, None)[0])(stacked)
+  grads = jax.jit(jax.grad(lambda p: scanned.loss_fn(p, batch, None)[0]))(stacked)
   assert grads['encoder']['layers']['mlp']['wi_0']['kernel'].shape == (2, 32, 64)
 
 
 def test_dropout_changes_training_loss_but_not_eval():
   model = helpers.tiny_model(dropout_rate=0.3)
-  params = nn.meta.unbox(model.init_params(jax.random.PRNGKey(0), 2, 16, 12))
+  params = _init(model, 0, 2, 16, 12)
   batch = _converted(True)
-  eval_a, _ = model.loss_fn(params, batch, None)
-  eval_b, _ = model.loss_fn(params, batch, None)
-  train_a, _ = model.loss_fn(params, batch, jax.random.PRNGKey(1))
-  train_b, _ = model.loss_fn(params, batch, jax.random.PRNGKey(2))
+  eval_a, _ = _loss(model, params, batch)
+  eval_b, _ = _loss(model, params, batch)
+  train_a, _ = _loss(model, params, batch, jax.random.PRNGKey(1))
+  train_b, _ = _loss(model, params, batch, jax.random.PRNGKey(2))
   assert eval_a == eval_b and train_a != train_b
 
 

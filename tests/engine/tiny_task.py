@@ -40,3 +40,7 @@ def register(name: str = TASK_NAME) -> str:
       preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
       output_features=features)
   return name
+
+
+# Registered on import so gin files / --gin.MIXTURE_OR_TASK_MODULE can name this module.
+register()

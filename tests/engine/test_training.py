@@ -1,0 +1,116 @@
+"""Training loop: exact resume, checkpoint safety, initial checkpoints, NaN stop, microbatches, learning."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flan_t5x import checkpoints
+from flan_t5x import data
+from flan_t5x import network
+from flan_t5x import schedules
+
+import helpers
+
+
+def _restore(model_dir, trainer=None):
+  trainer = trainer or helpers.make_trainer()
+  checkpointer = checkpoints.Checkpointer(str(model_dir), checkpoints.SaveCheckpointConfig(period=1),
+                                          trainer.abstract_state)
+  try:
+    return checkpointer.latest_step(), checkpointer.restore_latest()
+  finally:
+    checkpointer.close()
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  model_dir = tmp_path_factory.mktemp('uninterrupted')
+  step, history = helpers.run_training(model_dir, 3, keep=2)
+  return model_dir, step, history
+
+
+def test_resume_continues_exactly_like_uninterrupted_run(uninterrupted, tmp_path):
+  full_dir, full_step, full_history = uninterrupted
+  first_step, first_history = helpers.run_training(tmp_path, 1)
+  # A new Trainer/Checkpointer, as after a restart, restores step, optimizer state and data position.
+  second_step, second_history = helpers.run_training(tmp_path, 3)
+  assert (first_step, second_step, full_step) == (1, 3, 3)
+  resumed = [h['loss'] for h in first_history + second_history]
+  np.testing.assert_allclose(resumed, [h['loss'] for h in full_history], rtol=1e-6, atol=1e-7)
+  (_, (state_a, run_a)), (_, (state_b, run_b)) = _restore(full_dir), _restore(tmp_path)
+  assert run_a == run_b and run_b.batches_consumed == 3
+  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_keep_n_and_interrupted_save_is_never_visible(uninterrupted):
+  model_dir, _, _ = uninterrupted
+  assert sorted(p for p in os.listdir(model_dir) if p.startswith('checkpoint_')) == ['checkpoint_2', 'checkpoint_3']
+  # What a save killed mid-write leaves behind: an orbax temporary directory.
+  partial = model_dir / 'checkpoint_4.orbax-checkpoint-tmp-1234'
+  (partial / 'state').mkdir(parents=True)
+  (partial / 'state' / 'garbage').write_text('half written')
+  latest, (state, run_state) = _restore(model_dir)
+  assert latest == 3 and int(state.step) == 3 and run_state.batches_consumed == 3
+  assert (model_dir / 'config.gin').exists() is False  # written by the CLI only, see test_gin
+
+
+def test_initial_checkpoint_restores_params_only(uninterrupted, tmp_path):
+  source_dir, _, _ = uninterrupted
+  step, history = helpers.run_training(tmp_path, 3, initial_checkpoint=str(source_dir))
+  assert step == 3 and history == []  # TRAIN_STEPS counts the initial checkpoint's steps, as T5X
+  (_, (source, _)), (_, (restored, _)) = _restore(source_dir), _restore(tmp_path)
+  for a, b in zip(jax.tree.leaves(source.params), jax.tree.leaves(restored.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  fresh_opt = helpers.make_trainer().init_state().opt_state
+  for a, b in zip(jax.tree.leaves(fresh_opt), jax.tree.leaves(restored.opt_state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match='No checkpoint found'):
+    checkpoints.resolve_state_dir(str(tmp_path / 'missing'))
+
+
+def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tmp_path):
+  nan_from_step_two = lambda step: jnp.where(step >= 1, jnp.nan, 0.01)
+  with pytest.raises(FloatingPointError, match='at step 2'):
+    helpers.run_training(tmp_path, 5, learning_rate_fn=nan_from_step_two)
+  latest, (state, _) = _restore(tmp_path)
+  assert latest == 1 and int(state.step) == 1
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+def test_microbatched_step_equals_full_batch_step():
+  model = helpers.tiny_model()
+  cfg = helpers.dataset_cfg(batch_size=8)
+  batch = next(data.numpy_batches(data.get_dataset(cfg, model.feature_converter(True), seed=0, num_epochs=1)))
+  results = []
+  for num_microbatches in (None, 2):
+    trainer = helpers.make_trainer(model=model, num_microbatches=num_microbatches)
+    state, metrics = trainer.train_step(trainer.init_state(), batch)
+    results.append((jax.device_get(metrics), jax.device_get(state.params)))
+  (metrics_a, params_a), (metrics_b, params_b) = results
+  for key in ('loss', 'cross_ent_sum', 'num_tokens', 'correct_tokens'):
+    np.testing.assert_allclose(metrics_a[key], metrics_b[key], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match='num_microbatches=3'):
+    helpers.make_trainer(model=model, num_microbatches=3)
+
+
+def test_tiny_model_loss_falls_by_half(tmp_path):
+  """On flan_tasks' demo_mix when available (the `make demo` setting), else the engine test task."""
+  if importlib.util.find_spec('flan_tasks') is not None:
+    import flan_tasks  # noqa: F401  registers demo_mix
+    task, lengths = 'demo_mix', {'inputs': 256, 'targets': 64}
+  else:
+    task, lengths = None, helpers.FEATURE_LENGTHS
+  model = helpers.tiny_model(emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128)
+  lr = schedules.create_learning_rate_scheduler('constant * linear_warmup', 0.01, warmup_steps=10)
+  step, history = helpers.run_training(tmp_path, 60, model=model, batch_size=8, period=1000, task=task,
+                                       lengths=lengths, learning_rate_fn=lr)
+  losses = [h['cross_ent_loss_per_token'] for h in history]
+  assert step == 60
+  assert np.mean(losses[-5:]) <= 0.5 * losses[0], losses
