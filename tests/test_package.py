@@ -1,0 +1,38 @@
+"""Package-level promises of flan_tasks."""
+import json
+import pathlib
+import re
+
+import gin
+import seqio
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "flan_tasks"
+
+
+def test_flan_tasks_code_never_imports_the_training_stack():
+  # flan_tasks stays usable by upstream T5X (its own pinned JAX): no JAX/Flax/Optax/engine imports.
+  pattern = re.compile(r"^\s*(import|from)\s+(jax|flax|optax|orbax|flan_t5x)\b", re.MULTILINE)
+  offenders = [str(p) for p in PACKAGE.rglob("*.py") if pattern.search(p.read_text())]
+  assert not offenders
+
+
+def test_gin_macro_can_register_a_user_task(tmp_path):
+  path = tmp_path / "tickets.jsonl"
+  path.write_text("".join(json.dumps({"text": f"ticket {i}", "label": f"summary {i}"}) + "\n"
+                          for i in range(4)))
+  gin.clear_config()
+  try:
+    gin.parse_config(f"""
+        import flan_tasks
+        MIXTURE_OR_TASK_NAME = @flan_tasks.add_instruction_task()
+        flan_tasks.add_instruction_task.name = 'tickets'
+        flan_tasks.add_instruction_task.source_files = {{'train': '{path}'}}
+        flan_tasks.add_instruction_task.input_field = 'text'
+        flan_tasks.add_instruction_task.target_field = 'label'
+        flan_tasks.add_instruction_task.family = 'news_summarization'
+        flan_tasks.add_instruction_task.vocabulary = @flan_tasks.demo_vocabulary()
+    """)
+    assert gin.query_parameter("%MIXTURE_OR_TASK_NAME").scoped_configurable_fn() == "tickets_zs"
+    assert "tickets_fs" in seqio.TaskRegistry.names()
+  finally:
+    gin.clear_config()
