@@ -137,22 +137,18 @@ def _code_files(source_ext, target_ext, source_key, target_key):
       read=read, to_fields=_code_row(source_key, target_key))
 
 
+_SAMSUM_FILES = sources.FileSpec(
+    "samsum", {"train": ("train.json",), "validation": ("val.json",)},
+    sources.per_file(readers.read_json_array), _dialogue_row, filter_rule="empty dialogue")
+_SAMSUM_TFDS = sources.TfdsSpec("samsum", {"train": "train", "validation": "validation"},
+                                _tfds_dialogue)
+
 BUILTIN_DATASETS = (
     # Dialogue summarization: SAMSum trains, DialogSum is held out.
-    BuiltinDataset(
-        "samsum", "dialogue_summarization", _DIALOGUE,
-        sources.FileSpec("samsum", {"train": ("train.json",), "validation": ("val.json",)},
-                         sources.per_file(readers.read_json_array), _dialogue_row,
-                         filter_rule="empty dialogue"),
-        sources.TfdsSpec("samsum", {"train": "train", "validation": "validation"}, _tfds_dialogue),
-        held_out=False),
-    BuiltinDataset(
-        "samsum_inv", "dialogue_inversion", _DIALOGUE,
-        sources.FileSpec("samsum", {"train": ("train.json",), "validation": ("val.json",)},
-                         sources.per_file(readers.read_json_array), _dialogue_row,
-                         filter_rule="empty dialogue"),
-        sources.TfdsSpec("samsum", {"train": "train", "validation": "validation"}, _tfds_dialogue),
-        held_out=False),
+    BuiltinDataset("samsum", "dialogue_summarization", _DIALOGUE, _SAMSUM_FILES, _SAMSUM_TFDS,
+                   held_out=False),
+    BuiltinDataset("samsum_inv", "dialogue_inversion", _DIALOGUE, _SAMSUM_FILES, _SAMSUM_TFDS,
+                   held_out=False),
     BuiltinDataset(
         "dialogsum", "dialogue_summarization", _DIALOGUE,
         sources.FileSpec("dialogsum", {"train": ("dialogsum.train.jsonl",),

@@ -104,13 +104,11 @@ def _columns_dataset(columns: Mapping[str, List[str]], fields: Sequence[str],
   return ds
 
 
-class GeneratedDataSource(seqio.DataSource):
-  """Examples made by a function of the split (the built-in demo data): no files, no downloads."""
+class _FieldsSource(seqio.DataSource):
+  """A source of named string fields that shards anywhere (examples are held in memory)."""
 
-  def __init__(self, name: str, fields: Sequence[str],
-               generate: Callable[[str], Dict[str, List[str]]], splits: Sequence[str]):
-    self._name, self._fields, self._generate = name, tuple(fields), generate
-    self._cache: Dict[str, Dict[str, List[str]]] = {}
+  def __init__(self, name: str, fields: Sequence[str], splits: Sequence[str]):
+    self._name, self._fields = name, tuple(fields)
     super().__init__(splits=splits)
 
   @property
@@ -122,7 +120,17 @@ class GeneratedDataSource(seqio.DataSource):
     return True
 
   def __repr__(self):
-    return f"GeneratedDataSource({self._name!r}, fields={self._fields})"
+    return f"{type(self).__name__}({self._name!r}, fields={self._fields})"
+
+
+class GeneratedDataSource(_FieldsSource):
+  """Examples made by a function of the split (the built-in demo data): no files, no downloads."""
+
+  def __init__(self, name: str, fields: Sequence[str],
+               generate: Callable[[str], Dict[str, List[str]]], splits: Sequence[str]):
+    self._generate = generate
+    self._cache: Dict[str, Dict[str, List[str]]] = {}
+    super().__init__(name, fields, splits)
 
   def list_shards(self, split: str) -> Sequence[str]:
     return [split]
@@ -144,7 +152,7 @@ class GeneratedDataSource(seqio.DataSource):
     return _columns_dataset(self.load_columns(split), self._fields, shard_info, shuffle, seed)
 
 
-class InstructionDataSource(seqio.DataSource):
+class InstructionDataSource(_FieldsSource):
   """Serves a dataset's string fields from local files, else from TFDS, else a DataNotFoundError."""
 
   def __init__(self, name: str, fields: Sequence[str], files: Optional[FileSpec] = None,
@@ -154,23 +162,10 @@ class InstructionDataSource(seqio.DataSource):
     splits = set(files.split_files) if files else set()
     if tfds_spec:
       splits |= set(tfds_spec.split_map)
-    self._name = name
-    self._fields = tuple(fields)
     self._files = files
     self._tfds = tfds_spec
     self._skip_bad_rows = skip_bad_rows
-    super().__init__(splits=sorted(splits))
-
-  @property
-  def fields(self) -> Tuple[str, ...]:
-    return self._fields
-
-  @property
-  def supports_arbitrary_sharding(self) -> bool:
-    return True
-
-  def __repr__(self):
-    return f"InstructionDataSource({self._name!r}, fields={self._fields})"
+    super().__init__(name, fields, sorted(splits))
 
   # -- locating the data ----------------------------------------------------------------------------
   def local_paths(self, split: str) -> Optional[List[str]]:
