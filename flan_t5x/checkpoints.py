@@ -111,8 +111,19 @@ def resolve_state_dir(path: str) -> str:
                    f'{STEP_PREFIX}_<step>/ subdirectories or one such directory.')
 
 
-def restore_params(path: str, abstract_params: PyTree) -> tuple[PyTree, int]:
-  """Params (resharded to `abstract_params`' shardings) and step of a checkpoint; no optimizer state."""
+def restore_params(path: str, abstract_params: PyTree,
+                   model_config: Any = None) -> tuple[PyTree, int]:
+  """Params (resharded to `abstract_params`' shardings) and step of a checkpoint; no optimizer state.
+
+  Hugging Face and T5X (classic or orbax) checkpoints are detected and imported; with
+  `model_config` their shapes and vocabulary size are checked against the model first.
+  """
+  from flan_t5x import checkpoint_import  # pylint: disable=g-import-not-at-top  (imports this module)
+  fmt = checkpoint_import.detect_format(path)
+  if fmt != 'flan_t5x':
+    params, step, _ = checkpoint_import.load_params_and_step(path, model_config)
+    logging.info('Imported %s parameters from %s.', fmt, path)
+    return checkpoint_import.place(params, abstract_params), step
   state_dir = resolve_state_dir(path)
   target = {'params': abstract_params, 'step': jax.ShapeDtypeStruct((), 'int32')}
   restore_args = ocp.checkpoint_utils.construct_restore_args(target)

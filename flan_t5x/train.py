@@ -75,7 +75,8 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
   run_state = checkpoints.RunState(seed=seed if seed is not None else random.SystemRandom().randrange(2**31))
   trainer.seed = run_state.seed
   if initial_checkpoint_path:
-    params, step = checkpoints.restore_params(initial_checkpoint_path, trainer.abstract_state.params)
+    params, step = checkpoints.restore_params(initial_checkpoint_path, trainer.abstract_state.params,
+                                              trainer.model.config)
     return trainer.state_from_params(params, step), run_state, f'initialized from {initial_checkpoint_path}'
   return trainer.init_state(), run_state, 'initialized from scratch'
 

@@ -1,0 +1,86 @@
+"""Time to import a flan_t5_small-shaped checkpoint (random weights, ~77M parameters).
+
+  python bench/checkpoint_import.py [--out bench/results/checkpoint_import.json]
+
+Writes a Hugging Face directory (safetensors) and a classic T5X checkpoint (msgpack + TensorStore)
+of the flan_t5_small shapes, then times flan-t5x importing each into numpy parameters, and, as the
+peer in the same run, `transformers.T5ForConditionalGeneration.from_pretrained` on the same HF
+directory (when torch/transformers are installed). Target: flan-t5x import < 10 s. Writes JSON.
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+FLAN_T5_SMALL = dict(vocab_size=32128, emb_dim=512, num_heads=6, num_encoder_layers=8,
+                     num_decoder_layers=8, head_dim=64, mlp_dim=1024, dropout_rate=0.0,
+                     dtype="float32")
+
+
+def _random_params(config):
+  from flan_t5x import hf_format  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  params = {}
+  for _, path, _ in hf_format.name_map(config):
+    node = params
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = rng.standard_normal(hf_format._expected_shape(path, config), np.float32)  # pylint: disable=protected-access
+  return params
+
+
+def _timed(fn):
+  start = time.perf_counter()
+  result = fn()
+  return result, time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", default=str(ROOT / "bench/results/checkpoint_import.json"))
+  args = parser.parse_args(argv)
+  from flan_t5x import checkpoint_import, hf_format, network  # pylint: disable=g-import-not-at-top
+  from test_t5x_import import write_classic_t5x_checkpoint  # pylint: disable=g-import-not-at-top
+  config = network.T5Config(**FLAN_T5_SMALL)
+  params = _random_params(config)
+  count = sum(x.size for x in checkpoint_import.leaves(params))
+  result = {"benchmark": "checkpoint_import", "parameters": int(count), "cpus": os.cpu_count()}
+  with tempfile.TemporaryDirectory() as tmp:
+    hf_dir, t5x_dir = os.path.join(tmp, "hf"), os.path.join(tmp, "t5x", "checkpoint_1")
+    hf_format.save(params, config, hf_dir)
+    write_classic_t5x_checkpoint(t5x_dir, params)
+    loaded, result["hf_import_s"] = _timed(lambda: checkpoint_import.load_params(hf_dir, config))
+    assert np.array_equal(loaded["decoder"]["logits_dense"]["kernel"],
+                          params["decoder"]["logits_dense"]["kernel"])
+    _, result["t5x_classic_import_s"] = _timed(lambda: checkpoint_import.load_params(t5x_dir, config))
+    try:
+      import transformers  # pylint: disable=g-import-not-at-top
+      _, result["transformers_from_pretrained_s"] = _timed(
+          lambda: transformers.T5ForConditionalGeneration.from_pretrained(hf_dir))
+      result["ratio_peer_over_ours"] = result["transformers_from_pretrained_s"] / result["hf_import_s"]
+    except ImportError:
+      result["transformers_from_pretrained_s"] = None
+  print(f"flan_t5_small shapes, {count / 1e6:.1f}M parameters: HF import {result['hf_import_s']:.2f} s, "
+        f"classic T5X import {result['t5x_classic_import_s']:.2f} s (target < 10 s)")
+  if result.get("transformers_from_pretrained_s"):
+    print(f"transformers from_pretrained {result['transformers_from_pretrained_s']:.2f} s: "
+          f"ours {result['ratio_peer_over_ours']:.2f}x faster")
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".tmp").write_text(json.dumps(result, indent=2))
+  os.replace(out.with_suffix(".tmp"), out)
+  print(f"wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
