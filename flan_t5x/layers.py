@@ -239,3 +239,92 @@ def causal_mask(length: int) -> Array:
 
 def mask_to_bias(mask_Bx1xQxK: Array, dtype: jnp.dtype) -> Array:
   return jnp.where(mask_Bx1xQxK, 0.0, _MASK_VALUE).astype(dtype)
+
+
+# ----------------------------- decoding (KV cache) -----------------------------
+
+class DecodingAttention(nn.Module):
+  """One-token-at-a-time attention with a key/value cache (T5X's `decode=True` path).
+
+  Same parameter names and shapes as `MultiHeadDotProductAttention`, so the
+  decoder's trained parameters apply unchanged. Cache variables (collection
+  'cache'), batch first so beam search can reorder them:
+
+  - self-attention: `cached_key`/`cached_value` `(B, H, T, D)` for all decoder
+    positions and the scalar `cache_index`; `bias_1xHxTxT` is the full relative
+    position bias, sliced at the current row here and masked causally.
+  - cross-attention (`cross=True`): `cached_key`/`cached_value` `(B, H, L, D)`,
+    the projected encoder output, written when `inputs_kv_BxLxE` is given and
+    read when it is None, so the encoder projections run once per sequence.
+
+  The first call (`init`) sees full-length inputs and only creates the cache.
+  """
+  num_heads: int
+  head_dim: int
+  dtype: jnp.dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
+
+  def _project(self, name: str, x_BxLxE: Array, init: Initializer) -> Array:
+    batch, length, emb_dim = x_BxLxE.shape
+    x_NxJ = Dense(self.num_heads * self.head_dim, ('embed', 'joined_kv'), dtype=self.dtype,
+                  kernel_init=init, name=name)(x_BxLxE.reshape(batch * length, emb_dim))
+    return x_NxJ.reshape(batch, length, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+  @nn.compact
+  def __call__(self, inputs_q_BxQxE: Array, inputs_kv_BxKxE: Array | None, bias: Array,
+               cross: bool) -> Array:
+    batch, q_len, emb_dim = inputs_q_BxQxE.shape
+    depth_scale = np.sqrt(self.head_dim).astype(np.float32)
+    q_BxHxQxD = self._project('query', inputs_q_BxQxE,
+                              lambda *args: self.kernel_init(*args) / depth_scale)
+    initialized = self.has_variable('cache', 'cached_key')
+    if cross:
+      (k_BxHxKxD, v_BxHxKxD), bias_BxHxQxK = self._cross_cache(inputs_kv_BxKxE, initialized), bias
+    else:
+      k_BxHxKxD, v_BxHxKxD, bias_BxHxQxK = self._self_cache(inputs_q_BxQxE, bias, initialized)
+    logits_BxHxQxK = jnp.einsum('bhqd,bhkd->bhqk', q_BxHxQxD, k_BxHxKxD,
+                                preferred_element_type=jnp.float32)
+    weights_BxHxQxK = jax.nn.softmax(logits_BxHxQxK + bias_BxHxQxK.astype(jnp.float32), axis=-1)
+    context_BxHxQxD = jnp.einsum('bhqk,bhkd->bhqd', weights_BxHxQxK.astype(self.dtype), v_BxHxKxD,
+                                 preferred_element_type=jnp.float32).astype(self.dtype)
+    context_NxJ = context_BxHxQxD.transpose(0, 2, 1, 3).reshape(batch * q_len, -1)
+    out_NxE = Dense(emb_dim, ('joined_kv', 'embed'), dtype=self.dtype, kernel_init=self.kernel_init,
+                    name='out')(context_NxJ)
+    return out_NxE.reshape(batch, q_len, emb_dim)
+
+  def _cross_cache(self, inputs_kv_BxLxE: Array | None, initialized: bool):
+    if inputs_kv_BxLxE is None:
+      if not initialized:
+        raise ValueError('Cross-attention decode step without encoder outputs needs an initialized '
+                         'cache; pass the encoded inputs on the first step.')
+      return self.get_variable('cache', 'cached_key'), self.get_variable('cache', 'cached_value')
+    k_BxHxLxD = self._project('key', inputs_kv_BxLxE, self.kernel_init)
+    v_BxHxLxD = self._project('value', inputs_kv_BxLxE, self.kernel_init)
+    cached_key = self.variable('cache', 'cached_key', jnp.zeros, k_BxHxLxD.shape, self.dtype)
+    cached_value = self.variable('cache', 'cached_value', jnp.zeros, v_BxHxLxD.shape, self.dtype)
+    cached_key.value, cached_value.value = k_BxHxLxD, v_BxHxLxD
+    return k_BxHxLxD, v_BxHxLxD
+
+  def _self_cache(self, inputs_BxQxE: Array, bias_1xHxTxT: Array, initialized: bool):
+    k_BxHxQxD = self._project('key', inputs_BxQxE, self.kernel_init)
+    v_BxHxQxD = self._project('value', inputs_BxQxE, self.kernel_init)
+    cached_key = self.variable('cache', 'cached_key', jnp.zeros, k_BxHxQxD.shape, self.dtype)
+    cached_value = self.variable('cache', 'cached_value', jnp.zeros, v_BxHxQxD.shape, self.dtype)
+    cache_index = self.variable('cache', 'cache_index', lambda: jnp.array(0, dtype=jnp.int32))
+    max_len = bias_1xHxTxT.shape[-1]
+    if not initialized:  # init: full-length causal attention, shapes only matter.
+      causal_bias = mask_to_bias(causal_mask(max_len), bias_1xHxTxT.dtype)
+      return k_BxHxQxD, v_BxHxQxD, bias_1xHxTxT + causal_bias
+    if inputs_BxQxE.shape[1] != 1:
+      raise ValueError(f'Decode steps take one token per sequence, got inputs {inputs_BxQxE.shape}.')
+    index = cache_index.value
+    zero = jnp.zeros((), jnp.int32)
+    cached_key.value = jax.lax.dynamic_update_slice(
+        cached_key.value, k_BxHxQxD.astype(self.dtype), (zero, zero, index, zero))
+    cached_value.value = jax.lax.dynamic_update_slice(
+        cached_value.value, v_BxHxQxD.astype(self.dtype), (zero, zero, index, zero))
+    cache_index.value = index + 1
+    bias_1xHx1xT = jax.lax.dynamic_slice_in_dim(bias_1xHxTxT, index, 1, axis=2)
+    visible_T = jnp.arange(max_len) <= index
+    bias_1xHx1xT = bias_1xHx1xT + jnp.where(visible_T, 0.0, _MASK_VALUE).astype(bias_1xHx1xT.dtype)
+    return cached_key.value, cached_value.value, bias_1xHx1xT

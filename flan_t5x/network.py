@@ -96,24 +96,31 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+  """With `decode=True`: one token per call, keys/values from the 'cache' collection."""
   config: T5Config
   deterministic: bool
+  decode: bool = False
 
   @nn.compact
-  def __call__(self, y_BxTxE: Array, encoded_BxLxE: Array, self_bias_BxHxTxT: Array,
+  def __call__(self, y_BxTxE: Array, encoded_BxLxE: Array | None, self_bias_BxHxTxT: Array,
                cross_bias_Bx1xTxL: Array):
     cfg, dtype = self.config, self.config.activation_dtype
     dropout = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
         y, deterministic=self.deterministic)
-    attention = lambda name: layers.MultiHeadDotProductAttention(
-        cfg.num_heads, cfg.head_dim, dtype=dtype, dropout_rate=cfg.dropout_rate, name=name)
+
+    def attention(name, q, kv, bias, cross):
+      if self.decode:
+        return layers.DecodingAttention(cfg.num_heads, cfg.head_dim, dtype=dtype, name=name)(
+            q, kv, bias, cross=cross)
+      return layers.MultiHeadDotProductAttention(
+          cfg.num_heads, cfg.head_dim, dtype=dtype, dropout_rate=cfg.dropout_rate, name=name)(
+              q, kv, bias, deterministic=self.deterministic)
 
     h = layers.RMSNorm(dtype=dtype, name='pre_self_attention_layer_norm')(y_BxTxE)
-    h = attention('self_attention')(h, h, self_bias_BxHxTxT, deterministic=self.deterministic)
+    h = attention('self_attention', h, h, self_bias_BxHxTxT, cross=False)
     y_BxTxE = y_BxTxE + dropout(h)
     h = layers.RMSNorm(dtype=dtype, name='pre_cross_attention_layer_norm')(y_BxTxE)
-    h = attention('encoder_decoder_attention')(h, encoded_BxLxE, cross_bias_Bx1xTxL,
-                                               deterministic=self.deterministic)
+    h = attention('encoder_decoder_attention', h, encoded_BxLxE, cross_bias_Bx1xTxL, cross=True)
     y_BxTxE = y_BxTxE + dropout(h)
     h = layers.RMSNorm(dtype=dtype, name='pre_mlp_layer_norm')(y_BxTxE)
     h = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, dtype=dtype,
@@ -124,18 +131,18 @@ class DecoderLayer(nn.Module):
 
 
 def _layer_stack(config: T5Config, layer_cls, num_layers: int, num_broadcast_args: int,
-                 deterministic: bool):
+                 deterministic: bool, **layer_kwargs):
   """Returns a callable x -> x applying `num_layers` layers (scanned or unrolled)."""
   policy = REMAT_POLICIES[config.remat_policy]
   if config.remat_policy != 'none':
     layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not config.scan_layers)
   if config.scan_layers:
-    scanned = nn.scan(layer_cls, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+    scanned = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 0}, split_rngs={'params': True, 'dropout': True},
                       in_axes=(nn.broadcast,) * num_broadcast_args, length=num_layers,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
-    stack = scanned(config=config, deterministic=deterministic, name='layers')
+    stack = scanned(config=config, deterministic=deterministic, name='layers', **layer_kwargs)
     return lambda x, *args: stack(x, *args)[0]
-  stack = [layer_cls(config=config, deterministic=deterministic, name=f'layers_{i}')
+  stack = [layer_cls(config=config, deterministic=deterministic, name=f'layers_{i}', **layer_kwargs)
            for i in range(num_layers)]
 
   def apply(x, *args):
@@ -165,21 +172,32 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
+  """With `decode=True`, `self_mask_Bx1xTxT` is unused: attention is causal over the cache of
+  `max_decode_length` positions, whose relative position bias is computed here."""
   config: T5Config
   deterministic: bool
+  decode: bool = False
 
   @nn.compact
-  def __call__(self, embedded_BxTxE: Array, encoded_BxLxE: Array, self_mask_Bx1xTxT: Array,
-               cross_mask_Bx1xTxL: Array, embedding_VxE: Array | None = None) -> Array:
+  def __call__(self, embedded_BxTxE: Array, encoded_BxLxE: Array | None, self_mask_Bx1xTxT: Array | None,
+               cross_mask_Bx1xTxL: Array, embedding_VxE: Array | None = None,
+               max_decode_length: int | None = None) -> Array:
     cfg, dtype = self.config, self.config.activation_dtype
     batch, target_len, emb_dim = embedded_BxTxE.shape
+    bias_len = max_decode_length if self.decode else target_len
+    if bias_len is None:
+      raise ValueError('Decoder(decode=True) needs max_decode_length.')
     position_bias_1xHxTxT = layers.RelativePositionBiases(cfg.num_heads, dtype=dtype, name='relpos_bias')(
-        target_len, target_len, bidirectional=False)
-    self_bias = layers.mask_to_bias(self_mask_Bx1xTxT, dtype) + position_bias_1xHxTxT
+        bias_len, bias_len, bidirectional=False)
+    if self.decode:
+      self_bias = position_bias_1xHxTxT
+    else:
+      self_bias = layers.mask_to_bias(self_mask_Bx1xTxT, dtype) + position_bias_1xHxTxT
     cross_bias = layers.mask_to_bias(cross_mask_Bx1xTxL, dtype)
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(embedded_BxTxE, deterministic=self.deterministic)
     y = layers.constrain(y.astype(dtype), ('batch', 'length', 'embed'))
-    y = _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers, 3, self.deterministic)(
+    y = _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers, 3, self.deterministic,
+                     decode=self.decode)(
         y, encoded_BxLxE, self_bias, cross_bias)
     y = layers.RMSNorm(dtype=dtype, name='decoder_norm')(y)
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=self.deterministic)
@@ -216,26 +234,64 @@ def decoder_masks(decoder_target_tokens_BxT: Array, encoder_tokens_BxL: Array,
 
 
 class Transformer(nn.Module):
-  """T5.1.1 encoder-decoder returning float32 logits `(batch, target_len, vocab)`."""
+  """T5.1.1 encoder-decoder returning float32 logits `(batch, target_len, vocab)`.
+
+  `encode` and `decode` are the inference entry points (`module.apply(..., method=...)`):
+  `decode` runs the decoder one token per sequence with a key/value cache
+  (mutable collection 'cache'); see `flan_t5x.decoding`.
+  """
   config: T5Config
 
-  @nn.compact
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Array, encoder_segment_ids: Array | None = None,
                decoder_segment_ids: Array | None = None, enable_dropout: bool = True) -> Array:
-    cfg, dtype = self.config, self.config.activation_dtype
-    deterministic = not enable_dropout
     if (encoder_segment_ids is None) != (decoder_segment_ids is None):
       raise ValueError('Packed batches need both encoder_segment_ids and decoder_segment_ids.')
+    return self._run('train', encoder_input_tokens=encoder_input_tokens,
+                     decoder_input_tokens=decoder_input_tokens, decoder_target_tokens=decoder_target_tokens,
+                     encoder_segment_ids=encoder_segment_ids, decoder_segment_ids=decoder_segment_ids,
+                     enable_dropout=enable_dropout)
+
+  def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False) -> Array:
+    """Encoder outputs `(batch, input_len, embed)` of an unpacked batch."""
+    return self._run('encode', encoder_input_tokens=encoder_input_tokens, enable_dropout=enable_dropout)
+
+  def decode(self, encoded: Array | None, encoder_input_tokens: Array, decoder_input_tokens: Array,
+             max_decode_length: int) -> Array:
+    """Logits `(batch, 1, vocab)` for one decoder step (T5X decode mode).
+
+    `encoded` is given on the first step (and at cache init), which stores the
+    encoder-decoder attention keys/values in the cache; later steps pass None.
+    At cache init `decoder_input_tokens` is `(batch, max_decode_length)`.
+    """
+    return self._run('decode', encoded=encoded, encoder_input_tokens=encoder_input_tokens,
+                     decoder_input_tokens=decoder_input_tokens, max_decode_length=max_decode_length,
+                     enable_dropout=False)
+
+  @nn.compact
+  def _run(self, mode: str, encoder_input_tokens: Array, decoder_input_tokens: Array | None = None,
+           decoder_target_tokens: Array | None = None, encoder_segment_ids: Array | None = None,
+           decoder_segment_ids: Array | None = None, enable_dropout: bool = True,
+           encoded: Array | None = None, max_decode_length: int | None = None) -> Array:
+    cfg, dtype = self.config, self.config.activation_dtype
+    deterministic = not enable_dropout
     embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, name='token_embedder')
-    enc_mask = encoder_mask(encoder_input_tokens, encoder_segment_ids)
-    encoded_BxLxE = Encoder(cfg, deterministic, name='encoder')(
-        embedder(encoder_input_tokens.astype(jnp.int32)), enc_mask)
-    self_mask, cross_mask = decoder_masks(decoder_target_tokens, encoder_input_tokens,
-                                          decoder_segment_ids, encoder_segment_ids)
+    if mode != 'decode':
+      enc_mask = encoder_mask(encoder_input_tokens, encoder_segment_ids)
+      encoded = Encoder(cfg, deterministic, name='encoder')(
+          embedder(encoder_input_tokens.astype(jnp.int32)), enc_mask)
+      if mode == 'encode':
+        return encoded
     embedding_VxE = embedder.variables['params']['embedding'] if cfg.logits_via_embedding else None
     if embedding_VxE is not None:
       embedding_VxE = nn.meta.unbox(embedding_VxE)
+    decoder_tokens = decoder_input_tokens.astype(jnp.int32)
+    if mode == 'decode':
+      cross_mask = layers.attention_mask(jnp.ones(decoder_tokens.shape, bool), encoder_input_tokens > 0)
+      return Decoder(cfg, True, decode=True, name='decoder')(
+          embedder(decoder_tokens), encoded, None, cross_mask, embedding_VxE,
+          max_decode_length=max_decode_length)
+    self_mask, cross_mask = decoder_masks(decoder_target_tokens, encoder_input_tokens,
+                                          decoder_segment_ids, encoder_segment_ids)
     return Decoder(cfg, deterministic, name='decoder')(
-        embedder(decoder_input_tokens.astype(jnp.int32)), encoded_BxLxE, self_mask, cross_mask,
-        embedding_VxE)
+        embedder(decoder_tokens), encoded, self_mask, cross_mask, embedding_VxE)
