@@ -22,6 +22,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VPY) -m flan_t5x.train --gin_file=gin/demo.gin
+	$(VPY) -m flan_t5x.eval --gin_file=gin/eval_demo.gin
 
 bench-data: $(STAMP)
 	$(VPY) bench/data_pipeline.py

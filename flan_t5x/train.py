@@ -81,6 +81,26 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
   return trainer.init_state(), run_state, 'initialized from scratch'
 
 
+class _InferenceEval:
+  """Decodes the inference-eval mixture with the training params and logs its metrics."""
+
+  def __init__(self, model, partitioner, cfg, model_dir: str):
+    from flan_t5x import eval as eval_lib  # pylint: disable=g-import-not-at-top  (imports this module)
+    from flan_t5x import inference  # pylint: disable=g-import-not-at-top
+    self._eval_lib, self.cfg = eval_lib, cfg
+    self._model, self._partitioner = model, partitioner
+    self._runner = inference.InferenceRunner(model, partitioner, cfg.decoding_config)
+    self._writer = _SummaryWriter(os.path.join(model_dir, 'inference_eval'))
+
+  def run(self, step: int, params) -> dict[str, dict]:
+    results, _ = self._eval_lib.evaluate_params(self._model, self._partitioner, params, self.cfg, self._runner)
+    self._writer.write(step, self._eval_lib.scalars(results))
+    return results
+
+  def close(self) -> None:
+    self._writer.close()
+
+
 def _evaluate(trainer, params, eval_cfg, converter, seed, eval_steps) -> dict[str, float] | None:
   sums = None
   dataset = data.get_dataset(eval_cfg, converter, seed=seed, num_epochs=1)
@@ -100,8 +120,13 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
           trainer_cls: Callable[..., trainer_lib.Trainer] = trainer_lib.Trainer,
           total_steps: int, eval_steps: int | None = 20, eval_period: int | None = 1000,
           random_seed: int | None = None, log_period: int = 10, use_progress_bar: bool = True,
-          stop_at_loss: float | None = None) -> tuple[int, list[dict[str, Any]]]:
+          stop_at_loss: float | None = None,
+          inference_eval_cfg: Any = None) -> tuple[int, list[dict[str, Any]]]:
   """Trains until `total_steps`, resuming from MODEL_DIR if it holds a checkpoint.
+
+  `inference_eval_cfg` (a `flan_t5x.eval.InferenceEvalConfig`, off by default)
+  decodes its mixture every `eval_period` steps and logs the task metrics
+  (ROUGE, accuracy) to MODEL_DIR/inference_eval.
 
   Returns (final step, per-step metric history of this invocation).
   Raises FloatingPointError on a non-finite loss without saving that state.
@@ -132,6 +157,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
 
   train_writer = _SummaryWriter(os.path.join(model_dir, 'train'))
   eval_writer = _SummaryWriter(os.path.join(model_dir, 'validation')) if do_eval else None
+  inference_eval = _InferenceEval(model, partitioner, inference_eval_cfg, model_dir) if (
+      inference_eval_cfg is not None and eval_period) else None
   progress = _progress(total_steps, start_step, use_progress_bar and jax.process_index() == 0)
   history: list[dict[str, Any]] = []
   last_saved = start_step if checkpointer.latest_step() == start_step else None
@@ -174,6 +201,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
                 f'{eval_summary["cross_ent_loss_per_token"]:.4f} accuracy {eval_summary["accuracy"]:.3f}',
                 flush=True)
           eval_writer.write(step, eval_summary)
+      if inference_eval is not None and step % eval_period == 0:
+        inference_eval.run(step, state.params)
       if stop_at_loss is not None and summary['cross_ent_loss_per_token'] <= stop_at_loss:
         break
     if last_saved != step:
@@ -185,6 +214,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     train_writer.close()
     if eval_writer is not None:
       eval_writer.close()
+    if inference_eval is not None:
+      inference_eval.close()
   print(f'[flan_t5x] done at step {step}. Checkpoints: {model_dir}/{checkpoints.STEP_PREFIX}_<step>; '
         f'TensorBoard: tensorboard --logdir {model_dir}', flush=True)
   return step, history
