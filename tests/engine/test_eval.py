@@ -1,0 +1,135 @@
+"""Eval, infer and compare jobs on a tiny random checkpoint; ROUGE against rouge-score; gin entry points."""
+
+import glob
+import json
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+import seqio
+from rouge_score import rouge_scorer
+
+from flan_t5x import checkpoint_import
+from flan_t5x import compare
+from flan_t5x import decoding
+from flan_t5x import eval as eval_lib
+from flan_t5x import infer as infer_lib
+from flan_t5x import partitioning
+
+import helpers
+
+flan_tasks = pytest.importorskip('flan_tasks')
+LENGTHS = {'inputs': 128, 'targets': 12}
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+  model = helpers.tiny_model()
+  params = nn.meta.unbox(model.init_params(jax.random.PRNGKey(0), 1, 8, 8))
+  path = checkpoint_import.save_params_checkpoint(jax.tree.map(np.asarray, params),
+                                                  str(tmp_path_factory.mktemp('ckpt')), step=3)
+  return model, params, path
+
+
+def _partitioner():
+  return partitioning.PjitPartitioner(devices=jax.devices()[:1])
+
+
+def test_rouge_metrics_equal_rouge_score():
+  task = seqio.get_mixture_or_task('demo_support_zs')
+  targets = ['Ines will get a refund. The book is broken.', 'Tom asks for help with his order.']
+  predictions = ['Ines gets a refund for the book.', 'Tom wants help. His order is late.']
+  got = eval_lib.compute_metrics(task, targets, predictions)
+  scorer = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeLsum'], use_stemmer=True)
+  split = lambda s: s.replace('. ', '.\n')
+  scores = [scorer.score(split(t), split(p)) for t, p in zip(targets, predictions)]
+  for name in ('rouge1', 'rouge2', 'rougeLsum'):
+    assert got[name] == pytest.approx(100 * np.mean([s[name].fmeasure for s in scores]), abs=1e-9)
+  assert got['rouge1'] > 0
+
+
+def test_eval_job_writes_outputs(checkpoint, tmp_path):
+  model, _, path = checkpoint
+  out = tmp_path / 'eval'
+  results = eval_lib.evaluate(model=model, checkpoint_path=path, output_dir=str(out),
+                              mixture_or_task_name='demo_heldout', task_feature_lengths=LENGTHS,
+                              batch_size=4, max_examples=6, partitioner=_partitioner())
+  assert set(results) == {'demo_support_zs', 'demo_support_fs', 'demo_restaurant_zs', 'demo_restaurant_fs'}
+  support = json.loads((out / 'demo_support_zs.json').read_text())
+  assert support['step'] == 3 and support['num_examples'] == 6
+  assert set(support['metrics']) == {'rouge1', 'rouge2', 'rougeLsum'}
+  assert support['truncated_inputs'] > 0  # demo dialogues are longer than 128 bytes
+  assert sum(t['num_examples'] for t in support['by_template'].values()) == 6
+  restaurant = json.loads((out / 'demo_restaurant_zs.json').read_text())
+  assert {'accuracy', 'mae'} <= set(restaurant['rank_classification'])
+  lines = (out / 'demo_support_zs-predictions.jsonl').read_text().splitlines()
+  assert len(lines) == 6 and {'input', 'target', 'prediction'} <= set(json.loads(lines[0]))
+  markdown = (out / 'results.md').read_text()
+  assert '| demo_support_zs | 6 |' in markdown and 'rouge1' in markdown and 'By template' in markdown
+  assert glob.glob(str(out / 'inference_eval' / 'events.out.tfevents.*'))
+  report = compare.compare([str(out), str(out)])
+  assert '### demo_support_zs' in report and '(+0.00)' in report
+
+
+def test_eval_predictions_are_the_decoder_output(checkpoint, tmp_path):
+  model, params, path = checkpoint
+  eval_lib.evaluate(model=model, checkpoint_path=path, output_dir=str(tmp_path), mixture_or_task_name='demo_support_zs',
+                    task_feature_lengths=LENGTHS, batch_size=3, max_examples=3, partitioner=_partitioner())
+  task = seqio.get_mixture_or_task('demo_support_zs')
+  examples = eval_lib.load_examples(task, 'validation', 3)
+  inputs = np.stack([np.pad(e.inputs[:127] + [1] if len(e.inputs) > 128 else e.inputs,
+                            (0, 128 - min(len(e.inputs), 128))) for e in examples]).astype(np.int32)
+  tokens, _ = decoding.make_predict_fn(model.module, 12)(params, inputs, jax.random.PRNGKey(0))
+  expected = [task.output_features['targets'].vocabulary.decode(decoding.strip_after_eos(t[0])) for t in tokens]
+  records = [json.loads(l) for l in (tmp_path / 'demo_support_zs-predictions.jsonl').read_text().splitlines()]
+  assert [r['prediction'] for r in records] == expected
+
+
+def _write_inputs(path, n):
+  with open(path, 'w') as f:
+    for i in range(n):
+      f.write(json.dumps({'text': f'copy: alpha beta {i}'}) + '\n')
+
+
+def _infer(model, params, inputs, out, **kwargs):
+  return infer_lib.infer(model=model, checkpoint_path=None, output_dir=str(out), input_path=str(inputs),
+                         input_field='text', chunk_size=2, batch_size=2, input_length=32, max_decode_length=6,
+                         partitioner=_partitioner(), params=params, **kwargs)
+
+
+def test_killed_infer_job_resumes_without_duplicates(checkpoint, tmp_path):
+  model, params, _ = checkpoint
+  inputs = tmp_path / 'in.jsonl'
+  _write_inputs(inputs, 7)
+  full = _infer(model, params, inputs, tmp_path / 'full')
+  expected = open(full).read().splitlines()
+  assert [json.loads(l)['index'] for l in expected] == list(range(7))
+
+  out = tmp_path / 'resumed'
+  assert _infer(model, params, inputs, out, max_chunks=2) is None  # "killed" after 2 of 4 chunks
+  host_dir = out / 'host-00000-of-00001'
+  assert sorted(p.name for p in host_dir.glob('chunk-*.done')) == ['chunk-00000.done', 'chunk-00001.done']
+  (host_dir / 'chunk-00002.jsonl').write_text('{"partial": true}\n')  # died while writing chunk 2
+  resumed = _infer(model, params, inputs, out)
+  assert open(resumed).read().splitlines() == expected
+
+
+def test_infer_rejects_a_different_job_in_the_same_dir(checkpoint, tmp_path):
+  model, params, _ = checkpoint
+  inputs = tmp_path / 'in.jsonl'
+  _write_inputs(inputs, 3)
+  _infer(model, params, inputs, tmp_path / 'out')
+  _write_inputs(inputs, 5)
+  with pytest.raises(ValueError, match='different job'):
+    _infer(model, params, inputs, tmp_path / 'out')
+  with pytest.raises(ValueError, match="string field 'inputs'"):
+    infer_lib.read_jsonl_inputs(str(inputs), 'inputs')
+
+
+def test_training_logs_inference_eval(tmp_path):
+  cfg = eval_lib.InferenceEvalConfig('demo_restaurant_zs', task_feature_lengths=LENGTHS, batch_size=4,
+                                     max_examples=4, rank_classification=False)
+  helpers.run_training(tmp_path, total_steps=2, eval_period=2, inference_eval_cfg=cfg)
+  assert glob.glob(str(tmp_path / 'inference_eval' / 'events.out.tfevents.*'))
