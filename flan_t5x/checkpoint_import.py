@@ -37,20 +37,15 @@ def detect_format(path: str) -> str:
 
 
 def _orbax_tree_has(path: str, key: str) -> bool:
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   state_dir = os.path.join(t5x_format.resolve_step_dir(path), 'state')
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(state_dir)
-  tree = metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata.tree
-  return key in tree
+  return key in t5x_format.orbax_tree(state_dir)
 
 
 def _load_own(path: str, dtype) -> tuple[PyTree, int]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   state_dir = checkpoints.resolve_state_dir(path)
+  tree = t5x_format.orbax_tree(state_dir)
   with ocp.PyTreeCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(state_dir)
-    tree = metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata.tree
     as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
                                       {'params': tree['params'], 'step': tree['step']})
     restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(

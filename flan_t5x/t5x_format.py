@@ -128,9 +128,8 @@ def load_orbax(path: str, dtype: Any = np.float32) -> tuple[PyTree, int]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   step_dir = resolve_step_dir(path)
   state_dir = _join(step_dir, 'state')
+  tree = orbax_tree(state_dir)
   with ocp.PyTreeCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(state_dir)
-    tree = metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata.tree
     if 'target' not in tree:
       raise ValueError(f'{state_dir}: no `target` in the checkpoint tree; keys {sorted(tree)}')
     restore_args = {'target': _numpy_restore_args(tree['target'], ocp)}
@@ -138,6 +137,14 @@ def load_orbax(path: str, dtype: Any = np.float32) -> tuple[PyTree, int]:
         item={'target': tree['target']}, restore_args=restore_args, partial_restore=True))
   step_match = _STEP_DIR.match(os.path.basename(step_dir.rstrip('/')))
   return _materialize(restored['target'], step_dir, dtype), int(step_match.group(1)) if step_match else 0
+
+
+def orbax_tree(state_dir: str) -> dict:
+  """The structure (array metadata leaves) of an orbax PyTree checkpoint directory."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  metadata = ocp.PyTreeCheckpointHandler().metadata(epath.Path(os.path.abspath(state_dir)))
+  return dict(metadata.tree)
 
 
 def _numpy_restore_args(tree, ocp):

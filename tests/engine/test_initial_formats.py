@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from flan_t5x import hf_format
+from flan_t5x import checkpoint_import, hf_format
 
 import helpers
 from test_training import _restore
@@ -31,3 +31,16 @@ def test_hugging_face_checkpoint_of_another_vocabulary_is_refused(tmp_path):
   hf_format.save(params, other, str(tmp_path / 'hf'))
   with pytest.raises(ValueError, match='checkpoint vocab_size 512 but the model has vocab_size 384'):
     helpers.run_training(tmp_path / 'run', 1, initial_checkpoint=str(tmp_path / 'hf'))
+
+
+def test_a_trained_model_dir_is_detected_and_exports(tmp_path):
+  helpers.run_training(tmp_path / 'run', 1)
+  assert checkpoint_import.detect_format(str(tmp_path / 'run')) == 'flan_t5x'
+  config = helpers.tiny_config()
+  params, step, _ = checkpoint_import.load_params_and_step(str(tmp_path / 'run'), config)
+  _, (state, _) = _restore(tmp_path / 'run')
+  assert step == 1
+  jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, state.params))
+  hf_format.save(params, config, str(tmp_path / 'hf'))
+  again, _ = hf_format.load(str(tmp_path / 'hf'), config)
+  jax.tree.map(np.testing.assert_array_equal, again, params)
