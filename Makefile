@@ -17,8 +17,11 @@ $(STAMP): $(VPY) setup.py
 
 install: $(STAMP)
 
+# Two workers: JAX compiles and TF pipelines are mostly single-threaded, so 2 cores halve the wall time.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) tests
 
 demo: $(STAMP)
 	$(VPY) -m flan_t5x.train --gin_file=gin/demo.gin

@@ -27,7 +27,7 @@ setuptools.setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3"],
         # The Hugging Face peer for benchmarks and export parity; never needed by the default tests.
         "bench": ["torch>=2.4", "transformers>=4.45"],
     },

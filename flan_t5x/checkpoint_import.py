@@ -90,13 +90,8 @@ def check_against_config(params: PyTree, config: network.T5Config, source: str) 
   unexpected = sorted(set(got) - set(expected))
   mismatched = [f'{k}: {got[k]} (model expects {expected[k]})' for k in sorted(set(got) & set(expected))
                 if tuple(got[k]) != tuple(expected[k])]
-  if missing or unexpected or mismatched:
-    lines = [f'{source}: checkpoint parameters do not match the model configuration']
-    for title, items in (('missing', missing), ('unexpected', unexpected), ('mismatched', mismatched)):
-      if items:
-        lines.append(f'  {title} ({len(items)}): ' + '; '.join(items[:20]) +
-                     (' ...' if len(items) > 20 else ''))
-    raise ValueError('\n'.join(lines))
+  hf_format.raise_if_mismatched(f'{source}: checkpoint parameters do not match the model '
+                                'configuration', missing, unexpected, mismatched)
 
 
 def place(params: PyTree, abstract_params: PyTree) -> PyTree:

@@ -318,16 +318,10 @@ def evaluate(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_
 
 
 def main(argv: list[str]) -> None:
+  del argv
   import gin  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
   from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  gin_utils.parse_gin_flags_from_argv(argv)
-  output_dir = gin.query_parameter('%EVAL_OUTPUT_DIR')
-  if jax.process_index() == 0:
-    checkpoints.write_text_atomically(os.path.join(os.path.abspath(output_dir), 'config.gin'),
-                                      gin.config_str())
+  gin_utils.start_run('%EVAL_OUTPUT_DIR')
   from flan_t5x import eval as eval_module  # pylint: disable=g-import-not-at-top  (gin binds this module)
   gin.get_configurable(eval_module.evaluate)()
 

@@ -234,14 +234,21 @@ def tensors_to_params(tensors: dict[str, np.ndarray], config: network.T5Config,
                         f'model expects {expected})')
       continue
     _set(params, path, np.ascontiguousarray(value.astype(dtype)))
-  if missing or unexpected or mismatched:
-    lines = [f'{source}: checkpoint does not match the model configuration']
-    for title, items in (('missing', missing), ('unexpected', unexpected), ('mismatched', mismatched)):
-      if items:
-        lines.append(f'  {title} ({len(items)}): ' + '; '.join(items[:20]) +
-                     (' ...' if len(items) > 20 else ''))
-    raise ValueError('\n'.join(lines))
+  raise_if_mismatched(f'{source}: checkpoint does not match the model configuration', missing,
+                      unexpected, mismatched)
   return params
+
+
+def raise_if_mismatched(headline: str, missing, unexpected, mismatched) -> None:
+  """One ValueError listing every missing, unexpected and mismatched tensor (20 of each at most)."""
+  if not (missing or unexpected or mismatched):
+    return
+  lines = [headline]
+  for title, items in (('missing', missing), ('unexpected', unexpected), ('mismatched', mismatched)):
+    if items:
+      lines.append(f'  {title} ({len(items)}): ' + '; '.join(items[:20]) +
+                   (' ...' if len(items) > 20 else ''))
+  raise ValueError('\n'.join(lines))
 
 
 def params_to_tensors(params: PyTree, config: network.T5Config,

@@ -21,7 +21,6 @@ import os
 from typing import Any, Sequence
 
 import jax
-import numpy as np
 from absl import logging
 
 from flan_t5x import checkpoints
@@ -191,15 +190,10 @@ def _join_chunks(output_dir: str, host_dir: str, num_chunks: int, process_index:
 
 
 def main(argv: list[str]) -> None:
+  del argv
   import gin  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
   from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  gin_utils.parse_gin_flags_from_argv(argv)
-  output_dir = gin.query_parameter('%INFER_OUTPUT_DIR')
-  checkpoints.write_text_atomically(
-      os.path.join(os.path.abspath(output_dir), f'config-{jax.process_index():05d}.gin'), gin.config_str())
+  gin_utils.start_run('%INFER_OUTPUT_DIR', f'config-{jax.process_index():05d}.gin', every_host=True)
   from flan_t5x import infer as infer_module  # pylint: disable=g-import-not-at-top  (gin binds this module)
   gin.get_configurable(infer_module.infer)()
 

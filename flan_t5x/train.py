@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 from typing import Any, Callable
 
@@ -222,17 +221,10 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
 
 
 def main(argv: list[str]) -> None:
+  del argv
   import gin
-  from absl import flags
   from flan_t5x import gin_utils
-  if not flags.FLAGS['verbosity'].present:
-    # Orbax logs every save step at INFO; the progress bar and summary lines suffice.
-    logging.set_verbosity(logging.WARNING)
-  gin_utils.parse_gin_flags_from_argv(argv)
-  model_dir = gin.query_parameter('%MODEL_DIR')
-  if jax.process_index() == 0:
-    checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'config.gin'),
-                                      gin.config_str())
+  model_dir = gin_utils.start_run('%MODEL_DIR')
   # Gin binds `train` in the importable module (gin files say
   # `from flan_t5x import train as train_script`), not in __main__.
   from flan_t5x import train as train_module

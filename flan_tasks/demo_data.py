@@ -47,11 +47,11 @@ def _support_chat(rng: random.Random) -> Dict[str, str]:
   """Held-out dialogue style: a customer and an agent arrange a delivery or a refund."""
   name, day, time, item = rng.choice(NAMES), rng.choice(DAYS), rng.choice(TIMES), rng.choice(ITEMS)
   if rng.random() < 0.5:
-    turns = [f"Agent: Hello, how can I help?", f"{name}: My {item} has not arrived yet.",
+    turns = ["Agent: Hello, how can I help?", f"{name}: My {item} has not arrived yet.",
              f"Agent: I am sorry. We can deliver it on {day} at {time}.", f"{name}: That is fine."]
     summary = f"{name}'s {item} will be delivered on {day} at {time}."
   else:
-    turns = [f"Agent: Good morning, what can I do for you?", f"{name}: My {item} is broken.",
+    turns = ["Agent: Good morning, what can I do for you?", f"{name}: My {item} is broken.",
              f"Agent: We will refund you by {day}.", f"{name}: Thank you."]
     summary = f"{name} will get a refund for the broken {item} by {day}."
   return {"dialogue": "\n".join(turns), "summary": summary}

@@ -6,7 +6,7 @@ by template. The template of an example is a keyed hash of its input fields: det
 seed, independent of pipeline order and sharding, and spread evenly over the templates.
 """
 import functools
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import seqio
 import tensorflow as tf

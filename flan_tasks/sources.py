@@ -7,7 +7,7 @@ the task is registered, so `flan_tasks.configure(data_dir=...)` after import sti
 import dataclasses
 import logging
 import os
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import seqio
 import tensorflow as tf
@@ -44,7 +44,7 @@ class TfdsSpec:
   """A TFDS dataset and how its examples map to the task's fields (a function of a TF example dict)."""
   name: str
   split_map: Mapping[str, str]
-  to_fields: Callable[[Mapping[str, tf.Tensor], "tfds.core.DatasetInfo"], Dict[str, tf.Tensor]]
+  to_fields: Callable[[Mapping[str, tf.Tensor], Any], Dict[str, tf.Tensor]]  # (example, tfds DatasetInfo)
 
 
 def per_file(read_one: Callable[[str], Iterator[Row]]) -> Reader:

@@ -5,7 +5,6 @@ real SeqIO pipeline (formatting, tokenization, postprocessing, metrics) runs on 
 """
 import csv
 import json
-import os
 import pathlib
 
 import pytest

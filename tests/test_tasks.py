@@ -1,5 +1,4 @@
 """Every registered task and mixture through the real SeqIO pipeline on hand-written raw examples."""
-import numpy as np
 import pytest
 import seqio
 
