@@ -8,7 +8,6 @@ peer in the same run, `transformers.T5ForConditionalGeneration.from_pretrained` 
 directory (when torch/transformers are installed). Target: flan-t5x import < 10 s. Writes JSON.
 """
 import argparse
-import json
 import os
 import pathlib
 import sys
@@ -16,6 +15,8 @@ import tempfile
 import time
 
 import numpy as np
+
+import bench_results  # bench/ is on sys.path when run as a script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -74,11 +75,7 @@ def main(argv=None) -> int:
   if result.get("transformers_from_pretrained_s"):
     print(f"transformers from_pretrained {result['transformers_from_pretrained_s']:.2f} s: "
           f"ours {result['ratio_peer_over_ours']:.2f}x faster")
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".tmp").write_text(json.dumps(result, indent=2))
-  os.replace(out.with_suffix(".tmp"), out)
-  print(f"wrote {out}")
+  print(f"wrote {bench_results.write_json('checkpoint_import', result, args.out)}")
   return 0
 
 

@@ -10,13 +10,14 @@ Uses ../shared/datasets and the 32k T5 vocabulary when present, else the built-i
 Writes JSON.
 """
 import argparse
-import json
 import os
 import pathlib
 import platform
 import random
 import sys
 import time
+
+import bench_results  # bench/ is on sys.path when run as a script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -135,12 +136,7 @@ def main(argv=None) -> int:
         f"{seqio_peer['examples_per_s']:.0f} ex/s: ratio ours/peer "
         f"{result['ratio_ours_over_bare_seqio']:.2f}\n  plain-Python zero-shot peer (no tf.data) "
         f"{peer['examples_per_s']:.0f} ex/s: ratio ours/peer {result['ratio_ours_over_peer']:.2f}")
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_suffix(".tmp")
-  tmp.write_text(json.dumps(result, indent=2))
-  os.replace(tmp, out)
-  print(f"wrote {out}")
+  print(f"wrote {bench_results.write_json('data_pipeline', result, args.out)}")
   return 0
 
 

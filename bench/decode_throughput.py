@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import bench_results  # bench/ is on sys.path when run as a script
+
 from flan_t5x import decoding
 from flan_t5x import hf_format
 from flan_t5x import models
@@ -125,16 +127,10 @@ def main() -> None:
   for r in results:
     print(f"| {r['method']} | {r['batch']} | {r['ours_tokens_per_s']:.1f} | "
           f"{r.get('peer_tokens_per_s', float('nan')):.1f} | {r.get('ratio_ours_over_peer', float('nan')):.2f} |")
-  out = os.path.join(HERE, 'results', time.strftime('decode_throughput_%Y%m%d_%H%M%S.json'))
-  os.makedirs(os.path.dirname(out), exist_ok=True)
   payload = {'config': dataclasses.asdict(config), 'input_length': args.input_length,
              'new_tokens': args.new_tokens, 'device': str(jax.devices()[0]), 'cpu_count': os.cpu_count(),
              'results': results}
-  tmp = out + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, out)
-  print(f'wrote {out}')
+  print(f"wrote {bench_results.write_json('decode_throughput', payload)}")
 
 
 if __name__ == '__main__':

@@ -12,7 +12,6 @@ same shapes as a peer. Writes JSON to bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -24,6 +23,7 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from flan_t5x import models, network, optimizers, partitioning, schedules, trainer as trainer_lib  # noqa: E402
 
@@ -140,13 +140,7 @@ def main():
              else '; HF peer not installed'), flush=True)
   # ru_maxrss is the process high-water mark (KiB on Linux): an upper bound for one train step.
   results['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  out_dir = os.path.join(REPO, 'bench', 'results')
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, f'train_throughput_{time.strftime("%Y%m%d_%H%M%S")}.json')
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(results, f, indent=2)
-  os.replace(tmp, path)
+  path = bench_results.write_json('train_throughput', results)
   print(f'peak RSS {results["peak_rss_mib"]:.0f} MiB; wrote {path}')
 
 

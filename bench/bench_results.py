@@ -1,0 +1,17 @@
+"""Where benchmarks put their JSON: bench/results/<name>_<timestamp>.json, written atomically."""
+import json
+import os
+import time
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+
+def write_json(name: str, payload: dict, path: str | None = None) -> str:
+  """Writes `payload` to `path` (default: a timestamped file under bench/results/); returns the path."""
+  path = path or os.path.join(RESULTS_DIR, f'{name}_{time.strftime("%Y%m%d_%H%M%S")}.json')
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=2)
+  os.replace(tmp, path)
+  return path
