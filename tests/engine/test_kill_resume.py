@@ -1,0 +1,72 @@
+"""A training process killed with SIGKILL and restarted continues with the losses of an uninterrupted run."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from flan_t5x import gin_utils
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = gin_utils.REPO_ROOT
+TRAIN_STEPS = 12
+
+
+def _command(model_dir):
+  bindings = {
+      'MODEL_DIR': f"'{model_dir}'", 'MIXTURE_OR_TASK_NAME': "'engine_test_copy'",
+      'MIXTURE_OR_TASK_MODULE': "'tiny_task'", 'TASK_FEATURE_LENGTHS': "{'inputs': 32, 'targets': 16}",
+      'TRAIN_STEPS': str(TRAIN_STEPS), 'BATCH_SIZE': '4', 'USE_CACHED_TASKS': 'False',
+      'INITIAL_CHECKPOINT_PATH': 'None', 'EVAL_PERIOD': 'None', 'RANDOM_SEED': '0', 'DROPOUT_RATE': '0.1',
+      'network.T5Config.vocab_size': '384', 'network.T5Config.dtype': "'float32'",
+      'checkpoints.SaveCheckpointConfig.period': '1', 'train_script.train.log_period': '1',
+      'train_script.train.use_progress_bar': 'False'}
+  return [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/models/t5_1_1_tiny.gin',
+          '--gin_file=gin/runs/finetune.gin'] + [f'--gin.{k}={v}' for k, v in bindings.items()]
+
+
+def _env():
+  return dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, HERE, os.environ.get('PYTHONPATH', '')]),
+              XLA_FLAGS='--xla_backend_optimization_level=0')
+
+
+def _losses(model_dir):
+  """{step: loss} from the TensorBoard events; a step logged twice keeps its last value."""
+  losses = {}
+  for path in sorted(glob.glob(os.path.join(model_dir, 'train', 'events.*')), key=os.path.getmtime):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == 'loss':
+          losses[event.step] = float(tf.make_ndarray(value.tensor))
+  return losses
+
+
+def test_sigkill_then_restart_matches_uninterrupted_run(tmp_path):
+  reference_dir, killed_dir = tmp_path / 'reference', tmp_path / 'killed'
+  done = subprocess.run(_command(reference_dir), cwd=REPO, env=_env(), capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+  proc = subprocess.Popen(_command(killed_dir), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not os.path.isdir(killed_dir / 'checkpoint_4') and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(p.rsplit('_', 1)[1]) for p in glob.glob(str(killed_dir / 'checkpoint_*'))
+                  if p.rsplit('_', 1)[1].isdigit())
+  assert killed_at < TRAIN_STEPS, 'the run finished before it could be killed'
+
+  resumed = subprocess.run(_command(killed_dir), cwd=REPO, env=_env(), capture_output=True, text=True,
+                           timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'resumed from' in resumed.stdout
+  reference, after_kill = _losses(reference_dir), _losses(killed_dir)
+  assert sorted(reference) == sorted(after_kill) == list(range(1, TRAIN_STEPS + 1))
+  np.testing.assert_allclose([after_kill[s] for s in reference], [reference[s] for s in reference],
+                             rtol=0, atol=1e-6)
