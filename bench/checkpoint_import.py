@@ -26,18 +26,6 @@ FLAN_T5_SMALL = dict(vocab_size=32128, emb_dim=512, num_heads=6, num_encoder_lay
                      dtype="float32")
 
 
-def _random_params(config):
-  from flan_t5x import hf_format  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  params = {}
-  for _, path, _ in hf_format.name_map(config):
-    node = params
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = rng.standard_normal(hf_format._expected_shape(path, config), np.float32)  # pylint: disable=protected-access
-  return params
-
-
 def _timed(fn):
   start = time.perf_counter()
   result = fn()
@@ -50,9 +38,9 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default=str(ROOT / "bench/results/checkpoint_import.json"))
   args = parser.parse_args(argv)
   from flan_t5x import checkpoint_import, hf_format, network  # pylint: disable=g-import-not-at-top
-  from test_t5x_import import write_classic_t5x_checkpoint  # pylint: disable=g-import-not-at-top
+  from test_t5x_import import random_params, write_classic_t5x_checkpoint  # pylint: disable=g-import-not-at-top
   config = network.T5Config(**FLAN_T5_SMALL)
-  params = _random_params(config)
+  params = random_params(0, config)
   count = sum(x.size for x in checkpoint_import.leaves(params))
   result = {"benchmark": "checkpoint_import", "parameters": int(count), "cpus": os.cpu_count()}
   with tempfile.TemporaryDirectory() as tmp:

@@ -82,7 +82,7 @@ def check_against_config(params: PyTree, config: network.T5Config, source: str) 
   embedding = params.get('token_embedder', {}).get('embedding')
   if embedding is not None:
     hf_format.check_vocab_size(embedding.shape[0], config.vocab_size, source)
-  expected = {'/'.join(path): hf_format._expected_shape(path, config)  # pylint: disable=protected-access
+  expected = {'/'.join(path): hf_format.expected_shape(path, config)
               for _, path, _ in hf_format.name_map(config)}
   got = {'/'.join(str(k.key) for k in path): np.shape(leaf)
          for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}

@@ -131,7 +131,8 @@ def name_map(config: network.T5Config) -> list[tuple[str, tuple, bool]]:
   return entries
 
 
-def _expected_shape(path: tuple, config: network.T5Config) -> tuple:
+def expected_shape(path: tuple, config: network.T5Config) -> tuple:
+  """Shape the model has for the parameter at T5X `path`."""
   e, joined, m = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
   leaf, parent = path[-1], path[-2]
   if parent == 'token_embedder':
@@ -228,7 +229,7 @@ def tensors_to_params(tensors: dict[str, np.ndarray], config: network.T5Config,
       continue
     value = np.asarray(tensors[name])
     value = value.T if transpose else value
-    expected = _expected_shape(path, config)
+    expected = expected_shape(path, config)
     if value.shape != expected:
       mismatched.append(f'{name}: {tuple(tensors[name].shape)} (as {"/".join(path)}: {value.shape}, '
                         f'model expects {expected})')

@@ -16,14 +16,15 @@ CONFIG = network.T5Config(vocab_size=64, emb_dim=16, num_heads=2, num_encoder_la
                           dtype="float32")
 
 
-def _random_params(seed=0):
+def random_params(seed=0, config=CONFIG):
+  """Standard-normal parameters with every tensor the configuration has (numpy, T5X names)."""
   rng = np.random.default_rng(seed)
   params = {}
-  for _, path, _ in hf_format.name_map(CONFIG):
+  for _, path, _ in hf_format.name_map(config):
     node = params
     for key in path[:-1]:
       node = node.setdefault(key, {})
-    node[path[-1]] = rng.standard_normal(hf_format._expected_shape(path, CONFIG)).astype(np.float32)
+    node[path[-1]] = rng.standard_normal(hf_format.expected_shape(path, config)).astype(np.float32)
   return params
 
 
@@ -75,7 +76,7 @@ def _assert_same(a, b, **kw):
 
 
 def test_classic_t5x_checkpoint_imports(tmp_path):
-  params = _random_params()
+  params = random_params()
   write_classic_t5x_checkpoint(str(tmp_path / "model" / "checkpoint_1000"), params)
   for path in (tmp_path / "model", tmp_path / "model" / "checkpoint_1000",
                tmp_path / "model" / "checkpoint_1000" / "checkpoint"):
@@ -86,7 +87,7 @@ def test_classic_t5x_checkpoint_imports(tmp_path):
 
 
 def test_classic_t5x_bfloat16_and_dtype_option(tmp_path):
-  params = _random_params(1)
+  params = random_params(1)
   write_classic_t5x_checkpoint(str(tmp_path / "checkpoint_7"), params, dtype="bfloat16", step=7)
   loaded, step = t5x_format.load_classic(str(tmp_path / "checkpoint_7"), dtype=np.float32)
   assert step == 7 and loaded["token_embedder"]["embedding"].dtype == np.float32
@@ -96,7 +97,7 @@ def test_classic_t5x_bfloat16_and_dtype_option(tmp_path):
 
 
 def test_classic_checkpoint_of_another_model_is_a_clear_error(tmp_path):
-  params = _random_params()
+  params = random_params()
   params["encoder"]["layers_0"]["mlp"]["wo"]["kernel"] = np.zeros((25, 16), np.float32)
   del params["decoder"]["decoder_norm"]
   write_classic_t5x_checkpoint(str(tmp_path / "checkpoint_1"), params)
@@ -107,7 +108,7 @@ def test_classic_checkpoint_of_another_model_is_a_clear_error(tmp_path):
 
 
 def test_orbax_layout_t5x_checkpoint_imports(tmp_path):
-  params = _random_params(2)
+  params = random_params(2)
   state_dir = tmp_path / "checkpoint_20" / "state"
   with ocp.PyTreeCheckpointer() as checkpointer:
     checkpointer.save(str(state_dir), args=ocp.args.PyTreeSave(
