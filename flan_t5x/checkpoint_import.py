@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 
 from flan_t5x import checkpoints, hf_format, network, t5x_format
 
@@ -41,20 +42,6 @@ def _orbax_tree_has(path: str, key: str) -> bool:
   return key in t5x_format.orbax_tree(state_dir)
 
 
-def _load_own(path: str, dtype) -> tuple[PyTree, int]:
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  state_dir = checkpoints.resolve_state_dir(path)
-  tree = t5x_format.orbax_tree(state_dir)
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                      {'params': tree['params'], 'step': tree['step']})
-    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item={'params': tree['params'], 'step': tree['step']}, restore_args=as_numpy,
-        partial_restore=True))
-  params = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), restored['params'])
-  return params, int(restored['step'])
-
-
 def load_params_and_step(path: str, config: network.T5Config | None = None,
                          dtype: Any = np.float32) -> tuple[PyTree, int, str]:
   """(numpy params, step, format) of any supported checkpoint."""
@@ -67,7 +54,7 @@ def load_params_and_step(path: str, config: network.T5Config | None = None,
   elif fmt == 't5x_orbax':
     params, step = t5x_format.load_orbax(path, dtype)
   else:
-    params, step = _load_own(path, dtype)
+    params, step = checkpoints.read_params(path, dtype=dtype)
   if config is not None:
     check_against_config(params, config, path)
   return params, step, fmt
@@ -101,6 +88,21 @@ def place(params: PyTree, abstract_params: PyTree) -> PyTree:
     sharding = getattr(abstract, 'sharding', None)
     return jax.device_put(value, sharding) if sharding is not None else jax.numpy.asarray(value)
   return jax.tree_util.tree_map(put, params, abstract_params)
+
+
+def restore_params(path: str, abstract_params: PyTree, model_config: network.T5Config | None = None
+                   ) -> tuple[PyTree, int]:
+  """Params placed on `abstract_params`' shardings, and the step, of a checkpoint in any format.
+
+  Hugging Face and T5X checkpoints are imported (shapes and vocabulary size checked against
+  `model_config` first); a flan-t5x checkpoint is restored shard by shard.
+  """
+  fmt = detect_format(path)
+  if fmt == 'flan_t5x':
+    return checkpoints.read_params(path, abstract_params)
+  params, step, _ = load_params_and_step(path, model_config)
+  logging.info('Imported %s parameters from %s.', fmt, path)
+  return place(params, abstract_params), step
 
 
 def save_params_checkpoint(params: PyTree, model_dir: str, step: int = 0) -> str:

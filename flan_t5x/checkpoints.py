@@ -1,10 +1,15 @@
 """Orbax checkpoints: sharded, async, keep-N; restore order as T5X.
 
-Layout: MODEL_DIR/checkpoint_<step>/{state, run}. `state` is the TrainState
-(step, params, optimizer state) saved shard-by-shard; `run` is JSON with the
-run seed and the number of training batches consumed, so a resumed run reads
-the same data. Orbax writes into a temporary directory and renames it when
-complete, so an interrupted save is never mistaken for a checkpoint.
+Layout: MODEL_DIR/checkpoint_<step>/{state, run, input}. `state` is the TrainState
+(step, params, optimizer state) saved shard-by-shard by every process; `run` is JSON
+with the run seed and the number of training batches consumed; `input` holds each
+process's input-iterator position (`process_<i>-of-<n>/`), so a resumed run reads
+the same data without replaying it. Orbax writes into a temporary directory, syncs
+the processes and renames it when complete, so an interrupted save is never mistaken
+for a checkpoint.
+
+This module is the one reader of the project's own format (`read_params`); other
+formats are imported by `checkpoint_import`.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import tempfile
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 PyTree = Any
 STEP_PREFIX = 'checkpoint'
@@ -27,6 +34,13 @@ class SaveCheckpointConfig:
   period: int = 5000
   keep: int | None = None  # None keeps every checkpoint (T5X default).
   async_save: bool = True
+  # T5X's name: save each host's input-iterator position with the checkpoint (constant-time
+  # exact resume). Off: a resume replays the consumed batches.
+  save_dataset: bool = True
+  # Also keep the checkpoint with the best value of this metric (e.g. 'validation/loss', or an
+  # 'inference_eval/<task>/<metric>' scalar), beside the `keep` latest ones. None: latest only.
+  keep_best_metric: str | None = None
+  keep_best_mode: str = 'min'  # 'min' or 'max'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,15 +62,78 @@ class RunState:
   batches_consumed: int = 0
 
 
-def _manager(directory: str, keep: int | None, async_save: bool, read_only: bool = False):
+class _InputStateHandler(ocp.CheckpointHandler):
+  """Every process writes its own input position: <item>/process_<i>-of-<n>/<file>."""
+
+  def save(self, directory: epath.Path, args: 'InputStateSave') -> None:
+    process_dir = directory / _process_dir_name()
+    process_dir.mkdir(parents=True, exist_ok=True)
+    for name, payload in args.files.items():
+      (process_dir / name).write_bytes(payload)
+
+  def restore(self, directory: epath.Path, args: 'InputStateRestore | None' = None) -> dict[str, bytes] | None:
+    del args
+    process_dir = directory / _process_dir_name()
+    if not process_dir.exists():
+      return None
+    return {path.name: path.read_bytes() for path in process_dir.iterdir()} or None
+
+  def metadata(self, directory: epath.Path) -> None:
+    return None
+
+  def finalize(self, directory: epath.Path) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+@ocp.args.register_with_handler(_InputStateHandler, for_save=True)
+@dataclasses.dataclass
+class InputStateSave(ocp.args.CheckpointArgs):
+  files: dict[str, bytes]
+
+
+@ocp.args.register_with_handler(_InputStateHandler, for_restore=True)
+@dataclasses.dataclass
+class InputStateRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+def _process_dir_name() -> str:
+  return f'process_{jax.process_index()}-of-{jax.process_count()}'
+
+
+_ITEMS = ('state', 'run', 'input')
+
+
+def _manager(directory: str, keep: int | None, async_save: bool, read_only: bool = False,
+             best_metric: str | None = None, best_mode: str = 'min'):
+  retention = dict(max_to_keep=keep)
+  if best_metric:
+    if best_mode not in ('min', 'max'):
+      raise ValueError(f"SaveCheckpointConfig.keep_best_mode must be 'min' or 'max', got {best_mode!r}.")
+    policy = ocp.checkpoint_managers
+    retention = dict(preservation_policy=policy.AnyPreservationPolicy([
+        policy.LatestN(keep),
+        # Sorted ascending and the last n kept: reverse for 'min'.
+        policy.BestN(get_metric_fn=lambda metrics: float(metrics[best_metric]), reverse=best_mode == 'min',
+                     n=1, keep_checkpoints_without_metrics=False)]))
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, step_prefix=STEP_PREFIX, create=not read_only, read_only=read_only,
-      enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=('state', 'run'))
+      step_prefix=STEP_PREFIX, create=not read_only, read_only=read_only,
+      enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only, **retention)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=_ITEMS)
+
+
+@dataclasses.dataclass
+class Restored:
+  state: PyTree
+  run_state: RunState
+  input_state: dict[str, bytes] | None  # None: not saved, or saved by a different number of hosts
 
 
 class Checkpointer:
-  """Saves and restores TrainState + RunState under MODEL_DIR."""
+  """Saves and restores TrainState + RunState (+ input position) under MODEL_DIR; every process calls it."""
 
   def __init__(self, model_dir: str, config: SaveCheckpointConfig, abstract_state: PyTree):
     if config.period is not None and config.period <= 0:
@@ -64,7 +141,8 @@ class Checkpointer:
     self.model_dir = model_dir
     self.config = config
     self.abstract_state = abstract_state
-    self._manager = _manager(model_dir, config.keep, config.async_save)
+    self._manager = _manager(model_dir, config.keep, config.async_save,
+                             best_metric=config.keep_best_metric, best_mode=config.keep_best_mode)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -72,22 +150,28 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, state: PyTree, run_state: RunState) -> None:
+  def save(self, state: PyTree, run_state: RunState, input_state: dict[str, bytes] | None = None,
+           metrics: dict[str, float] | None = None) -> None:
+    """Starts an (async) save; `metrics` rank it for `keep_best_metric`."""
     step = int(jax.device_get(state.step))
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(dataclasses.asdict(run_state))), force=True)
+    items = dict(state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(dataclasses.asdict(run_state)))
+    if self.config.save_dataset:
+      items['input'] = InputStateSave(dict(input_state or {}))
+    self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
-  def restore_latest(self) -> tuple[PyTree, RunState] | None:
+  def restore_latest(self) -> Restored | None:
     step = self._manager.latest_step()
     if step is None:
       return None
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(self.abstract_state), run=ocp.args.JsonRestore()))
+    items = dict(state=ocp.args.StandardRestore(self.abstract_state), run=ocp.args.JsonRestore())
+    if os.path.isdir(os.path.join(self.model_dir, f'{STEP_PREFIX}_{step}', 'input')):
+      items['input'] = InputStateRestore()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     logging.info('Restored step %d from %s.', step, self.model_dir)
-    return restored['state'], RunState(**restored['run'])
+    return Restored(restored['state'], RunState(**restored['run']), restored.get('input'))
 
   def close(self) -> None:
     self._manager.wait_until_finished()
@@ -111,27 +195,29 @@ def resolve_state_dir(path: str) -> str:
                    f'{STEP_PREFIX}_<step>/ subdirectories or one such directory.')
 
 
-def restore_params(path: str, abstract_params: PyTree,
-                   model_config: Any = None) -> tuple[PyTree, int]:
-  """Params (resharded to `abstract_params`' shardings) and step of a checkpoint; no optimizer state.
+def read_params(path: str, abstract_params: PyTree = None, dtype: Any = np.float32) -> tuple[PyTree, int]:
+  """(params, step) of a flan-t5x checkpoint; no optimizer state.
 
-  Hugging Face and T5X (classic or orbax) checkpoints are detected and imported; with
-  `model_config` their shapes and vocabulary size are checked against the model first.
+  With `abstract_params` (ShapeDtypeStructs with shardings) the parameters are restored
+  directly into those shardings; without, as host numpy arrays of `dtype`.
   """
-  from flan_t5x import checkpoint_import  # pylint: disable=g-import-not-at-top  (imports this module)
-  fmt = checkpoint_import.detect_format(path)
-  if fmt != 'flan_t5x':
-    params, step, _ = checkpoint_import.load_params_and_step(path, model_config)
-    logging.info('Imported %s parameters from %s.', fmt, path)
-    return checkpoint_import.place(params, abstract_params), step
   state_dir = resolve_state_dir(path)
-  target = {'params': abstract_params, 'step': jax.ShapeDtypeStruct((), 'int32')}
-  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+  if abstract_params is None:
+    from flan_t5x import t5x_format  # pylint: disable=g-import-not-at-top
+    tree = t5x_format.orbax_tree(state_dir)
+    target = {'params': tree['params'], 'step': tree['step']}
+    restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+  else:
+    target = {'params': abstract_params, 'step': jax.ShapeDtypeStruct((), 'int32')}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
   with ocp.PyTreeCheckpointer() as checkpointer:
     restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
         item=target, restore_args=restore_args, partial_restore=True))
-  logging.info('Initialized parameters from %s.', state_dir)
-  return restored['params'], int(restored['step'])
+  params = restored['params']
+  if abstract_params is None:
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), params)
+  logging.info('Read parameters from %s.', state_dir)
+  return params, int(restored['step'])
 
 
 def write_text_atomically(path: str, text: str) -> None:

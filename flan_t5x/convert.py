@@ -42,7 +42,8 @@ def main(argv=None) -> int:
   parser.add_argument('--dtype', default='float32', help='dtype of the written parameters')
   parser.add_argument('--vocab', default=None, help='spiece.model copied next to an exported HF model')
   args = parser.parse_args(argv)
-  from flan_t5x import checkpoint_import, hf_format  # pylint: disable=g-import-not-at-top
+  from flan_t5x import checkpoint_import, hf_format, runtime  # pylint: disable=g-import-not-at-top
+  runtime.initialize()  # jax.distributed when started as one of several processes (environment)
   start = time.perf_counter()
   try:
     if args.direction == 'hf-to-t5x':

@@ -51,26 +51,31 @@ def parse_gin_flags_from_argv(argv: Sequence[str]) -> None:
   parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
 
 
-def start_run(output_dir_macro: str, config_filename: str = 'config.gin',
-              every_host: bool = False) -> str:
-  """What every entry point does first: quiet logs, parse gin, record the config; returns the dir.
+def start_run(output_dir_macro: str, every_host: bool = False) -> str:
+  """What every entry point does first: quiet logs, start the runtime (jax.distributed when this is
+  one of several processes), parse gin, record the config; returns the dir.
 
   Orbax logs every save at INFO, so logging drops to WARNING unless --verbosity is given.
-  The config is written by process 0 (or by every host, under a per-host `config_filename`).
+  The config is written by process 0 as config.gin (or by every host as config-<process>.gin).
   """
   import jax  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   from flan_t5x import checkpoints  # pylint: disable=g-import-not-at-top
+  from flan_t5x import runtime  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+  runtime.initialize()
   parse_gin_flags_from_argv(())
   output_dir = gin.query_parameter(output_dir_macro)
   if every_host or jax.process_index() == 0:
+    config_filename = f'config-{jax.process_index():05d}.gin' if every_host else 'config.gin'
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(output_dir), config_filename),
                                       gin.config_str())
   return output_dir
 
 
 def run(main: Callable[[list[str]], None]) -> None:
+  from flan_t5x import runtime  # pylint: disable=g-import-not-at-top
   _define_flags()
+  runtime.define_flags()
   app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(rewrite_gin_args(argv)))

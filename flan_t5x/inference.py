@@ -2,7 +2,8 @@
 
 Shared by `flan_t5x.eval`, `flan_t5x.infer` and evaluation during training.
 Parameters keep the model's logical shardings; batches are split over the
-mesh's data axes (rows padded to a multiple of the data-parallel size).
+mesh's data axes (rows padded to a multiple of the data-parallel size, and the
+padding dropped from the results).
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec
 
-from flan_t5x import checkpoints
+from flan_t5x import checkpoint_import
 from flan_t5x import decoding
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import train_state
 
 PyTree = Any
 
@@ -26,17 +29,9 @@ def round_up(value: int, multiple: int) -> int:
   return max(multiple, -(-int(value) // multiple) * multiple)
 
 
-def param_shardings(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner) -> PyTree:
-  boxed = jax.eval_shape(lambda r: model.init_params(r, 1, 8, 8), jax.random.PRNGKey(0))
-  return partitioner.logical_to_sharding(nn.get_partition_spec(boxed))
-
-
 def abstract_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner) -> PyTree:
   """ShapeDtypeStructs with the model's parameter shardings (the target of a restore)."""
-  shapes = jax.eval_shape(lambda r: nn.meta.unbox(model.init_params(r, 1, 8, 8)), jax.random.PRNGKey(0))
-  shardings = param_shardings(model, partitioner)
-  partitioner.check_divisible(shapes, shardings)
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
+  return train_state.param_layout(model, partitioner).abstract
 
 
 def load_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
@@ -45,23 +40,25 @@ def load_params(model: models.EncoderDecoderModel, partitioner: partitioning.Pji
   if not checkpoint_path:
     raise ValueError('CHECKPOINT_PATH is required: a flan-t5x MODEL_DIR or checkpoint_<step> directory, '
                      'a Hugging Face directory or a T5X checkpoint.')
-  return checkpoints.restore_params(checkpoint_path, abstract_params(model, partitioner), model.config)
+  return checkpoint_import.restore_params(checkpoint_path, abstract_params(model, partitioner), model.config)
 
 
 def random_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
                   seed: int = 0) -> PyTree:
-  shardings = param_shardings(model, partitioner)
-  init = lambda r: nn.meta.unbox(model.init_params(r, 1, 8, 8))
+  shardings = train_state.param_layout(model, partitioner).shardings
   with partitioner.context():
-    return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
+    return jax.jit(lambda r: train_state.init_params(model, r), out_shardings=shardings)(
+        jax.random.PRNGKey(seed))
 
 
 class InferenceRunner:
   """Jitted, partitioned decode and score functions for one model and mesh.
 
-  `predict` / `score` take this host's view of the full batch as numpy (every
-  host passes the same rows) and return numpy for all rows; the batch is split
-  over the data axes of the mesh.
+  Two ways to call it, both collective (every process calls with the same shapes):
+  - `predict` / `score`: every host passes the same rows; each host decodes its slice
+    and gets back all rows (evaluation: every host loads the same examples);
+  - `predict_local`: each host passes its own rows (the same count on every host, padding
+    included) and gets back its own rows' results (inference over per-host inputs).
   """
 
   def __init__(self, model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
@@ -69,7 +66,7 @@ class InferenceRunner:
     self.model = model
     self.partitioner = partitioner
     self.decoding_config = decoding_config
-    self._param_shardings = param_shardings(model, partitioner)
+    self._param_shardings = train_state.param_layout(model, partitioner).shardings
     self._predict_fns: dict[int, Any] = {}
     self._score_fn = partitioner.partition(
         lambda p, inputs, targets: decoding.score_targets(model, p, inputs, targets),
@@ -86,39 +83,66 @@ class InferenceRunner:
           out_shardings=(self.partitioner.data_sharding, self.partitioner.data_sharding))
     return self._predict_fns[max_decode_length]
 
-  def _pad_rows(self, *arrays: np.ndarray) -> tuple[int, list[np.ndarray]]:
+  @property
+  def local_row_multiple(self) -> int:
+    """Each host's row count must be a multiple of this (its share of the data-parallel devices)."""
+    hosts = jax.process_count()
+    if self.partitioner.data_parallel_size % hosts:
+      raise ValueError(f'The data-parallel mesh size {self.partitioner.data_parallel_size} is not divisible by '
+                       f'{hosts} processes; inference needs every host to own whole data shards.')
+    return self.partitioner.data_parallel_size // hosts
+
+  def _to_global(self, local_BxN: np.ndarray) -> jax.Array:
+    return multihost_utils.host_local_array_to_global_array(
+        local_BxN, self.partitioner.mesh, PartitionSpec(self.partitioner.data_axes))
+
+  def _to_local(self, global_array: jax.Array) -> np.ndarray:
+    return np.asarray(multihost_utils.global_array_to_host_local_array(
+        global_array, self.partitioner.mesh, PartitionSpec(self.partitioner.data_axes)))
+
+  def _pad_local(self, *arrays: np.ndarray) -> tuple[int, list[np.ndarray]]:
     rows = arrays[0].shape[0]
-    multiple = self.partitioner.data_parallel_size * jax.process_count()
-    padded = round_up(rows, multiple)
+    padded = round_up(rows, self.local_row_multiple)
     return rows, [np.pad(a, ((0, padded - rows),) + ((0, 0),) * (a.ndim - 1)) for a in arrays]
 
-  def _to_global(self, array: np.ndarray) -> jax.Array:
-    local_rows = array.shape[0] // jax.process_count()
-    start = jax.process_index() * local_rows
-    return self.partitioner.shard_batch({'x': array[start:start + local_rows]})['x']
+  def _host_slice(self, *arrays: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    """Pads the full batch to a multiple of the data-parallel size; this host's contiguous part."""
+    rows = arrays[0].shape[0]
+    padded = round_up(rows, self.local_row_multiple * jax.process_count())
+    per_host = padded // jax.process_count()
+    start = jax.process_index() * per_host
+    padded_arrays = [np.pad(a, ((0, padded - rows),) + ((0, 0),) * (a.ndim - 1)) for a in arrays]
+    return rows, [a[start:start + per_host] for a in padded_arrays]
 
   @staticmethod
-  def _to_host(array: jax.Array) -> np.ndarray:
+  def _gather(local: np.ndarray) -> np.ndarray:
+    """All hosts' rows in process order (the inverse of `_host_slice`)."""
     if jax.process_count() == 1:
-      return np.asarray(array)
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+      return local
+    return np.asarray(multihost_utils.process_allgather(local, tiled=True))
+
+  def predict_local(self, params: PyTree, encoder_input_tokens_BxL: np.ndarray, max_decode_length: int,
+                    rng: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """This host's rows -> their (tokens_BxKxT, scores_BxK), K = num_decodes, best first."""
+    rows, (inputs,) = self._pad_local(np.asarray(encoder_input_tokens_BxL, np.int32))
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    tokens, scores = self._predict_fn(int(max_decode_length))(params, self._to_global(inputs), rng)
+    return self._to_local(tokens)[:rows], self._to_local(scores)[:rows]
 
   def predict(self, params: PyTree, encoder_input_tokens_BxL: np.ndarray, max_decode_length: int,
               rng: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens_BxKxT, scores_BxK), K = num_decodes, best first."""
-    rows, (inputs,) = self._pad_rows(np.asarray(encoder_input_tokens_BxL, np.int32))
-    rng = jax.random.PRNGKey(0) if rng is None else rng
-    tokens, scores = self._predict_fn(int(max_decode_length))(params, self._to_global(inputs), rng)
-    return self._to_host(tokens)[:rows], self._to_host(scores)[:rows]
+    """The same rows on every host -> (tokens_BxKxT, scores_BxK) for all of them."""
+    rows, (inputs,) = self._host_slice(np.asarray(encoder_input_tokens_BxL, np.int32))
+    tokens, scores = self.predict_local(params, inputs, max_decode_length, rng)
+    return self._gather(tokens)[:rows], self._gather(scores)[:rows]
 
   def score(self, params: PyTree, encoder_input_tokens_BxL: np.ndarray, target_tokens_BxT: np.ndarray
             ) -> np.ndarray:
-    """Log-likelihood of each row's target tokens, shape (B,)."""
-    rows, (inputs, targets) = self._pad_rows(np.asarray(encoder_input_tokens_BxL, np.int32),
-                                             np.asarray(target_tokens_BxT, np.int32))
+    """Log-likelihood of each row's target tokens, shape (B,); the same rows on every host."""
+    rows, (inputs, targets) = self._host_slice(np.asarray(encoder_input_tokens_BxL, np.int32),
+                                               np.asarray(target_tokens_BxT, np.int32))
     scores = self._score_fn(params, self._to_global(inputs), self._to_global(targets))
-    return self._to_host(scores)[:rows]
+    return self._gather(self._to_local(scores))[:rows]
 
 
 def pad_batch(token_lists: Sequence[Sequence[int]], length: int) -> np.ndarray:

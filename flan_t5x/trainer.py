@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,15 +11,13 @@ import optax
 
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import train_state
 
 PyTree = Any
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: PyTree
-  opt_state: PyTree
+# Re-exported: tests and callers name the state through the trainer module.
+TrainState = train_state.TrainState
 
 
 class Trainer:
@@ -54,33 +50,14 @@ class Trainer:
     self.input_length = int(task_feature_lengths['inputs'])
     self.target_length = int(task_feature_lengths['targets'])
 
-    self._param_logical_specs = nn.get_partition_spec(jax.eval_shape(self._init_boxed_params, jax.random.PRNGKey(0)))
-    param_shardings = partitioner.logical_to_sharding(self._param_logical_specs)
-    abstract_params = jax.eval_shape(lambda r: nn.meta.unbox(self._init_boxed_params(r)), jax.random.PRNGKey(0))
-    partitioner.check_divisible(abstract_params, param_shardings)
-    abstract_opt = jax.eval_shape(self.optimizer.init, abstract_params)
-    # Optimizer leaves shaped like their parameter (Adam moments, unfactored
-    # Adafactor) share its sharding; factored row/column statistics are small
-    # and replicated.
-    opt_shardings = optax.tree_map_params(
-        self.optimizer,
-        lambda leaf, param, sharding: sharding if leaf.shape == param.shape else partitioner.replicated,
-        abstract_opt, abstract_params, param_shardings,
-        transform_non_params=lambda _: partitioner.replicated)
-    self.state_shardings = TrainState(step=partitioner.replicated, params=param_shardings,
-                                      opt_state=opt_shardings)
-    abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
-                                opt_state=abstract_opt)
-    self.abstract_state = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, self.state_shardings)
+    self.param_layout = train_state.param_layout(model, partitioner)
+    self.abstract_state, self.state_shardings = train_state.state_layout(
+        self.param_layout, self.optimizer, partitioner)
     self._build_step_functions()
 
   # ----------------------------------------------------------------- init
-  def _init_boxed_params(self, rng):
-    return self.model.init_params(rng, 1, self.input_length, self.target_length)
-
   def _init_state(self, rng) -> TrainState:
-    params = nn.meta.unbox(self._init_boxed_params(rng))
+    params = train_state.init_params(self.model, rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))
 
   def init_state(self, rng: jax.Array | None = None) -> TrainState:
@@ -135,7 +112,8 @@ class Trainer:
     # A non-finite update (e.g. from a NaN learning rate or overflow) must stop
     # training before this state can be checkpointed.
     params_finite = jnp.isfinite(optax.tree.norm(params))
-    metrics = dict(metrics, learning_rate=jnp.asarray(lr, jnp.float32), params_finite=params_finite)
+    metrics = dict(metrics, learning_rate=jnp.asarray(lr, jnp.float32), params_finite=params_finite,
+                   finite=jnp.logical_and(params_finite, jnp.isfinite(metrics['loss'])))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def _eval_step_impl(self, params, batch):
@@ -150,5 +128,5 @@ class Trainer:
     return self._eval_step(params, self.partitioner.shard_batch(local_batch))
 
   def param_logical_specs(self) -> PyTree:
-    return self._param_logical_specs
+    return self.param_layout.logical_specs
 

@@ -96,12 +96,17 @@ def _load_columns(paths: Sequence[str], spec: FileSpec, fields: Sequence[str],
 def _columns_dataset(columns: Mapping[str, List[str]], fields: Sequence[str],
                      shard_info: Optional[seqio.ShardInfo], shuffle: bool,
                      seed: Optional[int]) -> tf.data.Dataset:
-  ds = tf.data.Dataset.from_tensor_slices({f: tf.constant(columns[f], tf.string) for f in fields})
+  # Shuffle row indices and gather the fields: the same order as shuffling the rows themselves
+  # (tf.data's order depends on the seed and sizes only), but a checkpoint of the input iterator
+  # (the engine's constant-time resume) then stores a buffer of integers, not of every row.
+  tensors = {f: tf.constant(columns[f], tf.string) for f in fields}
+  ds = tf.data.Dataset.range(len(columns[fields[0]]))
   if shard_info and shard_info.num_shards > 1:
     ds = ds.shard(shard_info.num_shards, shard_info.index)
   if shuffle:
     ds = ds.shuffle(len(columns[fields[0]]), seed=seed)
-  return ds
+  return ds.map(lambda i: {f: tf.gather(t, i) for f, t in tensors.items()},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 class _FieldsSource(seqio.DataSource):

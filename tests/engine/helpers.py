@@ -63,8 +63,11 @@ def run_training(model_dir, total_steps, model=None, batch_size=8, period=1, eva
       train_eval_dataset_cfg=dataset_cfg(batch_size, 'validation', task=task, lengths=lengths, seed=42,
                                          shuffle=False) if eval_period else None,
       checkpoint_cfg=checkpoints.CheckpointConfig(
-          save=checkpoints.SaveCheckpointConfig(period=period, keep=kwargs.pop('keep', None)),
+          save=checkpoints.SaveCheckpointConfig(period=period, keep=kwargs.pop('keep', None),
+                                                keep_best_metric=kwargs.pop('keep_best_metric', None),
+                                                keep_best_mode=kwargs.pop('keep_best_mode', 'min')),
           restore=checkpoints.RestoreCheckpointConfig(path=initial_checkpoint)),
       partitioner=partitioner or partitioning.PjitPartitioner(devices=jax.devices()[:1]),
       trainer_cls=trainer_cls, total_steps=total_steps, eval_steps=2, eval_period=eval_period,
-      random_seed=kwargs.pop('random_seed', 0), use_progress_bar=False, **kwargs)
+      random_seed=kwargs.pop('random_seed', 0), use_progress_bar=False, log_period=kwargs.pop('log_period', 1),
+      **kwargs)

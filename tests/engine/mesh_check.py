@@ -25,7 +25,7 @@ def main():
   model = helpers.tiny_model()
   cfg = helpers.dataset_cfg(batch_size=8)
   dataset = data.get_dataset(cfg, model.feature_converter(True), seed=0, num_epochs=None)
-  batches = [b for _, b in zip(range(3), data.numpy_batches(dataset))]
+  batches = [b for _, b in zip(range(3), data.InputIterator(dataset))]
   report = {'num_devices': len(devices), 'losses': {}, 'specs': {}}
   layouts = {'1': dict(devices=devices[:1]), 'dp8': dict(devices=devices),
              'dp4_mp2': dict(devices=devices, num_partitions=2)}

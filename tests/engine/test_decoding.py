@@ -14,6 +14,7 @@ from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import network
 from flan_t5x import partitioning
+from flan_t5x import train_state
 
 import helpers
 
@@ -129,7 +130,7 @@ def test_runner_on_mesh_matches_direct_decoding(tiny):
   model, params = tiny
   partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
   runner = inference.InferenceRunner(model, partitioner)
-  placed = jax.device_put(params, inference.param_shardings(model, partitioner))
+  placed = jax.device_put(params, train_state.param_layout(model, partitioner).shardings)
   inputs = _inputs()
   tokens, _ = runner.predict(placed, inputs, MAX_LEN)
   direct, _ = _decode(model, params, inputs)

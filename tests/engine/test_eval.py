@@ -15,6 +15,7 @@ from flan_t5x import checkpoint_import
 from flan_t5x import compare
 from flan_t5x import decoding
 from flan_t5x import eval as eval_lib
+from flan_t5x import evaluation
 from flan_t5x import infer as infer_lib
 from flan_t5x import partitioning
 
@@ -41,7 +42,7 @@ def test_rouge_metrics_equal_rouge_score():
   task = seqio.get_mixture_or_task('demo_support_zs')
   targets = ['Ines will get a refund. The book is broken.', 'Tom asks for help with his order.']
   predictions = ['Ines gets a refund for the book.', 'Tom wants help. His order is late.']
-  got = eval_lib.compute_metrics(task, targets, predictions)
+  got = evaluation.compute_metrics(task, targets, predictions)
   scorer = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeLsum'], use_stemmer=True)
   split = lambda s: s.replace('. ', '.\n')
   scores = [scorer.score(split(t), split(p)) for t, p in zip(targets, predictions)]
@@ -78,7 +79,7 @@ def test_eval_predictions_are_the_decoder_output(checkpoint, tmp_path):
   eval_lib.evaluate(model=model, checkpoint_path=path, output_dir=str(tmp_path), mixture_or_task_name='demo_support_zs',
                     task_feature_lengths=LENGTHS, batch_size=3, max_examples=3, partitioner=_partitioner())
   task = seqio.get_mixture_or_task('demo_support_zs')
-  examples = eval_lib.load_examples(task, 'validation', 3)
+  examples = evaluation.load_examples(task, 'validation', 3)
   inputs = np.stack([np.pad(e.inputs[:127] + [1] if len(e.inputs) > 128 else e.inputs,
                             (0, 128 - min(len(e.inputs), 128))) for e in examples]).astype(np.int32)
   tokens, _ = decoding.make_predict_fn(model.module, 12)(params, inputs, jax.random.PRNGKey(0))
@@ -129,7 +130,7 @@ def test_infer_rejects_a_different_job_in_the_same_dir(checkpoint, tmp_path):
 
 
 def test_training_logs_inference_eval(tmp_path):
-  cfg = eval_lib.InferenceEvalConfig('demo_restaurant_zs', task_feature_lengths=LENGTHS, batch_size=4,
+  cfg = evaluation.InferenceEvalConfig('demo_restaurant_zs', task_feature_lengths=LENGTHS, batch_size=4,
                                      max_examples=4, rank_classification=False)
   helpers.run_training(tmp_path, total_steps=2, eval_period=2, inference_eval_cfg=cfg)
   assert glob.glob(str(tmp_path / 'inference_eval' / 'events.out.tfevents.*'))

@@ -18,8 +18,7 @@ def test_training_starts_from_a_hugging_face_checkpoint(tmp_path):
   hf_format.save(params, model.config, str(tmp_path / 'hf'))
   step, _ = helpers.run_training(tmp_path / 'run', 0, initial_checkpoint=str(tmp_path / 'hf'))
   assert step == 0
-  _, (state, _) = _restore(tmp_path / 'run')
-  restored = jax.tree.map(np.asarray, state.params)
+  restored = jax.tree.map(np.asarray, _restore(tmp_path / 'run')[1].state.params)
   jax.tree.map(np.testing.assert_array_equal, restored, params)
 
 
@@ -38,7 +37,7 @@ def test_a_trained_model_dir_is_detected_and_exports(tmp_path):
   assert checkpoint_import.detect_format(str(tmp_path / 'run')) == 'flan_t5x'
   config = helpers.tiny_config()
   params, step, _ = checkpoint_import.load_params_and_step(str(tmp_path / 'run'), config)
-  _, (state, _) = _restore(tmp_path / 'run')
+  state = _restore(tmp_path / 'run')[1].state
   assert step == 1
   jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, state.params))
   hf_format.save(params, config, str(tmp_path / 'hf'))

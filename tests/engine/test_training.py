@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flan_t5x import actions
 from flan_t5x import checkpoints
 from flan_t5x import data
 from flan_t5x import network
@@ -41,9 +42,10 @@ def test_resume_continues_exactly_like_uninterrupted_run(uninterrupted, tmp_path
   assert (first_step, second_step, full_step) == (1, 3, 3)
   resumed = [h['loss'] for h in first_history + second_history]
   np.testing.assert_allclose(resumed, [h['loss'] for h in full_history], rtol=1e-6, atol=1e-7)
-  (_, (state_a, run_a)), (_, (state_b, run_b)) = _restore(full_dir), _restore(tmp_path)
-  assert run_a == run_b and run_b.batches_consumed == 3
-  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+  (_, full), (_, resumed_run) = _restore(full_dir), _restore(tmp_path)
+  assert full.run_state == resumed_run.run_state and resumed_run.run_state.batches_consumed == 3
+  assert full.input_state and set(full.input_state) == set(resumed_run.input_state)  # the input position
+  for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed_run.state)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
@@ -54,8 +56,8 @@ def test_keep_n_and_interrupted_save_is_never_visible(uninterrupted):
   partial = model_dir / 'checkpoint_4.orbax-checkpoint-tmp-1234'
   (partial / 'state').mkdir(parents=True)
   (partial / 'state' / 'garbage').write_text('half written')
-  latest, (state, run_state) = _restore(model_dir)
-  assert latest == 3 and int(state.step) == 3 and run_state.batches_consumed == 3
+  latest, restored = _restore(model_dir)
+  assert latest == 3 and int(restored.state.step) == 3 and restored.run_state.batches_consumed == 3
   assert (model_dir / 'config.gin').exists() is False  # written by the CLI only, see test_gin
 
 
@@ -63,7 +65,8 @@ def test_initial_checkpoint_restores_params_only(uninterrupted, tmp_path):
   source_dir, _, _ = uninterrupted
   step, history = helpers.run_training(tmp_path, 3, initial_checkpoint=str(source_dir))
   assert step == 3 and history == []  # TRAIN_STEPS counts the initial checkpoint's steps, as T5X
-  (_, (source, _)), (_, (restored, _)) = _restore(source_dir), _restore(tmp_path)
+  (_, source), (_, restored) = _restore(source_dir), _restore(tmp_path)
+  source, restored = source.state, restored.state
   for a, b in zip(jax.tree.leaves(source.params), jax.tree.leaves(restored.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   fresh_opt = helpers.make_trainer().init_state().opt_state
@@ -75,9 +78,10 @@ def test_initial_checkpoint_restores_params_only(uninterrupted, tmp_path):
 
 def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tmp_path):
   nan_from_step_two = lambda step: jnp.where(step >= 1, jnp.nan, 0.01)
-  with pytest.raises(FloatingPointError, match='at step 2'):
+  with pytest.raises(FloatingPointError, match='step 2'):
     helpers.run_training(tmp_path, 5, learning_rate_fn=nan_from_step_two)
-  latest, (state, _) = _restore(tmp_path)
+  latest, restored = _restore(tmp_path)
+  state = restored.state
   assert latest == 1 and int(state.step) == 1
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
@@ -85,7 +89,7 @@ def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_microbatched_step_equals_full_batch_step():
   model = helpers.tiny_model()
   cfg = helpers.dataset_cfg(batch_size=8)
-  batch = next(data.numpy_batches(data.get_dataset(cfg, model.feature_converter(True), seed=0, num_epochs=1)))
+  batch = next(data.InputIterator(data.get_dataset(cfg, model.feature_converter(True), seed=0, num_epochs=1)))
   results = []
   for num_microbatches in (None, 2):
     trainer = helpers.make_trainer(model=model, num_microbatches=num_microbatches)
@@ -114,3 +118,22 @@ def test_tiny_model_loss_falls_by_half(tmp_path):
   losses = [h['cross_ent_loss_per_token'] for h in history]
   assert step == 60
   assert np.mean(losses[-5:]) <= 0.5 * losses[0], losses
+
+
+def test_early_stopping_and_keep_best_checkpoint(tmp_path):
+  # Validation loss falls while training, so 'max' never improves after the first evaluation:
+  # with patience 2 training stops at the third evaluation (step 6), and keep-best holds step 2.
+  stop = actions.EarlyStoppingConfig('validation/loss', mode='max', patience=2)
+  step, history = helpers.run_training(
+      tmp_path, 20, eval_period=2, early_stopping=stop, keep=1,
+      keep_best_metric='validation/loss', keep_best_mode='max', history_length=3)
+  assert step == 6
+  assert [h['step'] for h in history] == [4, 5, 6]  # bounded: the last 3 logged steps
+  kept = sorted(int(p.split('_')[1]) for p in os.listdir(tmp_path) if p.startswith('checkpoint_'))
+  assert kept == [2, 6]  # the best by the metric and the latest
+
+
+def test_stop_at_loss_and_log_period(tmp_path):
+  step, history = helpers.run_training(tmp_path, 12, period=100, log_period=4, stop_at_loss=1e9)
+  # The log at step 4 is read one step late, so training stops at step 5 and logs that step too.
+  assert step == 5 and [h['step'] for h in history] == [4, 5]

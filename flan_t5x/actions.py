@@ -1,0 +1,295 @@
+"""Periodic work of the training loop as a list of actions, each with its own period.
+
+The loop calls `maybe_run(loop)` on every action after every step, in list order; an
+action runs when its period divides the step (and, if `at_end`, on the final step). The
+order matters where one action reads what another wrote: validation before early stopping
+and before the checkpoint that records its metric.
+
+Actions never force the host to wait on the accelerator except where they must read a
+value (logging, validation, the finiteness check before a save).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from flan_t5x import models
+
+PyTree = Any
+
+
+class StopTraining(Exception):
+  """Raised by an action to end training early and cleanly (the loop saves and returns)."""
+
+
+@dataclasses.dataclass
+class Loop:
+  """What actions see and may update; owned by `train.train`."""
+  step: int
+  total_steps: int
+  state: PyTree  # TrainState
+  run_state: Any  # checkpoints.RunState
+  trainer: Any
+  checkpointer: Any
+  inputs: Any  # data.InputIterator
+  metrics: 'MetricsAccumulator'
+  history: Any  # bounded deque of logged summaries
+  eval_metrics: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
+  last_saved_step: int | None = None
+
+  @property
+  def is_last_step(self) -> bool:
+    return self.step >= self.total_steps
+
+
+class Action:
+  """Base: subclasses set `period` (None: never periodic) and implement `run`."""
+  period: int | None = None
+  at_end: bool = False
+
+  def due(self, loop: Loop) -> bool:
+    periodic = bool(self.period) and loop.step % self.period == 0
+    return periodic or (self.at_end and loop.is_last_step)
+
+  def maybe_run(self, loop: Loop) -> None:
+    if self.due(loop):
+      self.run(loop)
+
+  def run(self, loop: Loop) -> None:
+    raise NotImplementedError
+
+  def close(self) -> None:
+    pass
+
+
+# ------------------------------------------------------------------ metrics on the device
+
+
+def _add(acc: dict, metrics: dict) -> dict:
+  out = {k: acc[k] + jnp.asarray(metrics[k], jnp.float32) for k in acc if k not in ('finite', 'steps')}
+  out['finite'] = jnp.logical_and(acc['finite'], metrics['finite'])
+  out['steps'] = acc['steps'] + 1
+  out['learning_rate'] = jnp.asarray(metrics['learning_rate'], jnp.float32)  # the latest, not a sum
+  return out
+
+
+class MetricsAccumulator:
+  """Sums step metrics on the device (no host wait); `take()` hands them over and starts afresh."""
+
+  SUMMED = ('loss', 'z_loss', 'cross_ent_sum', 'correct_tokens', 'num_tokens')
+
+  def __init__(self):
+    self._add = jax.jit(_add, donate_argnums=(0,))
+    self._acc = None
+
+  def _zeros(self) -> dict:
+    acc = {k: jnp.zeros((), jnp.float32) for k in self.SUMMED + ('learning_rate',)}
+    return dict(acc, finite=jnp.ones((), bool), steps=jnp.zeros((), jnp.int32))
+
+  def add(self, step_metrics: dict) -> None:
+    self._acc = self._add(self._acc if self._acc is not None else self._zeros(), step_metrics)
+
+  def take(self) -> dict | None:
+    acc, self._acc = self._acc, None
+    return acc
+
+  def finite(self) -> bool:
+    """Whether every step since the last `take` had a finite loss and parameters (waits for them)."""
+    return self._acc is None or bool(jax.device_get(self._acc['finite']))
+
+
+def summarize(acc_host: dict) -> dict[str, float]:
+  """Host values of an accumulator -> the logged scalars (per-step means, per-token loss, accuracy)."""
+  steps = max(int(acc_host['steps']), 1)
+  summary = models.summarize_metrics(acc_host)
+  summary['loss'] = float(acc_host['loss']) / steps
+  summary['z_loss'] = float(acc_host['z_loss']) / steps
+  summary['num_tokens'] = float(acc_host['num_tokens']) / steps
+  summary['learning_rate'] = float(acc_host['learning_rate'])
+  return summary
+
+
+def non_finite_error(step: int, loop: Loop) -> FloatingPointError:
+  return FloatingPointError(
+      f'Non-finite loss or parameters at or before step {step}; stopping without saving that state. '
+      f'The last good checkpoint (step {loop.checkpointer.latest_step()}) in {loop.checkpointer.model_dir} '
+      'is kept.')
+
+
+# ------------------------------------------------------------------------------ actions
+
+
+class LogMetrics(Action):
+  """Every `period` steps: the metrics summed since the last log, to TensorBoard, the log and the bar.
+
+  The values are read one step late (after the next step is dispatched) so the accelerator
+  never idles while the host waits; `flush` reads them at once (before a save, at the end).
+  """
+  at_end = True
+
+  def __init__(self, period: int, writer, progress=None, print_lines: bool = False):
+    self.period = period
+    self._writer = writer
+    self._progress = progress
+    self._print = print_lines
+    self._pending: tuple[int, dict, float] | None = None
+    self._last_time = time.perf_counter()
+    self._last_step: int | None = None
+
+  def run(self, loop: Loop) -> None:
+    self.flush(loop)
+    acc = loop.metrics.take()
+    if acc is not None:
+      self._pending = (loop.step, acc, time.perf_counter())
+    if loop.is_last_step:
+      self.flush(loop)
+
+  def after_dispatch(self, loop: Loop) -> None:
+    """Called by the loop right after dispatching the next step."""
+    if self._pending is not None and not self.due(loop):
+      self.flush(loop)
+
+  def flush(self, loop: Loop) -> None:
+    if self._pending is None:
+      return
+    step, acc, when = self._pending
+    self._pending = None
+    acc_host = jax.device_get(acc)
+    if not bool(acc_host['finite']):
+      raise non_finite_error(step, loop)
+    summary = summarize(acc_host)
+    since = self._last_step if self._last_step is not None else step - int(acc_host['steps'])
+    summary['steps_per_sec'] = (step - since) / max(when - self._last_time, 1e-9)
+    self._last_time, self._last_step = when, step
+    loop.history.append(dict(summary, step=step))
+    logging.info('step %d: %s', step, {k: round(v, 5) for k, v in summary.items()})
+    if self._print and jax.process_index() == 0:
+      print(f'[flan_t5x] step {step} loss/token {summary["cross_ent_loss_per_token"]:.4f} '
+            f'accuracy {summary["accuracy"]:.3f}', flush=True)
+    if self._progress is not None:
+      self._progress.set_postfix(loss=f'{summary["cross_ent_loss_per_token"]:.4f}',
+                                 acc=f'{summary["accuracy"]:.3f}')
+    self._writer.write(step, summary)
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+class SaveCheckpoint(Action):
+  """Every `period` steps and at the end: check finiteness, then save state, run state and input position."""
+  at_end = True
+
+  def __init__(self, period: int, logger: LogMetrics):
+    self.period = period
+    self._logger = logger
+
+  def run(self, loop: Loop) -> None:
+    if loop.last_saved_step == loop.step:
+      return
+    self._logger.flush(loop)
+    if not loop.metrics.finite():
+      raise non_finite_error(loop.step, loop)
+    input_state = loop.inputs.state() if loop.checkpointer.config.save_dataset else None
+    loop.checkpointer.save(loop.state, loop.run_state, input_state, metrics=loop.eval_metrics.get(loop.step))
+    loop.last_saved_step = loop.step
+
+
+class ValidationLoss(Action):
+  """Every `period` steps: loss and accuracy on `eval_steps` batches of the validation split."""
+
+  def __init__(self, period: int, batches_fn: Callable[[], Any], eval_steps: int | None, writer):
+    self.period = period
+    self._batches_fn = batches_fn
+    self._eval_steps = eval_steps
+    self._writer = writer
+
+  def run(self, loop: Loop) -> None:
+    sums = None
+    for index, batch in enumerate(self._batches_fn()):
+      if self._eval_steps is not None and index >= self._eval_steps:
+        break
+      metrics = jax.device_get(loop.trainer.eval_step(loop.state.params, batch))
+      sums = metrics if sums is None else {k: sums[k] + metrics[k] for k in sums}
+    if sums is None:
+      return
+    summary = models.summarize_metrics(sums)
+    loop.eval_metrics = {loop.step: {f'validation/{k}': v for k, v in summary.items()}}
+    logging.info('validation at step %d: %s', loop.step, summary)
+    if jax.process_index() == 0:
+      print(f'[flan_t5x] step {loop.step} validation loss/token {summary["cross_ent_loss_per_token"]:.4f} '
+            f'accuracy {summary["accuracy"]:.3f}', flush=True)
+    self._writer.write(loop.step, summary)
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+class InferenceEvaluation(Action):
+  """Every `period` steps: decode a mixture with the current parameters and log its task metrics."""
+
+  def __init__(self, period: int, evaluate_fn: Callable[[PyTree], dict[str, float]], writer):
+    self.period = period
+    self._evaluate_fn = evaluate_fn
+    self._writer = writer
+
+  def run(self, loop: Loop) -> None:
+    scalars = self._evaluate_fn(loop.state.params)
+    loop.eval_metrics.setdefault(loop.step, {}).update({f'inference_eval/{k}': v for k, v in scalars.items()})
+    self._writer.write(loop.step, scalars)
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStoppingConfig:
+  """Stop when `metric` (a validation or inference_eval scalar, e.g. 'validation/loss') has not
+  improved by `min_delta` for `patience` evaluations; `mode` 'min' or 'max'."""
+  metric: str
+  mode: str = 'min'
+  patience: int = 5
+  min_delta: float = 0.0
+
+  def __post_init__(self):
+    if self.mode not in ('min', 'max'):
+      raise ValueError(f"EarlyStoppingConfig.mode must be 'min' or 'max', got {self.mode!r}.")
+    if self.patience < 1:
+      raise ValueError(f'EarlyStoppingConfig.patience must be at least 1, got {self.patience}.')
+
+
+def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+  if best is None:
+    return True
+  return value < best - min_delta if mode == 'min' else value > best + min_delta
+
+
+class EarlyStopping(Action):
+  """Reads the metric the evaluation actions wrote at this step; stops after `patience` without gain."""
+
+  def __init__(self, period: int, config: EarlyStoppingConfig):
+    self.period = period
+    self.config = config
+    self.best: float | None = None
+    self.best_step: int | None = None
+    self._bad = 0
+
+  def run(self, loop: Loop) -> None:
+    metrics = loop.eval_metrics.get(loop.step, {})
+    if self.config.metric not in metrics:
+      raise ValueError(f'Early stopping metric {self.config.metric!r} was not computed at step {loop.step}; '
+                       f'computed: {sorted(metrics)}. Check EVAL_PERIOD and the metric name.')
+    value = metrics[self.config.metric]
+    if math.isfinite(value) and improved(value, self.best, self.config.mode, self.config.min_delta):
+      self.best, self.best_step, self._bad = value, loop.step, 0
+      return
+    self._bad += 1
+    if self._bad >= self.config.patience:
+      raise StopTraining(f'{self.config.metric} has not improved for {self._bad} evaluations '
+                         f'(best {self.best:.5g} at step {self.best_step}).')

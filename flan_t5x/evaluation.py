@@ -1,0 +1,293 @@
+"""Inference evaluation as a library: decode a mixture's tasks, compute their metrics, write reports.
+
+Used by the eval job (`flan_t5x.eval`), the infer job (task inputs) and evaluation during
+training. For each task: unpacked inputs at the task's full lengths (or the configured
+lengths, counting truncated examples), decoding, detokenization, the task's postprocess_fn
+on predictions and targets, its metric_fns; per task and per `_template_idx`. Tasks with
+answer options (e.g. 1-5 stars) also get rank classification.
+
+Every process loads the same examples and calls the same batches (the runner splits each
+batch over the hosts), so collectives never wait on a host with fewer rows; process 0
+writes the reports.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+import seqio
+from absl import logging
+
+from flan_t5x import checkpoints
+from flan_t5x import decoding
+from flan_t5x import inference
+from flan_t5x import models
+from flan_t5x import partitioning
+from flan_t5x import summaries
+
+PyTree = Any
+LENGTH_MULTIPLE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceEvalConfig:
+  """What to decode and score (also used for evaluation during training).
+
+  task_feature_lengths: {'inputs': L, 'targets': T} or None for each task's full lengths.
+  max_examples: per task, the first N examples of `split` (None: all).
+  """
+  mixture_or_task_name: str
+  split: str = 'validation'
+  task_feature_lengths: Mapping[str, int] | None = None
+  batch_size: int = 32
+  max_examples: int | None = None
+  rank_classification: bool = True
+  decoding_config: decoding.DecodingConfig = dataclasses.field(default_factory=decoding.DecodingConfig)
+  module: str | None = None
+
+
+@dataclasses.dataclass
+class Example:
+  inputs: list[int]
+  targets: list[int]
+  input_text: str
+  target_text: str
+  template_idx: int
+  raw: dict
+
+
+def _text(value) -> str:
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def tasks_of(name: str) -> list[seqio.Task]:
+  provider = seqio.get_mixture_or_task(name)
+  return list(provider.tasks) if isinstance(provider, seqio.Mixture) else [provider]
+
+
+def _available(task: seqio.Task, split: str) -> bool:
+  if split not in task.splits:
+    return False
+  # Only flan_tasks' tasks can lack their data files, and those exist only once it was imported
+  # (importing it here, after gin is locked, would fail).
+  mixtures = sys.modules.get('flan_tasks.mixtures')
+  return mixtures.task_available(task, split) if mixtures else True
+
+
+def load_examples(task: seqio.Task, split: str, max_examples: int | None = None) -> list[Example]:
+  """Tokenized, untruncated examples of `task` in order, with their metadata features."""
+  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False, seed=0)
+  if max_examples is not None:
+    dataset = dataset.take(max_examples)
+  vocab = task.output_features['targets'].vocabulary
+  examples = []
+  for ex in dataset.as_numpy_iterator():
+    inputs = [int(t) for t in ex['inputs']]
+    targets = [int(t) for t in ex['targets']]
+    input_text = _text(ex['inputs_pretokenized']) if 'inputs_pretokenized' in ex else vocab.decode(inputs)
+    target_text = (_text(ex['targets_pretokenized']) if 'targets_pretokenized' in ex
+                   else vocab.decode(decoding.strip_after_eos(np.asarray(targets))))
+    examples.append(Example(inputs, targets, input_text, target_text, int(ex.get('_template_idx', -1)),
+                            {k: v for k, v in ex.items() if k not in ('inputs', 'targets')}))
+  return examples
+
+
+def _lengths(examples: Sequence[Example], feature_lengths: Mapping[str, int] | None) -> tuple[int, int]:
+  if feature_lengths:
+    if 'inputs' not in feature_lengths or 'targets' not in feature_lengths:
+      raise ValueError(f"TASK_FEATURE_LENGTHS needs 'inputs' and 'targets', got {dict(feature_lengths)}.")
+    return int(feature_lengths['inputs']), int(feature_lengths['targets'])
+  longest_input = max(len(e.inputs) for e in examples)
+  longest_target = max(len(e.targets) for e in examples)
+  return (inference.round_up(longest_input, LENGTH_MULTIPLE),
+          inference.round_up(longest_target, LENGTH_MULTIPLE))
+
+
+def compute_metrics(task: seqio.Task, targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
+  metrics = {}
+  for metric_fn in task.predict_metric_fns:
+    for name, value in metric_fn(list(targets), list(predictions)).items():
+      metrics[name] = float(getattr(value, 'value', value))
+  return metrics
+
+
+def _postprocess(task: seqio.Task, text: str, example: Example, is_target: bool):
+  return task.postprocess_fn(text, example=example.raw, is_target=is_target)
+
+
+def _task_options(task: seqio.Task) -> tuple[str, ...] | None:
+  flan_tasks = sys.modules.get('flan_tasks')  # see _available
+  if flan_tasks is None:
+    return None
+  try:
+    return flan_tasks.task_info(task.name).options
+  except ValueError:
+    return None
+
+
+def _rank_classify(runner: inference.InferenceRunner, params: PyTree, task: seqio.Task,
+                   inputs_BxL: np.ndarray, options: Sequence[str], batch_size: int) -> list[str]:
+  vocab = task.output_features['targets'].vocabulary
+  option_tokens = [list(vocab.encode(o)) + [decoding.EOS_ID] for o in options]
+  options_OxT = inference.pad_batch(option_tokens, max(len(t) for t in option_tokens))
+  num_options = len(options)
+  rows_per_call = max(1, batch_size // num_options) * num_options
+  inputs_NxL = np.repeat(inputs_BxL, num_options, axis=0)
+  targets_NxT = np.tile(options_OxT, (inputs_BxL.shape[0], 1))
+  scores = [runner.score(params, inputs_NxL[i:i + rows_per_call], targets_NxT[i:i + rows_per_call])
+            for i in range(0, inputs_NxL.shape[0], rows_per_call)]
+  best_B = np.concatenate(scores).reshape(-1, num_options).argmax(axis=1)
+  return [options[i] for i in best_B]
+
+
+def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio.Task,
+                  cfg: InferenceEvalConfig, examples: Sequence[Example] | None = None) -> tuple[dict, list[dict]]:
+  """(result dict, prediction records) for one task."""
+  examples = examples if examples is not None else load_examples(task, cfg.split, cfg.max_examples)
+  if not examples:
+    raise ValueError(f'Task {task.name!r} has no {cfg.split!r} examples.')
+  input_length, target_length = _lengths(examples, cfg.task_feature_lengths)
+  fitted = [inference.fit_tokens(e.inputs, input_length) for e in examples]
+  inputs_BxL = inference.pad_batch([tokens for tokens, _ in fitted], input_length)
+  vocab = task.output_features['targets'].vocabulary
+  tick = time.perf_counter()
+  predictions_text = []
+  for start in range(0, len(examples), cfg.batch_size):
+    tokens_BxKxT, _ = runner.predict(params, inputs_BxL[start:start + cfg.batch_size], target_length)
+    predictions_text += [vocab.decode(decoding.strip_after_eos(row[0])) for row in tokens_BxKxT]
+  decode_seconds = time.perf_counter() - tick
+
+  targets = [_postprocess(task, e.target_text, e, True) for e in examples]
+  predictions = [_postprocess(task, p, e, False) for p, e in zip(predictions_text, examples)]
+  by_template = collections.defaultdict(list)
+  for index, example in enumerate(examples):
+    by_template[example.template_idx].append(index)
+  result = {
+      'task': task.name, 'split': cfg.split, 'num_examples': len(examples),
+      'input_length': input_length, 'max_decode_length': target_length,
+      'truncated_inputs': sum(truncated for _, truncated in fitted),
+      'truncated_targets': sum(len(e.targets) > target_length for e in examples),
+      'decoding': dataclasses.asdict(runner.decoding_config), 'decode_seconds': decode_seconds,
+      'metrics': compute_metrics(task, targets, predictions),
+      'by_template': {
+          str(idx): {'num_examples': len(rows),
+                     'metrics': compute_metrics(task, [targets[i] for i in rows], [predictions[i] for i in rows])}
+          for idx, rows in sorted(by_template.items())},
+  }
+  options = _task_options(task) if cfg.rank_classification else None
+  if options:
+    ranked = _rank_classify(runner, params, task, inputs_BxL, options, cfg.batch_size)
+    ranked_post = [_postprocess(task, r, e, False) for r, e in zip(ranked, examples)]
+    result['rank_classification'] = compute_metrics(task, targets, ranked_post)
+    for idx, rows in by_template.items():
+      result['by_template'][str(idx)]['rank_classification'] = compute_metrics(
+          task, [targets[i] for i in rows], [ranked_post[i] for i in rows])
+  records = [{'input': e.input_text, 'target': e.target_text, 'prediction': p, 'template_idx': e.template_idx}
+             for e, p in zip(examples, predictions_text)]
+  return result, records
+
+
+def evaluate_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
+                    params: PyTree, cfg: InferenceEvalConfig,
+                    runner: inference.InferenceRunner | None = None) -> tuple[dict[str, dict], dict[str, list]]:
+  """Evaluates every available task of the mixture; ({task: result}, {task: records})."""
+  if cfg.module:
+    import importlib  # pylint: disable=g-import-not-at-top
+    importlib.import_module(cfg.module)
+  runner = runner or inference.InferenceRunner(model, partitioner, cfg.decoding_config)
+  results, records = {}, {}
+  for task in tasks_of(cfg.mixture_or_task_name):
+    if not _available(task, cfg.split):
+      logging.warning('Skipping %s: no %r data available.', task.name, cfg.split)
+      print(f'[flan_t5x] skipping {task.name}: no {cfg.split} data available', flush=True)
+      continue
+    results[task.name], records[task.name] = evaluate_task(runner, params, task, cfg)
+    print(f'[flan_t5x] {task.name}: {_format_metrics(results[task.name])}', flush=True)
+  if not results:
+    raise ValueError(f'No task of {cfg.mixture_or_task_name!r} has {cfg.split!r} data available.')
+  return results, records
+
+
+def _format_metrics(result: dict) -> str:
+  parts = [f'{k} {v:.2f}' for k, v in result['metrics'].items()]
+  parts += [f'rank_{k} {v:.2f}' for k, v in result.get('rank_classification', {}).items()]
+  return ', '.join(parts)
+
+
+# --------------------------------------------------------------------- outputs
+
+def scalars(results: Mapping[str, dict]) -> dict[str, float]:
+  """TensorBoard scalar names: `<task>/<metric>` and `<task>/template_<i>/<metric>`."""
+  out = {}
+  for task, result in results.items():
+    for group, prefix in (('metrics', ''), ('rank_classification', 'rank_classification/')):
+      for name, value in result.get(group, {}).items():
+        out[f'{task}/{prefix}{name}'] = value
+        for idx, sub in result['by_template'].items():
+          if name in sub.get(group, {}):
+            out[f'{task}/template_{idx}/{prefix}{name}'] = sub[group][name]
+  return out
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  fmt = lambda v: f'{v:.2f}' if isinstance(v, float) else str(v)
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+  lines += ['| ' + ' | '.join(fmt(v) for v in row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def _metric_columns(results: Mapping[str, dict]) -> list[tuple[str, str]]:
+  columns = []
+  for result in results.values():
+    for group in ('metrics', 'rank_classification'):
+      for name in result.get(group, {}):
+        if (group, name) not in columns:
+          columns.append((group, name))
+  return columns
+
+
+def _column_name(group: str, name: str) -> str:
+  return name if group == 'metrics' else f'rank {name}'
+
+
+def markdown_report(results: Mapping[str, dict], title: str = '') -> str:
+  columns = _metric_columns(results)
+  header = ['task', 'examples', 'truncated'] + [_column_name(*c) for c in columns]
+  get = lambda r, g, n: r.get(g, {}).get(n, '')
+  task_rows = [[task, r['num_examples'], r['truncated_inputs']] + [get(r, g, n) for g, n in columns]
+               for task, r in results.items()]
+  template_rows = [[task, idx, sub['num_examples']] + [get(sub, g, n) for g, n in columns]
+                   for task, r in results.items() for idx, sub in r['by_template'].items()]
+  parts = [f'## {title}\n' if title else '', _table(header, task_rows), '\n\n### By template\n',
+           _table(['task', 'template', 'examples'] + [_column_name(*c) for c in columns], template_rows)]
+  return ''.join(parts) + '\n'
+
+
+def write_outputs(output_dir: str, results: Mapping[str, dict], records: Mapping[str, list], step: int,
+                  checkpoint_path: str | None) -> str:
+  """Writes the JSON, JSONL, markdown and TensorBoard outputs; returns the markdown."""
+  output_dir = os.path.abspath(output_dir)
+  report = markdown_report(results, f'{checkpoint_path or "params"} (step {step})')
+  if jax.process_index() != 0:
+    return report
+  for task, result in results.items():
+    checkpoints.write_text_atomically(os.path.join(output_dir, f'{task}.json'),
+                                      json.dumps({**result, 'step': step}, indent=2) + '\n')
+    checkpoints.write_text_atomically(
+        os.path.join(output_dir, f'{task}-predictions.jsonl'),
+        ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records[task]))
+  summary = {'checkpoint_path': checkpoint_path, 'step': step, 'tasks': dict(results)}
+  checkpoints.write_text_atomically(os.path.join(output_dir, 'results.json'), json.dumps(summary, indent=2) + '\n')
+  checkpoints.write_text_atomically(os.path.join(output_dir, 'results.md'), report)
+  writer = summaries.SummaryWriter(os.path.join(output_dir, 'inference_eval'))
+  writer.write(step, scalars(results))
+  writer.close()
+  return report
