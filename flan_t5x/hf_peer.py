@@ -26,20 +26,23 @@ import traceback
 
 import numpy as np
 
-# transformers < 5 may import TensorFlow / Flax when they are installed; this process must not.
-for _key in ('USE_TF', 'USE_FLAX', 'USE_JAX'):
-  os.environ.setdefault(_key, '0')
-os.environ.setdefault('USE_TORCH', '1')
-# Local directories only: never wait on the model hub.
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-
 FORBIDDEN_ROOTS = frozenset({'jax', 'jaxlib', 'tensorflow', 'flax', 'seqio', 'optax', 'orbax'})
 EXIT_UNAVAILABLE = 3
 
 
 class Unavailable(Exception):
   """torch or transformers is not importable in this interpreter."""
+
+
+def _set_child_environment() -> None:
+  """Only in the child (main), never on import: the parent imports this module for its constants."""
+  # transformers < 5 may import TensorFlow / Flax when they are installed; this process must not.
+  for key in ('USE_TF', 'USE_FLAX', 'USE_JAX'):
+    os.environ.setdefault(key, '0')
+  os.environ.setdefault('USE_TORCH', '1')
+  # Local directories only: never wait on the model hub.
+  os.environ.setdefault('HF_HUB_OFFLINE', '1')
+  os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
 
 def forbidden_modules() -> list[str]:
@@ -255,6 +258,7 @@ def main(argv: list[str]) -> int:
     print(f'usage: python -m flan_t5x.hf_peer {{{",".join(COMMANDS)}}} <request.json>', file=sys.stderr)
     return 2
   command, request_path = argv
+  _set_child_environment()
   with open(request_path) as f:
     request = json.load(f)
   try:
