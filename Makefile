@@ -1,11 +1,13 @@
-# flan-t5x developer commands. `make test` is the one test command (CI runs it); `make demo` trains the
-# tiny demo model on the built-in demo mixture.
+# flan-t5x developer commands. `make test` (no torch needed) and `make test-hf` (installs the bench extra:
+# torch + transformers, run in a child process) are what CI runs; `make demo` trains the tiny demo model
+# on the built-in demo mixture.
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+HF_STAMP := $(VENV)/.installed-hf
 
-.PHONY: test demo install bench-data clean
+.PHONY: test test-hf demo install install-hf bench-data clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +17,24 @@ $(STAMP): $(VPY) setup.py
 	$(VPY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
+$(HF_STAMP): $(STAMP)
+	$(VPY) -m pip install -e '.[test,bench]'
+	touch $(HF_STAMP)
+
 install: $(STAMP)
+
+install-hf: $(HF_STAMP)
 
 # Two workers: JAX compiles and TF pipelines are mostly single-threaded, so 2 cores halve the wall time.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(VPY) -m pytest -q -n $(TEST_WORKERS) tests
+
+# Hugging Face parity (export -> transformers, fixture import, pytorch_model.bin) against the installed
+# transformers; FLAN_REQUIRE_HF=1 turns "torch not installed" skips into failures.
+test-hf: $(HF_STAMP)
+	FLAN_REQUIRE_HF=1 $(VPY) -m pytest -q -m hf -rs tests
 
 demo: $(STAMP)
 	$(VPY) -m flan_t5x.train --gin_file=gin/demo.gin

@@ -8,7 +8,8 @@ both sides (min length = max length) so every run generates exactly
 `new_tokens` tokens per sequence. Ours: KV-cached decoder in a compiled
 while_loop (compile excluded, timed after a warm-up call). Peer:
 transformers T5ForConditionalGeneration.generate (use_cache=True) loaded from
-our weights exported with `flan_t5x.hf_format.save`. Writes
+our weights exported with `flan_t5x.hf_format.save`, run after ours in a child
+process (flan_t5x.hf_peer: torch next to JAX/TensorFlow segfaults). Writes
 bench/results/decode_throughput_<time>.json.
 """
 
@@ -30,6 +31,7 @@ import bench_results  # bench/ is on sys.path when run as a script
 
 from flan_t5x import decoding
 from flan_t5x import hf_format
+from flan_t5x import hf_peer_client
 from flan_t5x import models
 from flan_t5x import network
 
@@ -65,18 +67,19 @@ def ours(module, params, inputs_BxL, new_tokens, cfg, repeats):
   return seconds, generated
 
 
-def peer(hf_model, inputs_BxL, new_tokens, beams, repeats):
-  import torch  # pylint: disable=g-import-not-at-top
-  inputs = torch.as_tensor(inputs_BxL, dtype=torch.long)
-  mask = (inputs > 0).long()
-
-  def run():
-    with torch.no_grad():
-      return hf_model.generate(input_ids=inputs, attention_mask=mask, max_new_tokens=new_tokens,
-                               min_new_tokens=new_tokens, num_beams=beams, do_sample=False,
-                               length_penalty=0.6 if beams > 1 else 1.0, early_stopping=False, use_cache=True)
-  seconds = _time(run, repeats)
-  return seconds, int(inputs.shape[0]) * new_tokens
+def peer(model_dir: str, cases: list[tuple[np.ndarray, int]], new_tokens: int, repeats: int
+         ) -> list[tuple[float, int]] | None:
+  """(seconds, tokens) of HF `generate` per (inputs_BxL, beams) case, in the torch child process."""
+  arrays = {f'inputs_{i}': inputs_BxL for i, (inputs_BxL, _) in enumerate(cases)}
+  request = {'model_dir': model_dir, 'num_threads': os.cpu_count() or 1,
+             'cases': [{'inputs': f'inputs_{i}', 'beams': beams, 'new_tokens': new_tokens,
+                        'repeats': repeats, 'length_penalty': 0.6 if beams > 1 else 1.0}
+                       for i, (_, beams) in enumerate(cases)]}
+  try:
+    response, _ = hf_peer_client.call('generate-timing', request, arrays, timeout=None)
+  except hf_peer_client.HFPeerUnavailable:
+    return None
+  return [(r['seconds'], r['tokens']) for r in response['results']]
 
 
 def main() -> None:
@@ -97,31 +100,31 @@ def main() -> None:
   kernel[:, decoding.EOS_ID] = 0.0
   params['decoder']['logits_dense']['kernel'] = jnp.asarray(kernel)
 
-  hf_model = None
-  if not args.no_peer:
-    import torch  # pylint: disable=g-import-not-at-top
-    import transformers  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(os.cpu_count() or 1)
-    with tempfile.TemporaryDirectory() as tmp:
-      hf_format.save(jax.tree.map(np.asarray, params), config, tmp)
-      hf_model = transformers.T5ForConditionalGeneration.from_pretrained(tmp, torch_dtype=torch.float32).eval()
-
   rng = np.random.RandomState(0)
-  results = []
+  results, cases = [], []
   for batch in [int(b) for b in args.batch_sizes.split(',')]:
     inputs = rng.randint(2, config.vocab_size - 100, size=(batch, args.input_length)).astype(np.int32)
     inputs[:, -1] = decoding.EOS_ID
     for method, beams in (('greedy', 1), ('beam', 4)):
       cfg = decoding.DecodingConfig(method, beams, alpha=0.6)
       ours_s, ours_tokens = ours(module, params, inputs, args.new_tokens, cfg, args.repeats)
-      row = {'method': f'{method}-{beams}' if beams > 1 else method, 'batch': batch,
-             'ours_seconds': ours_s, 'ours_tokens': ours_tokens, 'ours_tokens_per_s': ours_tokens / ours_s}
-      if hf_model is not None:
-        peer_s, peer_tokens = peer(hf_model, inputs, args.new_tokens, beams, args.repeats)
-        row.update(peer_seconds=peer_s, peer_tokens=peer_tokens, peer_tokens_per_s=peer_tokens / peer_s,
-                   ratio_ours_over_peer=(ours_tokens / ours_s) / (peer_tokens / peer_s))
-      results.append(row)
-      print(json.dumps(row), flush=True)
+      results.append({'method': f'{method}-{beams}' if beams > 1 else method, 'batch': batch,
+                      'ours_seconds': ours_s, 'ours_tokens': ours_tokens,
+                      'ours_tokens_per_s': ours_tokens / ours_s})
+      cases.append((inputs, beams))
+      print(json.dumps(results[-1]), flush=True)
+
+  # The peer runs after ours, all cases in one child (one torch import and model load).
+  timings = None
+  if not args.no_peer:
+    with tempfile.TemporaryDirectory() as tmp:
+      hf_format.save(jax.tree.map(np.asarray, params), config, tmp)
+      timings = peer(tmp, cases, args.new_tokens, args.repeats)
+    if timings is None:
+      print('HF peer not installed (pip install -e .[bench])', flush=True)
+  for row, (peer_s, peer_tokens) in zip(results, timings or []):
+    row.update(peer_seconds=peer_s, peer_tokens=peer_tokens, peer_tokens_per_s=peer_tokens / peer_s,
+               ratio_ours_over_peer=row['ours_tokens_per_s'] / (peer_tokens / peer_s))
 
   print('\n| method | batch | ours tok/s | peer tok/s | ours/peer |\n|---|---|---|---|---|')
   for r in results:

@@ -4,9 +4,11 @@
 
 MFU = (XLA's FLOP count of one compiled train step / step time) / measured
 peak, where the peak is the best fp32 2048x2048 matmul rate on this machine.
-If `torch` and `transformers` are importable, Hugging Face T5 (T5.1.1 config,
-gated-GELU, untied head) trained with torch AdamW is timed on the
-same shapes as a peer. Writes JSON to bench/results/.
+If `torch` and `transformers` are installed (`.[bench]`), Hugging Face T5
+(T5.1.1 config, gated-GELU, untied head) trained with torch AdamW is timed on
+the same shapes as a peer, in a child process (flan_t5x.hf_peer: torch next to
+JAX/TensorFlow segfaults). Peak RSS is reported per side. Writes JSON to
+bench/results/.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from flan_t5x import models, network, optimizers, partitioning, schedules, trainer as trainer_lib  # noqa: E402
+from flan_t5x import hf_peer_client, models, network, optimizers, partitioning, schedules  # noqa: E402
+from flan_t5x import trainer as trainer_lib  # noqa: E402
 
 MODEL_DIMS = {  # emb, heads, layers, head_dim, mlp, vocab
     'tiny': (32, 2, 2, 16, 64, 384),
@@ -88,33 +91,24 @@ def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int) -> 
 
 
 def bench_peer(name: str, batch: int, inputs: int, targets: int, steps: int) -> dict | None:
-  try:
-    import torch
-    import transformers
-  except ImportError:
-    return None
+  """The same shapes in Hugging Face T5 + torch AdamW, timed in the torch child process."""
   emb, heads, layers, head_dim, mlp, vocab = MODEL_DIMS[name]
-  config = transformers.T5Config(vocab_size=vocab, d_model=emb, d_kv=head_dim, d_ff=mlp, num_layers=layers,
-                                 num_decoder_layers=layers, num_heads=heads, feed_forward_proj='gated-gelu',
-                                 tie_word_embeddings=False, dropout_rate=0.0)
-  model = transformers.T5ForConditionalGeneration(config)
-  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+  config = dict(vocab_size=vocab, d_model=emb, d_kv=head_dim, d_ff=mlp, num_layers=layers,
+                num_decoder_layers=layers, num_heads=heads, feed_forward_proj='gated-gelu',
+                tie_word_embeddings=False, dropout_rate=0.0)
   local = synthetic_batch(batch, inputs, targets, vocab)
-  args = dict(input_ids=torch.from_numpy(local['encoder_input_tokens']).long(),
-              decoder_input_ids=torch.from_numpy(local['decoder_input_tokens']).long(),
-              labels=torch.from_numpy(local['decoder_target_tokens']).long())
-  times = []
-  for i in range(steps + 1):
-    tick = time.perf_counter()
-    loss = model(**args).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    if i:
-      times.append(time.perf_counter() - tick)
-  step_time = float(np.median(times))
-  return {'model': name, 'framework': f'torch {torch.__version__} / transformers {transformers.__version__}',
-          'step_time_s': step_time, 'tokens_per_s': batch * (inputs + targets) / step_time}
+  try:
+    response, _ = hf_peer_client.call(
+        'train-timing', {'config': config, 'steps': steps, 'lr': 1e-3},
+        {k: local[k] for k in ('encoder_input_tokens', 'decoder_input_tokens', 'decoder_target_tokens')},
+        timeout=None)
+  except hf_peer_client.HFPeerUnavailable:
+    return None
+  step_time = response['step_time_s']
+  return {'model': name, 'framework': f"torch {response['torch']} / transformers {response['transformers']}",
+          'params': response['params'], 'step_time_s': step_time,
+          'tokens_per_s': batch * (inputs + targets) / step_time, 'loss': response['loss'],
+          'num_threads': response['num_threads'], 'peak_rss_mib': response['peak_rss_mib']}
 
 
 def main():
@@ -138,7 +132,8 @@ def main():
     print(f"{name}: {ours['tokens_per_s']:.0f} tok/s, MFU {ours['mfu']:.1%} of {peak / 1e9:.1f} GFLOP/s"
           + (f"; HF peer {peer['tokens_per_s']:.0f} tok/s, ratio {run['ratio_ours_over_peer']:.2f}" if peer
              else '; HF peer not installed'), flush=True)
-  # ru_maxrss is the process high-water mark (KiB on Linux): an upper bound for one train step.
+  # ru_maxrss is the process high-water mark (KiB on Linux): an upper bound for one train step. The
+  # peer's is its own child's (RUSAGE_SELF excludes children), in each run's peer entry.
   results['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   path = bench_results.write_json('train_throughput', results)
   print(f'peak RSS {results["peak_rss_mib"]:.0f} MiB; wrote {path}')

@@ -1,8 +1,9 @@
 """Hugging Face T5 checkpoints <-> the engine's (T5X-named) parameter tree.
 
 Reads config.json plus model.safetensors (single or sharded with model.safetensors.index.json), or
-pytorch_model.bin (needs torch); writes config.json + model.safetensors (+ the SentencePiece model)
-that `transformers.T5ForConditionalGeneration.from_pretrained` loads. No torch needed for safetensors.
+pytorch_model.bin (needs torch; read by a torch child process, flan_t5x.hf_peer); writes config.json +
+model.safetensors (+ the SentencePiece model) that `transformers.T5ForConditionalGeneration.from_pretrained`
+loads. No torch needed for safetensors.
 
 HF Linear weights are (out, in); T5X kernels are (in, out): every kernel is a transpose. HF's
 relative_attention_bias is (buckets, heads); T5X's rel_embedding is (heads, buckets).
@@ -167,7 +168,7 @@ def read_config(directory: str) -> dict:
 
 
 def read_tensors(directory: str) -> dict[str, np.ndarray]:
-  """All tensors of an HF checkpoint as numpy arrays (safetensors without torch; .bin with torch)."""
+  """All tensors of an HF checkpoint as numpy arrays (safetensors without torch; .bin via a torch child)."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   index_path = os.path.join(directory, SAFETENSORS_INDEX)
   single_path = os.path.join(directory, SAFETENSORS_FILE)
@@ -185,14 +186,25 @@ def read_tensors(directory: str) -> dict[str, np.ndarray]:
     return load_file(single_path)
   torch_path = os.path.join(directory, TORCH_FILE)
   if os.path.isfile(torch_path):
+    return _read_torch_file(torch_path)
+  raise FileNotFoundError(f'{directory}: no {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} or {TORCH_FILE}')
+
+
+def _read_torch_file(torch_path: str) -> dict[str, np.ndarray]:
+  """pytorch_model.bin via a torch child process (torch next to JAX/TensorFlow segfaults)."""
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  from flan_t5x import hf_peer_client  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory(prefix='flan_bin_') as tmp:
+    out = os.path.join(tmp, SAFETENSORS_FILE)
     try:
-      import torch  # pylint: disable=g-import-not-at-top
-    except ImportError:
+      # No timeout: a multi-GB .bin on a slow disk may take long; a crash still ends the child.
+      hf_peer_client.call('read-bin', {'path': os.path.abspath(torch_path), 'out': out}, timeout=None)
+    except hf_peer_client.HFPeerUnavailable:
       raise ImportError(f'{torch_path}: reading pytorch_model.bin needs torch (pip install '
                         "'flan-t5x[bench]'); safetensors checkpoints need no torch") from None
-    state = torch.load(torch_path, map_location='cpu', weights_only=True)
-    return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in state.items()}
-  raise FileNotFoundError(f'{directory}: no {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} or {TORCH_FILE}')
+    except hf_peer_client.HFPeerError as e:
+      raise ValueError(f'{torch_path}: could not read it with torch: {e}') from None
+    return load_file(out)
 
 
 def _set(tree: dict, path: tuple, value) -> None:

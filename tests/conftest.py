@@ -4,10 +4,34 @@ Nothing here downloads: the SentencePiece model is trained on the hand-written t
 real SeqIO pipeline (formatting, tokenization, postprocessing, metrics) runs on a fresh machine.
 """
 import csv
+import importlib.util
 import json
+import os
 import pathlib
+import sys
 
 import pytest
+
+# `@pytest.mark.hf`: needs torch + transformers (run in the hf_peer child). Skipped without them,
+# except under FLAN_REQUIRE_HF=1 (`make test-hf`, CI), where a missing install fails the test.
+# `@pytest.mark.hf(requires_torch=False)`: part of `make test-hf` but runs without torch too.
+HAS_TORCH_PEER = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+REQUIRE_HF = os.environ.get("FLAN_REQUIRE_HF") == "1"
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "hf: Hugging Face parity test (torch peer); `make test-hf` runs these")
+
+
+def pytest_runtest_setup(item):
+  marker = item.get_closest_marker("hf")
+  if marker is None or not marker.kwargs.get("requires_torch", True) or HAS_TORCH_PEER:
+    return
+  if REQUIRE_HF:
+    pytest.fail(f"FLAN_REQUIRE_HF=1 but torch/transformers are not installed in {sys.executable}: "
+                "pip install -e '.[test,bench]' (make test-hf does)", pytrace=False)
+  pytest.skip("torch/transformers not installed (pip install -e '.[bench]'; make test-hf)")
+
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 SHARED_DATASETS = SHARED / "datasets"

@@ -1,7 +1,11 @@
-"""Hugging Face format import/export: fixture parity without torch, transformers parity with it."""
+"""Hugging Face format import/export: fixture parity without torch, transformers parity with it.
+
+transformers runs only in the flan_t5x.hf_peer child process (never next to JAX here); tests marked
+`hf` need torch + transformers and are what `make test-hf` runs (see tests/conftest.py).
+"""
 import dataclasses
-import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -12,11 +16,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from flan_t5x import checkpoint_import, hf_format, models, network
+from flan_t5x import checkpoint_import, hf_format, hf_peer_client, models, network
+
+from tests.conftest import HAS_TORCH_PEER
 
 FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures" / "tiny_hf_t5"
-HAS_TRANSFORMERS = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
-needs_transformers = pytest.mark.skipif(not HAS_TRANSFORMERS, reason="torch/transformers not installed")
 
 
 def _logits(params, config, encoder, decoder_inputs, decoder_targets):
@@ -124,28 +128,106 @@ def _random_engine_params(config, seed=0):
   return jax.tree_util.tree_unflatten(tree, leaves)
 
 
-@needs_transformers
+@pytest.mark.hf
 @pytest.mark.parametrize("tied", [False, True])
 def test_export_loads_in_transformers_with_same_logits_and_greedy_tokens(tmp_path, tied):
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
   # Equal depths: transformers 5.23's generate() cache breaks when decoder depth != encoder depth.
   config = network.T5Config(vocab_size=96, emb_dim=16, num_heads=2, num_encoder_layers=2,
                             num_decoder_layers=2, head_dim=8, mlp_dim=24, dropout_rate=0.0,
                             dtype="float32", logits_via_embedding=tied)
   params = _random_engine_params(config)
   hf_format.save(params, config, str(tmp_path / "hf"))
-  model = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path / "hf")).eval()
   encoder = np.array([[5, 9, 17, 33, 2, 8, 1], [12, 40, 7, 1, 0, 0, 0]], np.int32)
   decoder_inputs = np.array([[0, 3, 11, 25], [0, 44, 19, 2]], np.int32)
-  with torch.no_grad():
-    theirs = model(input_ids=torch.tensor(encoder, dtype=torch.long),
-                   attention_mask=torch.tensor(encoder > 0, dtype=torch.long),
-                   decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long)).logits.numpy()
-    generated = model.generate(input_ids=torch.tensor(encoder, dtype=torch.long),
-                               attention_mask=torch.tensor(encoder > 0, dtype=torch.long),
-                               do_sample=False, num_beams=1, max_new_tokens=6,
-                               min_new_tokens=6).numpy()[:, 1:]
+  _, theirs = hf_peer_client.call(
+      "forward", {"model_dir": str(tmp_path / "hf"), "greedy_tokens": 6},
+      {"encoder_input_tokens": encoder, "decoder_input_tokens": decoder_inputs})
   ours = _logits(params, config, encoder, decoder_inputs, np.ones_like(decoder_inputs))
-  assert np.max(np.abs(ours - theirs)) < 1e-4
-  np.testing.assert_array_equal(_greedy(params, config, encoder, 6), generated)
+  assert theirs["logits"].shape == ours.shape
+  assert np.max(np.abs(ours - theirs["logits"])) < 1e-4
+  np.testing.assert_array_equal(_greedy(params, config, encoder, 6), theirs["greedy_tokens"])
+
+
+@pytest.mark.hf
+def test_fixture_import_matches_transformers_computed_live():
+  # The committed reference.npz was made by one transformers version; this is the installed one.
+  reference = np.load(FIXTURE / "reference.npz")
+  steps = reference["greedy_tokens"].shape[1]
+  response, theirs = hf_peer_client.call(
+      "forward", {"model_dir": str(FIXTURE), "greedy_tokens": steps},
+      {k: reference[k] for k in ("encoder_input_tokens", "decoder_input_tokens")})
+  assert response["transformers"] and response["forbidden_modules"] == []
+  params, config = hf_format.load(str(FIXTURE), dtype=np.float32)
+  ours = _logits(params, _fp32(config), reference["encoder_input_tokens"],
+                 reference["decoder_input_tokens"], reference["decoder_target_tokens"])
+  assert theirs["logits"].shape == ours.shape
+  assert np.max(np.abs(ours - theirs["logits"])) < 1e-4
+  np.testing.assert_array_equal(
+      _greedy(params, _fp32(config), reference["encoder_input_tokens"], steps), theirs["greedy_tokens"])
+
+
+def _fixture_as_torch_file(directory, dtype=None):
+  directory.mkdir()
+  (directory / "config.json").write_text((FIXTURE / "config.json").read_text())
+  hf_peer_client.call("write-bin", {"safetensors": str(FIXTURE / "model.safetensors"),
+                                    "out": str(directory / "pytorch_model.bin"), "dtype": dtype})
+  return directory
+
+
+@pytest.mark.hf
+def test_pytorch_model_bin_is_read_through_the_torch_child(tmp_path):
+  directory = _fixture_as_torch_file(tmp_path / "bin")
+  assert hf_format.is_hf_checkpoint(str(directory))
+  from_bin, config = hf_format.load(str(directory))
+  from_safetensors, _ = hf_format.load(str(FIXTURE))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, from_bin, from_safetensors)
+  assert config == hf_format.load(str(FIXTURE))[1]
+
+
+@pytest.mark.hf
+def test_bfloat16_pytorch_model_bin_is_widened_to_float32(tmp_path):
+  directory = _fixture_as_torch_file(tmp_path / "bin", dtype="bfloat16")
+  from_bin, _ = hf_format.load(str(directory), dtype=np.float32)
+  from_safetensors, _ = hf_format.load(str(FIXTURE), dtype=np.float32)
+  rounded = jax.tree_util.tree_map(lambda x: np.asarray(x.astype(jnp.bfloat16), np.float32),
+                                   from_safetensors)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, from_bin, rounded)
+  assert not all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(  # bf16 really dropped bits
+      np.array_equal, from_bin, from_safetensors)))
+
+
+@pytest.mark.hf
+def test_corrupt_pytorch_model_bin_names_the_file(tmp_path):
+  (tmp_path / "config.json").write_text((FIXTURE / "config.json").read_text())
+  (tmp_path / "pytorch_model.bin").write_bytes(b"not a torch file")
+  with pytest.raises(ValueError, match=r"pytorch_model.bin: could not read it with torch: .*stderr"):
+    hf_format.load(str(tmp_path))
+
+
+@pytest.mark.skipif(HAS_TORCH_PEER, reason="checks the message shown when torch is not installed")
+def test_pytorch_model_bin_without_torch_names_the_extra(tmp_path):
+  (tmp_path / "config.json").write_text((FIXTURE / "config.json").read_text())
+  (tmp_path / "pytorch_model.bin").write_bytes(b"\0")
+  with pytest.raises(ImportError, match=r"pytorch_model.bin: reading pytorch_model.bin needs torch .*bench"):
+    hf_format.load(str(tmp_path))
+
+
+@pytest.mark.hf(requires_torch=False)
+def test_torch_child_never_imports_jax_or_tensorflow():
+  assert "torch" not in sys.modules  # this process (JAX, TensorFlow loaded) never imports torch
+  response, _ = hf_peer_client.call("probe")
+  # The probe imports what every command imports (torch + transformers' T5 when installed).
+  assert response["forbidden_modules"] == []
+  assert response["torch_available"] == HAS_TORCH_PEER
+  # The guard is live: a child that does import JAX is refused, naming it.
+  with pytest.raises(hf_peer_client.HFPeerError, match=r"imported \['jax'"):
+    hf_peer_client.call("probe", {"extra_imports": ["jax"]})
+
+
+def test_peer_crash_by_signal_is_reported_as_a_segfault(tmp_path, monkeypatch):
+  # A real SIGSEGV in the child (the failure this isolation exists for) must read as one.
+  (tmp_path / "flan_segfault_on_import.py").write_text("import faulthandler\nfaulthandler._sigsegv()\n")
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+  with pytest.raises(hf_peer_client.HFPeerError,
+                     match=r"(?s)hf_peer probe crashed with a segmentation fault \(SIGSEGV\).*stderr tail"):
+    hf_peer_client.call("probe", {"extra_imports": ["flan_segfault_on_import"]})

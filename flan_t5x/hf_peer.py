@@ -1,0 +1,286 @@
+"""The torch side of flan-t5x: every use of torch / transformers runs here, in a child process.
+
+  python -m flan_t5x.hf_peer <command> <request.json>
+
+torch's triton crashes (SIGSEGV) when transformers imports it into a process that already loaded JAX
+and TensorFlow, so the engine never imports torch: it starts this module with
+`flan_t5x.hf_peer_client.call`, which writes the request, and reads arrays back from .npz /
+safetensors files plus a JSON response. This module imports only the standard library, numpy,
+safetensors, torch and transformers (torch/transformers lazily, inside commands) and never another
+flan_t5x module: each response lists the JAX/TensorFlow modules the process holds, and the client
+refuses a non-empty list.
+
+Request keys every command understands: `response_path` (where the JSON response goes),
+`inputs_npz` (arrays in), `outputs_npz` (arrays out), `num_threads` (torch intra-op threads).
+Exit codes: 0 ok, 1 error (traceback on stderr), 3 torch/transformers not installed.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+import numpy as np
+
+FORBIDDEN_ROOTS = frozenset({'jax', 'jaxlib', 'tensorflow', 'flax', 'seqio', 'optax', 'orbax'})
+EXIT_UNAVAILABLE = 3
+
+
+class Unavailable(Exception):
+  """torch or transformers is not importable in this interpreter."""
+
+
+def _set_child_environment() -> None:
+  """Only in the child (main), never on import: the parent imports this module for its constants."""
+  # transformers < 5 may import TensorFlow / Flax when they are installed; this process must not.
+  for key in ('USE_TF', 'USE_FLAX', 'USE_JAX'):
+    os.environ.setdefault(key, '0')
+  os.environ.setdefault('USE_TORCH', '1')
+  # Local directories only: never wait on the model hub.
+  os.environ.setdefault('HF_HUB_OFFLINE', '1')
+  os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+
+
+def forbidden_modules() -> list[str]:
+  return sorted(m for m in sys.modules if m.split('.')[0] in FORBIDDEN_ROOTS)
+
+
+def _torch():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise Unavailable(f'torch is not installed in {sys.executable} ({e}); '
+                      "pip install -e '.[bench]'") from None
+  return torch
+
+
+def _transformers():
+  torch = _torch()
+  try:
+    import transformers  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise Unavailable(f'transformers is not installed in {sys.executable} ({e}); '
+                      "pip install -e '.[bench]'") from None
+  return torch, transformers
+
+
+def _versions(torch, transformers=None) -> dict:
+  out = {'torch': torch.__version__}
+  if transformers is not None:
+    out['transformers'] = transformers.__version__
+  return out
+
+
+def _inputs(request: dict) -> dict[str, np.ndarray]:
+  path = request.get('inputs_npz')
+  if not path:
+    return {}
+  with np.load(path) as data:
+    return {k: data[k] for k in data.files}
+
+
+def _save_outputs(request: dict, arrays: dict[str, np.ndarray]) -> None:
+  if arrays:
+    if not request.get('outputs_npz'):
+      raise ValueError('request: outputs_npz is required by this command')
+    np.savez(request['outputs_npz'], **arrays)
+
+
+def _load_model(transformers, model_dir: str):
+  if not os.path.isfile(os.path.join(model_dir, 'config.json')):
+    raise FileNotFoundError(f'{model_dir}: no config.json (model_dir must be a local HF directory)')
+  # .float(), not a dtype argument: its name changed (torch_dtype -> dtype) across transformers versions.
+  return transformers.T5ForConditionalGeneration.from_pretrained(model_dir).float().eval()
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def cmd_probe(request: dict) -> dict:
+  """Imports what the other commands import (when installed) and reports versions.
+
+  `extra_imports`: modules to import besides, so a test can show the guard catches a JAX import.
+  """
+  for name in request.get('extra_imports', []):
+    importlib.import_module(name)
+  import safetensors.numpy  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  try:
+    torch, transformers = _transformers()
+  except Unavailable as e:
+    return {'torch_available': False, 'reason': str(e)}
+  _ = transformers.T5ForConditionalGeneration  # the lazy import that reaches triton
+  return {'torch_available': True, **_versions(torch, transformers)}
+
+
+def cmd_read_bin(request: dict) -> dict:
+  """pytorch_model.bin at `path` -> safetensors at `out` (bfloat16 widened to float32)."""
+  torch = _torch()
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  state = torch.load(request['path'], map_location='cpu', weights_only=True)
+  if not isinstance(state, dict):
+    raise ValueError(f"{request['path']}: expected a state dict, got {type(state).__name__}")
+  arrays = {}
+  for name, tensor in state.items():
+    if not isinstance(tensor, torch.Tensor):
+      raise ValueError(f"{request['path']}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
+    tensor = tensor.float() if tensor.dtype == torch.bfloat16 else tensor
+    arrays[name] = np.ascontiguousarray(tensor.numpy())
+  save_file(arrays, request['out'])
+  return {'tensors': len(arrays), **_versions(torch)}
+
+
+def cmd_write_bin(request: dict) -> dict:
+  """safetensors at `safetensors` -> pytorch_model.bin at `out` with torch.save (`dtype` optional)."""
+  torch = _torch()
+  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  state = load_file(request['safetensors'])
+  if request.get('dtype'):
+    state = {k: v.to(getattr(torch, request['dtype'])) for k, v in state.items()}
+  torch.save(state, request['out'])
+  return {'tensors': len(state), **_versions(torch)}
+
+
+def cmd_forward(request: dict) -> dict:
+  """Logits for (encoder_input_tokens, decoder_input_tokens) and/or `greedy_tokens` greedy tokens.
+
+  Inputs: encoder_input_tokens [B, L] (0 = padding), optional decoder_input_tokens [B, T].
+  Outputs: logits [B, T, V] float32; greedy_tokens [B, N] (no EOS stop, start token dropped).
+  """
+  torch, transformers = _transformers()
+  arrays = _inputs(request)
+  model = _load_model(transformers, request['model_dir'])
+  encoder = torch.as_tensor(arrays['encoder_input_tokens'], dtype=torch.long)
+  mask = (encoder > 0).long()
+  out = {}
+  with torch.no_grad():
+    if 'decoder_input_tokens' in arrays:
+      out['logits'] = model(
+          input_ids=encoder, attention_mask=mask,
+          decoder_input_ids=torch.as_tensor(arrays['decoder_input_tokens'], dtype=torch.long)
+      ).logits.float().numpy()
+    steps = int(request.get('greedy_tokens', 0))
+    if steps:
+      generated = model.generate(input_ids=encoder, attention_mask=mask, do_sample=False, num_beams=1,
+                                 max_new_tokens=steps, min_new_tokens=steps)
+      out['greedy_tokens'] = generated.numpy()[:, 1:].astype(np.int32)
+  _save_outputs(request, out)
+  return _versions(torch, transformers)
+
+
+def cmd_train_timing(request: dict) -> dict:
+  """Median step time of T5ForConditionalGeneration + torch AdamW on a fixed batch.
+
+  `config`: transformers.T5Config keyword arguments; inputs: encoder_input_tokens,
+  decoder_input_tokens, decoder_target_tokens; `steps` timed after one warm-up step; `lr`.
+  """
+  torch, transformers = _transformers()
+  arrays = _inputs(request)
+  torch.manual_seed(int(request.get('seed', 0)))
+  model = transformers.T5ForConditionalGeneration(transformers.T5Config(**request['config']))
+  model.train()
+  optimizer = torch.optim.AdamW(model.parameters(), lr=float(request.get('lr', 1e-3)))
+  args = dict(input_ids=torch.as_tensor(arrays['encoder_input_tokens'], dtype=torch.long),
+              decoder_input_ids=torch.as_tensor(arrays['decoder_input_tokens'], dtype=torch.long),
+              labels=torch.as_tensor(arrays['decoder_target_tokens'], dtype=torch.long))
+  times, loss = [], None
+  for i in range(int(request['steps']) + 1):
+    tick = time.perf_counter()
+    loss = model(**args).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    if i:  # step 0 is the warm-up
+      times.append(time.perf_counter() - tick)
+  return {'step_times_s': times, 'step_time_s': float(np.median(times)), 'loss': float(loss),
+          'params': int(sum(p.numel() for p in model.parameters())),
+          'num_threads': torch.get_num_threads(), **_versions(torch, transformers)}
+
+
+def cmd_generate_timing(request: dict) -> dict:
+  """Best-of-`repeats` wall time of `generate` (after a warm-up call) for each case.
+
+  `cases`: [{'inputs': <array name>, 'beams': int, 'new_tokens': int, 'repeats': int,
+  'length_penalty': float}], min length = max length so every row generates `new_tokens` tokens.
+  """
+  torch, transformers = _transformers()
+  arrays = _inputs(request)
+  model = _load_model(transformers, request['model_dir'])
+  results = []
+  for case in request['cases']:
+    inputs = torch.as_tensor(arrays[case['inputs']], dtype=torch.long)
+    mask = (inputs > 0).long()
+    beams, new_tokens = int(case['beams']), int(case['new_tokens'])
+
+    def run():
+      with torch.no_grad():
+        return model.generate(input_ids=inputs, attention_mask=mask, max_new_tokens=new_tokens,  # pylint: disable=cell-var-from-loop
+                              min_new_tokens=new_tokens, num_beams=beams, do_sample=False,  # pylint: disable=cell-var-from-loop
+                              length_penalty=float(case.get('length_penalty', 1.0)),  # pylint: disable=cell-var-from-loop
+                              early_stopping=False, use_cache=True)
+    run()  # warm-up
+    best = float('inf')
+    for _ in range(int(case.get('repeats', 1))):
+      tick = time.perf_counter()
+      run()
+      best = min(best, time.perf_counter() - tick)
+    results.append({'seconds': best, 'tokens': int(inputs.shape[0]) * new_tokens})
+  return {'results': results, 'num_threads': torch.get_num_threads(), **_versions(torch, transformers)}
+
+
+def cmd_from_pretrained_timing(request: dict) -> dict:
+  """Seconds `from_pretrained(model_dir)` takes (the torch/transformers import timed apart)."""
+  tick = time.perf_counter()
+  torch, transformers = _transformers()
+  model_class = transformers.T5ForConditionalGeneration
+  import_s = time.perf_counter() - tick
+  tick = time.perf_counter()
+  model = model_class.from_pretrained(request['model_dir'])
+  seconds = time.perf_counter() - tick
+  return {'seconds': seconds, 'import_s': import_s,
+          'params': int(sum(p.numel() for p in model.parameters())), **_versions(torch, transformers)}
+
+
+COMMANDS = {
+    'probe': cmd_probe,
+    'read-bin': cmd_read_bin,
+    'write-bin': cmd_write_bin,
+    'forward': cmd_forward,
+    'train-timing': cmd_train_timing,
+    'generate-timing': cmd_generate_timing,
+    'from-pretrained-timing': cmd_from_pretrained_timing,
+}
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) != 2 or argv[0] not in COMMANDS:
+    print(f'usage: python -m flan_t5x.hf_peer {{{",".join(COMMANDS)}}} <request.json>', file=sys.stderr)
+    return 2
+  command, request_path = argv
+  _set_child_environment()
+  with open(request_path) as f:
+    request = json.load(f)
+  try:
+    if request.get('num_threads'):
+      _torch().set_num_threads(int(request['num_threads']))
+    response = COMMANDS[command](request)
+  except Unavailable as e:
+    print(f'hf_peer {command}: {e}', file=sys.stderr)
+    return EXIT_UNAVAILABLE
+  except Exception:  # pylint: disable=broad-except
+    traceback.print_exc()
+    return 1
+  response = {**response, 'forbidden_modules': forbidden_modules(), 'command': command,
+              'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  payload = json.dumps(response)
+  if request.get('response_path'):
+    with open(request['response_path'], 'w') as f:
+      f.write(payload)
+  else:
+    print(payload)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
