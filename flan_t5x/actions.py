@@ -241,7 +241,9 @@ class InferenceEvaluation(Action):
 
   def run(self, loop: Loop) -> None:
     scalars = self._evaluate_fn(loop.state.params)
-    loop.eval_metrics.setdefault(loop.step, {}).update({f'inference_eval/{k}': v for k, v in scalars.items()})
+    if loop.step not in loop.eval_metrics:  # only this step's metrics are kept (bounded)
+      loop.eval_metrics = {loop.step: {}}
+    loop.eval_metrics[loop.step].update({f'inference_eval/{k}': v for k, v in scalars.items()})
     self._writer.write(loop.step, scalars)
 
   def close(self) -> None:

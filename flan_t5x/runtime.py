@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 from absl import flags
 from absl import logging
@@ -88,7 +89,8 @@ def initialize(multiprocess: bool | None = None, coordinator_address: str | None
     elif cluster_environment():
       logging.info('jax.distributed: detected %s.', cluster_environment())
       jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
-  print(host_line(), flush=True)
+  # A log line (stderr): stdout stays for a job's own output, e.g. convert's JSON summary.
+  print(host_line(), file=sys.stderr, flush=True)
 
 
 def _distributed_started() -> bool:

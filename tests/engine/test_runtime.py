@@ -32,7 +32,7 @@ def test_multiprocess_needs_count_and_index():
 
 def test_single_process_starts_nothing_and_names_its_devices(capsys):
   runtime.initialize()
-  line = capsys.readouterr().out
+  line = capsys.readouterr().err
   assert line.startswith('[flan_t5x] process 0/1 on ') and f'of {jax.device_count()} in all' in line
   assert jax.process_count() == 1
 
