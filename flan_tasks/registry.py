@@ -14,6 +14,13 @@ from flan_tasks import formatting, metrics as metrics_lib, readers, sources, tem
 from flan_tasks import vocab as vocab_lib
 
 
+# The sources shuffle all of their rows (a full permutation, per seed), so the per-task buffer of
+# formatted examples (SeqIO's default 1,000) only adds cross-epoch mixing; it is small because a
+# training checkpoint stores every host's buffers (the engine's constant-time resume): 1,000
+# few-shot examples of a dozen tasks made a 185 MB input state per host for flan_mix.
+TASK_SHUFFLE_BUFFER = 128
+
+
 @dataclasses.dataclass(frozen=True)
 class FamilyDefaults:
   """What a template family's tasks need: their fields, metrics and postprocessor."""
@@ -137,7 +144,8 @@ def register_instruction_tasks(
       seqio.TaskRegistry.remove(task_name)
     seqio.TaskRegistry.add(
         task_name, source=source, preprocessors=head + [formatter] + tail,
-        output_features=features, postprocess_fn=postprocess, metric_fns=metric_fns)
+        output_features=features, postprocess_fn=postprocess, metric_fns=metric_fns,
+        shuffle_buffer_size=TASK_SHUFFLE_BUFFER)
     _TASK_INFO[task_name] = TaskInfo(task_name, name, family, variant, held_out, group, templates,
                                      tuple(options) if options else None,
                                      tuple(sorted(constant_fields.items())))

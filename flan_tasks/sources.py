@@ -7,6 +7,7 @@ the task is registered, so `flan_tasks.configure(data_dir=...)` after import sti
 import dataclasses
 import logging
 import os
+import random
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import seqio
@@ -96,17 +97,37 @@ def _load_columns(paths: Sequence[str], spec: FileSpec, fields: Sequence[str],
 def _columns_dataset(columns: Mapping[str, List[str]], fields: Sequence[str],
                      shard_info: Optional[seqio.ShardInfo], shuffle: bool,
                      seed: Optional[int]) -> tf.data.Dataset:
-  # Shuffle row indices and gather the fields: the same order as shuffling the rows themselves
-  # (tf.data's order depends on the seed and sizes only), but a checkpoint of the input iterator
-  # (the engine's constant-time resume) then stores a buffer of integers, not of every row.
   tensors = {f: tf.constant(columns[f], tf.string) for f in fields}
-  ds = tf.data.Dataset.range(len(columns[fields[0]]))
-  if shard_info and shard_info.num_shards > 1:
-    ds = ds.shard(shard_info.num_shards, shard_info.index)
-  if shuffle:
-    ds = ds.shuffle(len(columns[fields[0]]), seed=seed)
+  num_rows = len(columns[fields[0]])
+  shards, shard = (shard_info.num_shards, shard_info.index) if shard_info else (1, 0)
+  # This shard holds rows shard, shard + shards, ...: positions 0..n-1 of it, shuffled or in order.
+  positions = len(range(shard, num_rows, shards))
+  ds = _shuffled_rows(positions, seed) if shuffle else tf.data.Dataset.range(positions)
+  ds = ds.map(lambda p: p * shards + shard)
   return ds.map(lambda i: {f: tf.gather(t, i) for f, t in tensors.items()},
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+_SHUFFLE_BLOCK = 64
+
+
+def _shuffled_rows(num_rows: int, seed: Optional[int]) -> tf.data.Dataset:
+  """Row indices in a random order that changes every epoch, with little tf.data state.
+
+  A training checkpoint stores the input iterator's state (the engine's constant-time resume),
+  and a tf.data shuffle buffer over every row costs about 200 bytes a row there, once per
+  few-shot exemplar stream. So tf.data shuffles only the order of blocks of 64 rows (reshuffled
+  each epoch) and a stateless keyed permutation orders the rows inside each block.
+  """
+  seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+  num_blocks = -(-num_rows // _SHUFFLE_BLOCK)
+
+  def rows_of(block):
+    size = tf.minimum(tf.constant(_SHUFFLE_BLOCK, tf.int64), num_rows - block * _SHUFFLE_BLOCK)
+    order = tf.random.experimental.index_shuffle(
+        tf.range(size), seed=tf.stack([tf.constant(seed, tf.int64), block]), max_index=size - 1)
+    return tf.data.Dataset.from_tensor_slices(block * _SHUFFLE_BLOCK + order)
+  return tf.data.Dataset.range(num_blocks).shuffle(num_blocks, seed=seed).flat_map(rows_of)
 
 
 class _FieldsSource(seqio.DataSource):
