@@ -22,7 +22,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 

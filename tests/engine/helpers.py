@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
 import jax
+import tensorflow as tf
 
 from flan_t5x import checkpoints
 from flan_t5x import data
@@ -71,3 +75,14 @@ def run_training(model_dir, total_steps, model=None, batch_size=8, period=1, eva
       trainer_cls=trainer_cls, total_steps=total_steps, eval_steps=2, eval_period=eval_period,
       random_seed=kwargs.pop('random_seed', 0), use_progress_bar=False, log_period=kwargs.pop('log_period', 1),
       **kwargs)
+
+
+def event_losses(model_dir) -> dict[int, float]:
+  """{step: loss} from the TensorBoard events in MODEL_DIR/train; a step logged twice keeps its last value."""
+  losses = {}
+  for path in sorted(glob.glob(os.path.join(str(model_dir), 'train', 'events.*')), key=os.path.getmtime):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == 'loss':
+          losses[event.step] = float(tf.make_ndarray(value.tensor))
+  return losses

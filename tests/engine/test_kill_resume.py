@@ -7,9 +7,10 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from flan_t5x import gin_utils
+
+import helpers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = gin_utils.REPO_ROOT
@@ -34,17 +35,6 @@ def _env():
               XLA_FLAGS='--xla_backend_optimization_level=0')
 
 
-def _losses(model_dir):
-  """{step: loss} from the TensorBoard events; a step logged twice keeps its last value."""
-  losses = {}
-  for path in sorted(glob.glob(os.path.join(model_dir, 'train', 'events.*')), key=os.path.getmtime):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == 'loss':
-          losses[event.step] = float(tf.make_ndarray(value.tensor))
-  return losses
-
-
 def test_sigkill_then_restart_matches_uninterrupted_run(tmp_path):
   reference_dir, killed_dir = tmp_path / 'reference', tmp_path / 'killed'
   done = subprocess.run(_command(reference_dir), cwd=REPO, env=_env(), capture_output=True, text=True,
@@ -66,7 +56,7 @@ def test_sigkill_then_restart_matches_uninterrupted_run(tmp_path):
                            timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'resumed from' in resumed.stdout
-  reference, after_kill = _losses(reference_dir), _losses(killed_dir)
+  reference, after_kill = helpers.event_losses(reference_dir), helpers.event_losses(killed_dir)
   assert sorted(reference) == sorted(after_kill) == list(range(1, TRAIN_STEPS + 1))
   np.testing.assert_allclose([after_kill[s] for s in reference], [reference[s] for s in reference],
                              rtol=0, atol=1e-6)

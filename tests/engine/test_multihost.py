@@ -18,7 +18,6 @@ import time
 import numpy as np
 import pytest
 import seqio
-import tensorflow as tf
 
 from flan_t5x import data
 from flan_t5x import gin_utils
@@ -64,17 +63,6 @@ def _finish(processes, timeout=600) -> list[str]:
 def _losses(output: str) -> dict[int, float]:
   last = [line for line in output.splitlines() if line.startswith('{')][-1]
   return {int(k): v for k, v in json.loads(last)['losses'].items()}
-
-
-def _event_losses(model_dir) -> dict[int, float]:
-  """{step: loss} from process 0's TensorBoard events; a step logged twice keeps its last value."""
-  losses = {}
-  for path in sorted(glob.glob(os.path.join(model_dir, 'train', 'events.*')), key=os.path.getmtime):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == 'loss':
-          losses[event.step] = float(tf.make_ndarray(value.tensor))
-  return losses
 
 
 def _one_process_losses(steps: int) -> list[float]:
@@ -130,7 +118,7 @@ def test_killed_worker_stops_its_peer_and_both_resume_exactly(two_process_run, t
   outputs = _finish(_start_workers(model_dir, period=1))
   resumed = _losses(outputs[0])
   assert min(resumed) == max(saved) + 1  # continued after the newest complete checkpoint
-  after_kill = _event_losses(model_dir)
+  after_kill = helpers.event_losses(model_dir)
   assert sorted(after_kill) == list(range(1, STEPS + 1))
   np.testing.assert_allclose([after_kill[s] for s in reference], [reference[s] for s in reference],
                              rtol=0, atol=1e-6)
