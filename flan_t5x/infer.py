@@ -314,13 +314,8 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
   if on_mismatch not in ON_MISMATCH:
     raise ValueError(f'INFER_ON_MISMATCH={on_mismatch!r}; expected one of {ON_MISMATCH}.')
   decoding_config = decoding_config or decoding.DecodingConfig()
-  if params is None or checkpoint_path:
-    if not checkpoint_path:
-      raise ValueError('CHECKPOINT_PATH is required: a flan-t5x MODEL_DIR or checkpoint_<step> directory, '
-                       'a Hugging Face directory or a T5X checkpoint.')
-    fingerprint = checkpoint_import.checkpoint_fingerprint(checkpoint_path)
-  else:
-    fingerprint = params_fingerprint(params)
+  fingerprint = (params_fingerprint(params) if params is not None and not checkpoint_path
+                 else inference.checkpoint_fingerprint(checkpoint_path))
   process_index, process_count = jax.process_index(), jax.process_count()
   all_rows = (read_jsonl_inputs(input_path, input_field) if input_path
               else read_task_inputs(mixture_or_task_name, split, max_examples))
