@@ -177,10 +177,14 @@ def _differences(host_dir: str, manifest: dict, chunk_hashes: Sequence[str],
   old, new = _flatten({k: v for k, v in previous.items() if k != 'checkpoint'}), _flatten(
       {k: v for k, v in manifest.items() if k != 'checkpoint'})
   for key in sorted(set(old) | set(new)):
-    if old.get(key, '(not recorded)') != new.get(key, '(not recorded)'):
-      detail = _changed_lines(host_dir, chunk_hashes, chunk_indices) if key == 'inputs_sha256' else ''
-      differences.append(f"{key}: {old.get(key, '(not recorded)')!r} -> {new.get(key, '(not recorded)')!r}"
-                         f'{detail}')
+    before, after = old.get(key, '(not recorded)'), new.get(key, '(not recorded)')
+    if before == after:
+      continue
+    if key == 'inputs_sha256':  # which lines: from the finished chunks' markers
+      differences.append(f'input lines: sha256 {str(before)[:12]} -> {after[:12]}'
+                         f'{_changed_lines(host_dir, chunk_hashes, chunk_indices)}')
+    else:
+      differences.append(f'{key}: {before!r} -> {after!r}')
   if not differences:  # the manifest matches; every finished chunk must too
     for chunk, expected in enumerate(chunk_hashes):
       marker = _read_marker(host_dir, chunk)
