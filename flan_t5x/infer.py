@@ -158,7 +158,9 @@ def _changed_lines(host_dir: str, chunk_hashes: Sequence[str], chunk_indices: Se
   for chunk, (expected, indices) in enumerate(zip(chunk_hashes, chunk_indices)):
     marker = _read_marker(host_dir, chunk)
     if marker and marker.get('inputs_sha256') != expected:
-      changed.append(f'chunk {chunk} (lines {indices[0] + 1}-{indices[-1] + 1})' if indices else f'chunk {chunk}')
+      lines = [str(i + 1) for i in indices]
+      lines = lines if len(lines) <= 6 else lines[:3] + ['...'] + lines[-1:]
+      changed.append(f'chunk {chunk} (lines {", ".join(lines)})')
   return f'; finished chunks whose input lines differ: {", ".join(changed)}' if changed else ''
 
 

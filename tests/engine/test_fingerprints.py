@@ -165,7 +165,7 @@ def test_infer_refuses_an_edited_input_line_or_other_decoding(model_dir, tmp_pat
   before = _snapshot(out)
 
   _write_inputs(inputs, 7, edit=3)  # the same number of lines, one of them edited
-  with pytest.raises(ValueError, match=r'input lines: sha256 .*chunk 1 \(lines 3-4\)'):
+  with pytest.raises(ValueError, match=r'input lines: sha256 .*chunk 1 \(lines 3, 4\)'):
     _infer(model, directory, inputs, out)
   assert _snapshot(out) == before
   _write_inputs(inputs, 7)
