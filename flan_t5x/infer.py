@@ -168,11 +168,12 @@ def _differences(host_dir: str, manifest: dict, chunk_hashes: Sequence[str],
                  chunk_indices: Sequence[list[int]]) -> list[str]:
   """What differs between this job and the one whose chunks `host_dir` holds ([]: none, or no job there)."""
   path = os.path.join(host_dir, MANIFEST)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    previous = json.load(f)
   differences = []
+  if not os.path.exists(path):  # no job there, unless chunks are (checked below)
+    previous = manifest
+  else:
+    with open(path) as f:
+      previous = json.load(f)
   if not checkpoint_import.same_checkpoint(previous.get('checkpoint'), manifest['checkpoint']):
     differences.append(f"checkpoint: {checkpoint_import.describe_checkpoint(previous.get('checkpoint'))} -> "
                        f"{checkpoint_import.describe_checkpoint(manifest['checkpoint'])}")
@@ -187,13 +188,13 @@ def _differences(host_dir: str, manifest: dict, chunk_hashes: Sequence[str],
                          f'{_changed_lines(host_dir, chunk_hashes, chunk_indices)}')
     else:
       differences.append(f'{key}: {before!r} -> {after!r}')
-  if not differences:  # the manifest matches; every finished chunk must too
+  if not differences:  # the manifest matches (or there is none); every finished chunk must too
     for chunk, expected in enumerate(chunk_hashes):
       marker = _read_marker(host_dir, chunk)
       if marker is not None and (marker.get('inputs_sha256'), marker.get('job_sha256')) != (
           expected, _job_sha256(manifest)):
-        differences.append(f'{_chunk_paths(host_dir, chunk)[1]}: written by another job than its manifest '
-                           f'describes ({marker})')
+        differences.append(f'{_chunk_paths(host_dir, chunk)[1]}: written by another job than this one '
+                           f'({marker})')
   return differences
 
 

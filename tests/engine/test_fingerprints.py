@@ -219,6 +219,11 @@ def test_stopped_job_resumes_without_duplicates_and_never_mixes_chunks(model_dir
     shutil.copy(other_host_dir / ('chunk-00002' + suffix), host_dir / ('chunk-00002' + suffix))
   with pytest.raises(ValueError, match='chunk-00002.done: written by another job'):
     _infer(model, directory, inputs, out)
+  os.rename(host_dir / 'manifest.json', tmp_path / 'manifest.json')  # even without the manifest
+  with pytest.raises(ValueError, match='chunk-00002.done: written by another job'):
+    _infer(model, directory, inputs, out)
+  assert not (host_dir / 'manifest.json').exists()
+  os.rename(tmp_path / 'manifest.json', host_dir / 'manifest.json')
   for suffix in ('.jsonl', '.done'):
     os.remove(host_dir / ('chunk-00002' + suffix))
   resumed = _infer(model, directory, inputs, out)
