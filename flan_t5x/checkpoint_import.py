@@ -8,7 +8,10 @@ Parameters are checked against the model (shapes, vocabulary size) and placed on
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 from typing import Any
 
 import jax
@@ -35,6 +38,96 @@ def detect_format(path: str) -> str:
         f'{path}: no checkpoint found. Expected a Hugging Face directory (config.json + '
         'model.safetensors), a T5X checkpoint_<step> directory, or a flan-t5x MODEL_DIR') from None
   return 'flan_t5x'
+
+
+# ------------------------------------------------------------------------------ fingerprints
+
+FINGERPRINT_KEYS = ('format', 'step', 'sha256')  # what identifies a checkpoint; its path is informative
+_SAMPLE_BYTES = 1 << 20
+_STEP_DIR = re.compile(rf'^{checkpoints.STEP_PREFIX}_(\d+)$')
+
+
+def _hash_file(digest, path: str) -> None:
+  """Adds a file's name, size, first and last MiB to `digest` (bounded cost for any file)."""
+  if '://' in path:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    size = tf.io.gfile.stat(path).length
+    open_file = lambda: tf.io.gfile.GFile(path, 'rb')
+  else:
+    size = os.path.getsize(path)
+    open_file = lambda: open(path, 'rb')
+  digest.update(f'{os.path.basename(path)}\0{size}\0'.encode())
+  with open_file() as f:
+    digest.update(f.read(_SAMPLE_BYTES))
+    if size > 2 * _SAMPLE_BYTES:
+      f.seek(size - _SAMPLE_BYTES)
+    digest.update(f.read())
+
+
+def _top_level_files(directory: str) -> list[str]:
+  if '://' in directory:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    names = [n for n in tf.io.gfile.listdir(directory) if not n.endswith('/')]
+    return [t5x_format._join(directory, n) for n in sorted(names)  # pylint: disable=protected-access
+            if not tf.io.gfile.isdir(t5x_format._join(directory, n))]  # pylint: disable=protected-access
+  return [os.path.join(directory, n) for n in sorted(os.listdir(directory))
+          if os.path.isfile(os.path.join(directory, n))]
+
+
+def checkpoint_fingerprint(path: str) -> dict:
+  """Which checkpoint `path` means now: {'path', 'format', 'resolved', 'step', 'sha256'}.
+
+  `resolved` is the concrete checkpoint (a MODEL_DIR resolves to its latest step); load from it so
+  that what is loaded is what was fingerprinted. `sha256` hashes the checkpoint's metadata files:
+  the top-level files of an orbax `state/` dir (tree, array metadata, OCDBT manifest, save
+  timestamps), the msgpack `checkpoint` file of a classic T5X checkpoint, or a Hugging Face
+  config.json, safetensors index and each weight file's size, header and last bytes. Each file
+  adds at most 2 MiB, so this is cheap for any model size. Two saves never share a hash (orbax
+  records the save time); the same checkpoint read twice always does.
+  """
+  fmt = detect_format(path)
+  if fmt == 'huggingface':
+    resolved = os.path.abspath(path)
+    names = [hf_format.CONFIG_FILE, hf_format.SAFETENSORS_INDEX, hf_format.SAFETENSORS_FILE, hf_format.TORCH_FILE]
+    index_path = os.path.join(resolved, hf_format.SAFETENSORS_INDEX)
+    if os.path.isfile(index_path):
+      with open(index_path) as f:
+        names += sorted(set(json.load(f)['weight_map'].values()))
+    files = [os.path.join(resolved, n) for n in names if os.path.isfile(os.path.join(resolved, n))]
+  elif fmt == 't5x_classic':
+    resolved = t5x_format.resolve_step_dir(path)
+    files = [t5x_format._join(resolved, 'checkpoint')]  # pylint: disable=protected-access
+  elif fmt == 't5x_orbax':
+    resolved = t5x_format.resolve_step_dir(path)
+    files = _top_level_files(t5x_format._join(resolved, 'state'))  # pylint: disable=protected-access
+  else:
+    state_dir = checkpoints.resolve_state_dir(path)
+    resolved = os.path.dirname(state_dir)
+    files = _top_level_files(state_dir)
+  if '://' not in resolved:
+    resolved = os.path.abspath(resolved)
+  digest = hashlib.sha256()
+  for file_path in files:
+    _hash_file(digest, file_path)
+  step = _STEP_DIR.match(os.path.basename(resolved.rstrip('/')))
+  return {'path': path if '://' in path else os.path.abspath(path), 'format': fmt, 'resolved': resolved,
+          'step': int(step.group(1)) if step else None, 'sha256': digest.hexdigest()}
+
+
+def same_checkpoint(a: dict | None, b: dict | None) -> bool:
+  """Whether two fingerprints name the same checkpoint (format, step and metadata hash; not the path)."""
+  if not a or not b:
+    return False
+  return all(a.get(k) == b.get(k) for k in FINGERPRINT_KEYS)
+
+
+def describe_checkpoint(fingerprint: dict | None) -> str:
+  if not fingerprint:
+    return '(none recorded)'
+  if fingerprint.get('resolved') is None:
+    return f"in-memory parameters (sha256 {fingerprint.get('sha256', '?')[:12]})"
+  return (f"{fingerprint['resolved']} ({fingerprint['format']}, step {fingerprint['step']}, "
+          f"sha256 {fingerprint['sha256'][:12]})")
 
 
 def _orbax_tree_has(path: str, key: str) -> bool:

@@ -10,7 +10,8 @@ postprocess_fn on predictions and targets, its metric_fns; per task and per
 classification: the option with the highest log-likelihood is the prediction.
 
 Outputs under EVAL_OUTPUT_DIR (all written atomically, by process 0):
-  <task>.json                metrics, per-template metrics, counts, lengths
+  <task>.json                metrics, per-template metrics, counts, lengths, decoding settings,
+                             step and checkpoint fingerprint (path, format, step, metadata sha256)
   <task>-predictions.jsonl   {"input", "target", "prediction", "template_idx"} per example
   results.json, results.md   all tasks; the markdown table is also printed
   inference_eval/            TensorBoard scalars `<task>/<metric>` at the checkpoint step
@@ -41,10 +42,12 @@ def evaluate(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_
   partitioner = partitioner or partitioning.PjitPartitioner()
   cfg = evaluation.InferenceEvalConfig(mixture_or_task_name, split, task_feature_lengths, batch_size, max_examples,
                             rank_classification, decoding_config or decoding.DecodingConfig(), module)
-  params, step = inference.load_params(model, partitioner, checkpoint_path)
+  # Fingerprint first and load what was fingerprinted, even if a MODEL_DIR gets a newer step meanwhile.
+  fingerprint = inference.checkpoint_fingerprint(checkpoint_path)
+  params, step = inference.load_params(model, partitioner, fingerprint['resolved'])
   print(f'[flan_t5x] evaluating {checkpoint_path} (step {step}) on {mixture_or_task_name}/{split}', flush=True)
   results, records = evaluation.evaluate_params(model, partitioner, params, cfg)
-  report = evaluation.write_outputs(output_dir, results, records, step, checkpoint_path)
+  report = evaluation.write_outputs(output_dir, results, records, step, checkpoint_path, fingerprint)
   if jax.process_index() == 0:
     print(report, flush=True)
     print(f'[flan_t5x] wrote {os.path.abspath(output_dir)}', flush=True)

@@ -272,19 +272,24 @@ def markdown_report(results: Mapping[str, dict], title: str = '') -> str:
 
 
 def write_outputs(output_dir: str, results: Mapping[str, dict], records: Mapping[str, list], step: int,
-                  checkpoint_path: str | None) -> str:
-  """Writes the JSON, JSONL, markdown and TensorBoard outputs; returns the markdown."""
+                  checkpoint_path: str | None, checkpoint: dict | None = None) -> str:
+  """Writes the JSON, JSONL, markdown and TensorBoard outputs; returns the markdown.
+
+  `checkpoint` is the fingerprint of what was evaluated (checkpoint_import.checkpoint_fingerprint,
+  taken before loading it); results.json and every <task>.json record it with the step, next to
+  each task's decoding settings, so readers (flan_t5x.compare) can refuse to mix checkpoints.
+  """
   output_dir = os.path.abspath(output_dir)
   report = markdown_report(results, f'{checkpoint_path or "params"} (step {step})')
   if jax.process_index() != 0:
     return report
+  results = {task: {**result, 'step': step, 'checkpoint': checkpoint} for task, result in results.items()}
   for task, result in results.items():
-    checkpoints.write_text_atomically(os.path.join(output_dir, f'{task}.json'),
-                                      json.dumps({**result, 'step': step}, indent=2) + '\n')
+    checkpoints.write_text_atomically(os.path.join(output_dir, f'{task}.json'), json.dumps(result, indent=2) + '\n')
     checkpoints.write_text_atomically(
         os.path.join(output_dir, f'{task}-predictions.jsonl'),
         ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records[task]))
-  summary = {'checkpoint_path': checkpoint_path, 'step': step, 'tasks': dict(results)}
+  summary = {'checkpoint_path': checkpoint_path, 'step': step, 'checkpoint': checkpoint, 'tasks': results}
   checkpoints.write_text_atomically(os.path.join(output_dir, 'results.json'), json.dumps(summary, indent=2) + '\n')
   checkpoints.write_text_atomically(os.path.join(output_dir, 'results.md'), report)
   writer = summaries.SummaryWriter(os.path.join(output_dir, 'inference_eval'))

@@ -51,12 +51,13 @@ def parse_gin_flags_from_argv(argv: Sequence[str]) -> None:
   parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
 
 
-def start_run(output_dir_macro: str, every_host: bool = False) -> str:
+def start_run(output_dir_macro: str, every_host: bool = False, write_config: bool = True) -> str:
   """What every entry point does first: quiet logs, start the runtime (jax.distributed when this is
   one of several processes), parse gin, record the config; returns the dir.
 
   Orbax logs every save at INFO, so logging drops to WARNING unless --verbosity is given.
-  The config is written by process 0 as config.gin (or by every host as config-<process>.gin).
+  The config is written by process 0 as config.gin (or by every host as config-<process>.gin),
+  unless `write_config` is False (the job writes it where it decides to write).
   """
   import jax  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
@@ -67,7 +68,7 @@ def start_run(output_dir_macro: str, every_host: bool = False) -> str:
   runtime.initialize()
   parse_gin_flags_from_argv(())
   output_dir = gin.query_parameter(output_dir_macro)
-  if every_host or jax.process_index() == 0:
+  if write_config and (every_host or jax.process_index() == 0):
     config_filename = f'config-{jax.process_index():05d}.gin' if every_host else 'config.gin'
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(output_dir), config_filename),
                                       gin.config_str())

@@ -12,13 +12,23 @@ each input line is decoded exactly once. A host's chunk is written atomically
 as `host-<i>-of-<n>/chunk-<k>.jsonl`, then its completion marker
 `chunk-<k>.done`; a restarted job skips the chunks every host has completed,
 so a killed job resumes without duplicating or losing lines. When all chunks are done the host's lines are
-joined into `predictions-<i>-of-<n>.jsonl` (also atomically). Output lines:
+joined into `predictions-<i>-of-<n>.jsonl` (also atomically).
+
+A job is resumed only if it is the same job: each host's `manifest.json` records the checkpoint's
+fingerprint (path, step, hash of its metadata: checkpoint_import.checkpoint_fingerprint), a hash of
+the host's input lines and the settings that change predictions (DecodingConfig, lengths, batch
+size, seed, model); each chunk marker records its lines' hash and the job's. Run into a directory
+holding another job, it refuses (naming what changed) and writes nothing, or with
+INFER_ON_MISMATCH='new_dir' starts fresh in `<dir>-2` (or the first such sibling free or holding
+this job). Old and new chunks are never mixed. Output lines:
 {"index": input line number, "input": ..., "prediction": ..., "score": ...}
 (+ "target" for a task; + "predictions"/"scores" when num_decodes > 1).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 from typing import Any, Sequence
@@ -28,6 +38,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from flan_t5x import checkpoint_import
 from flan_t5x import checkpoints
 from flan_t5x import decoding
 from flan_t5x import evaluation
@@ -74,29 +85,162 @@ def _host_dir(output_dir: str, process_index: int, process_count: int) -> str:
   return os.path.join(output_dir, f'host-{process_index:05d}-of-{process_count:05d}')
 
 
-def _check_manifest(host_dir: str, manifest: dict) -> None:
-  path = os.path.join(host_dir, MANIFEST)
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    if previous != manifest:
-      raise ValueError(f'{host_dir} holds chunks of a different job ({previous}); expected {manifest}. '
-                       'Use a new INFER_OUTPUT_DIR or delete the old one.')
-  else:
-    checkpoints.write_text_atomically(path, json.dumps(manifest, indent=2) + '\n')
-
-
 def _chunk_paths(host_dir: str, chunk: int) -> tuple[str, str]:
   base = os.path.join(host_dir, f'chunk-{chunk:05d}')
   return base + '.jsonl', base + '.done'
 
 
+def _read_marker(host_dir: str, chunk: int) -> dict | None:
+  done_path = _chunk_paths(host_dir, chunk)[1]
+  if not os.path.exists(done_path):
+    return None
+  with open(done_path) as f:
+    return json.loads(f.read() or 'null')
+
+
 def chunk_done(host_dir: str, chunk: int, expected_lines: int) -> bool:
+  """Whether the chunk's data file and completion marker are both complete (fingerprints: _differences)."""
   data_path, done_path = _chunk_paths(host_dir, chunk)
   if not (os.path.exists(done_path) and os.path.exists(data_path)):
     return False
   with open(data_path) as f:
     return sum(1 for _ in f) == expected_lines
+
+
+# ------------------------------------------------------------------ fingerprints
+
+ON_MISMATCH = ('refuse', 'new_dir')
+
+
+def _sha256(value) -> str:
+  return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def params_fingerprint(params: PyTree) -> dict:
+  """A fingerprint of in-memory parameters (when no checkpoint_path names them): a hash of every value."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      raise ValueError('infer(params=...) with parameters sharded over hosts needs checkpoint_path to name '
+                       'where they come from (it is recorded with the outputs).')
+    value = np.asarray(leaf)
+    digest.update(f'{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape}'.encode())
+    digest.update(np.ascontiguousarray(value).tobytes())
+  return {'path': None, 'format': 'params', 'resolved': None, 'step': None, 'sha256': digest.hexdigest()}
+
+
+_MODEL_FIELDS_NOT_IN_PREDICTIONS = ('dropout_rate', 'remat_policy', 'scan_layers')
+
+
+def decoding_settings(model: models.EncoderDecoderModel, decoding_config: decoding.DecodingConfig,
+                      max_decode_length: int, input_length: int | None, batch_size: int, seed: int) -> dict:
+  """Everything besides the checkpoint and the inputs that changes predictions."""
+  model_config = {k: v for k, v in dataclasses.asdict(model.config).items()
+                  if k not in _MODEL_FIELDS_NOT_IN_PREDICTIONS}
+  return {'decoding': dataclasses.asdict(decoding_config), 'max_decode_length': max_decode_length,
+          'input_length': input_length, 'batch_size': batch_size, 'seed': seed,
+          'model': json.loads(json.dumps(model_config, default=str)),
+          'vocabulary': type(model.output_vocabulary).__name__}
+
+
+def _flatten(value, prefix: str = '') -> dict:
+  if isinstance(value, dict):
+    out = {}
+    for key, sub in value.items():
+      out.update(_flatten(sub, f'{prefix}{key}.'))
+    return out
+  return {prefix[:-1]: value}
+
+
+def _changed_lines(host_dir: str, chunk_hashes: Sequence[str], chunk_indices: Sequence[list[int]]) -> str:
+  """Which finished chunks were made from other input lines than these."""
+  changed = []
+  for chunk, (expected, indices) in enumerate(zip(chunk_hashes, chunk_indices)):
+    marker = _read_marker(host_dir, chunk)
+    if marker and marker.get('inputs_sha256') != expected:
+      lines = [str(i + 1) for i in indices]
+      lines = lines if len(lines) <= 6 else lines[:3] + ['...'] + lines[-1:]
+      changed.append(f'chunk {chunk} (lines {", ".join(lines)})')
+  return f'; finished chunks whose input lines differ: {", ".join(changed)}' if changed else ''
+
+
+def _differences(host_dir: str, manifest: dict, chunk_hashes: Sequence[str],
+                 chunk_indices: Sequence[list[int]]) -> list[str]:
+  """What differs between this job and the one whose chunks `host_dir` holds ([]: none, or no job there)."""
+  path = os.path.join(host_dir, MANIFEST)
+  differences = []
+  if not os.path.exists(path):  # no job there, unless chunks are (checked below)
+    previous = manifest
+  else:
+    with open(path) as f:
+      previous = json.load(f)
+  if not checkpoint_import.same_checkpoint(previous.get('checkpoint'), manifest['checkpoint']):
+    differences.append(f"checkpoint: {checkpoint_import.describe_checkpoint(previous.get('checkpoint'))} -> "
+                       f"{checkpoint_import.describe_checkpoint(manifest['checkpoint'])}")
+  old, new = _flatten({k: v for k, v in previous.items() if k != 'checkpoint'}), _flatten(
+      {k: v for k, v in manifest.items() if k != 'checkpoint'})
+  for key in sorted(set(old) | set(new)):
+    before, after = old.get(key, '(not recorded)'), new.get(key, '(not recorded)')
+    if before == after:
+      continue
+    if key == 'inputs_sha256':  # which lines: from the finished chunks' markers
+      differences.append(f'input lines: sha256 {str(before)[:12]} -> {after[:12]}'
+                         f'{_changed_lines(host_dir, chunk_hashes, chunk_indices)}')
+    else:
+      differences.append(f'{key}: {before!r} -> {after!r}')
+  if not differences:  # the manifest matches (or there is none); every finished chunk must too
+    for chunk, expected in enumerate(chunk_hashes):
+      marker = _read_marker(host_dir, chunk)
+      if marker is not None and (marker.get('inputs_sha256'), marker.get('job_sha256')) != (
+          expected, _job_sha256(manifest)):
+        differences.append(f'{_chunk_paths(host_dir, chunk)[1]}: written by another job than this one '
+                           f'({marker})')
+  return differences
+
+
+def _job_sha256(manifest: dict) -> str:
+  """A hash of what made a chunk besides its own input lines (the checkpoint by identity, not path)."""
+  job = {k: v for k, v in manifest.items() if k not in ('inputs_sha256', 'num_rows')}
+  job['checkpoint'] = {k: (manifest['checkpoint'] or {}).get(k) for k in checkpoint_import.FINGERPRINT_KEYS}
+  return _sha256(job)
+
+
+def _hosts_where(flag: bool) -> list[int]:
+  """The processes where `flag` is true (collective: every process calls it)."""
+  if jax.process_count() == 1:
+    return [0] if flag else []
+  gathered = multihost_utils.process_allgather(np.asarray([int(flag)], np.int64))
+  return [i for i, value in enumerate(np.asarray(gathered).reshape(-1)) if value]
+
+
+def _sibling(output_dir: str, attempt: int) -> str:
+  return output_dir if attempt == 0 else f'{output_dir}-{attempt + 1}'
+
+
+def _choose_output_dir(output_dir: str, manifest: dict, chunk_hashes: Sequence[str],
+                       chunk_indices: Sequence[list[int]], on_mismatch: str) -> str:
+  """`output_dir` if it is empty or holds this same job; else refuses, or (new_dir) the first sibling
+  `<output_dir>-2`, `-3`, ... that is. The same answer on every host (collective)."""
+  process_index, process_count = jax.process_index(), jax.process_count()
+  for attempt in range(1000):
+    candidate = _sibling(output_dir, attempt)
+    differences = _differences(_host_dir(candidate, process_index, process_count), manifest, chunk_hashes,
+                               chunk_indices)
+    hosts = _hosts_where(bool(differences))
+    if not hosts:
+      if attempt:
+        print(f'[flan_t5x] INFER_ON_MISMATCH=new_dir: writing to {candidate}', flush=True)
+      return candidate
+    reason = ('\n  '.join(differences) if differences else
+              f'(found by host(s) {hosts}; see their logs)')
+    if on_mismatch != 'new_dir':
+      raise ValueError(
+          f'{candidate} holds a different job: it was written with other inputs, checkpoint or decoding '
+          f'settings than this run, and its predictions are not this run\'s. Changed:\n  {reason}\n'
+          f'Nothing was written. Use a new INFER_OUTPUT_DIR, delete {candidate}, or set '
+          "INFER_ON_MISMATCH='new_dir' (infer(on_mismatch='new_dir')) to start fresh in a sibling directory.")
+    print(f'[flan_t5x] {candidate} holds a different job (changed: {reason}); leaving it as it is.', flush=True)
+  raise ValueError(f'{output_dir}: 1000 sibling directories hold other jobs; use a new INFER_OUTPUT_DIR.')
 
 
 _PADDING = {'index': -1, 'input': '', 'padding': True}
@@ -155,40 +299,65 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
           chunk_size: int = 256, batch_size: int = 32, input_length: int | None = None,
           max_decode_length: int = 128, decoding_config: decoding.DecodingConfig | None = None,
           seed: int = 0, partitioner: partitioning.PjitPartitioner | None = None,
-          params: PyTree = None, max_chunks: int | None = None) -> str | None:
+          params: PyTree = None, max_chunks: int | None = None, on_mismatch: str = 'refuse',
+          run_config: str | None = None) -> str | None:
   """Decodes this host's share of the inputs; returns its predictions file (None if stopped early).
 
   Every process calls it. Exactly one of `input_path` (JSONL, text in `input_field`) and
   `mixture_or_task_name`. `max_chunks` stops after that many new chunks (to bound a run;
-  resuming continues). `params` overrides loading `checkpoint_path`.
+  resuming continues). `params` overrides loading `checkpoint_path` (then `checkpoint_path`, if
+  given, must be where they come from; without it they are fingerprinted by value).
+
+  The manifest and every chunk marker record the checkpoint's fingerprint, the input lines' hash and
+  the decoding settings. An `output_dir` holding chunks of a job that differs in any of them is
+  never resumed or overwritten: `on_mismatch='refuse'` raises ValueError naming what changed,
+  'new_dir' writes to the first sibling `<output_dir>-2`, `-3`, ... that is empty or holds this job.
+  `run_config` (the gin config) is written as config-<process>.gin when the job starts.
   """
   if (input_path is None) == (mixture_or_task_name is None):
     raise ValueError('Give exactly one of INFER_INPUT_PATH (JSONL) and MIXTURE_OR_TASK_NAME.')
   if chunk_size < 1 or batch_size < 1:
     raise ValueError(f'chunk_size and batch_size must be positive, got {chunk_size}, {batch_size}.')
+  if on_mismatch not in ON_MISMATCH:
+    raise ValueError(f'INFER_ON_MISMATCH={on_mismatch!r}; expected one of {ON_MISMATCH}.')
+  decoding_config = decoding_config or decoding.DecodingConfig()
+  fingerprint = (params_fingerprint(params) if params is not None and not checkpoint_path
+                 else inference.checkpoint_fingerprint(checkpoint_path))
   process_index, process_count = jax.process_index(), jax.process_count()
   all_rows = (read_jsonl_inputs(input_path, input_field) if input_path
               else read_task_inputs(mixture_or_task_name, split, max_examples))
   rows = host_rows(all_rows, process_index, process_count)
   rows_per_host = -(-len(all_rows) // process_count)  # the most any host has
-  output_dir = os.path.abspath(output_dir)
-  host_dir = _host_dir(output_dir, process_index, process_count)
-  _check_manifest(host_dir, {'input': os.path.abspath(input_path) if input_path else f'{mixture_or_task_name}/{split}',
-                             'input_field': input_field, 'max_examples': max_examples, 'chunk_size': chunk_size,
-                             'num_rows': len(rows), 'process_count': process_count})
   num_chunks = -(-rows_per_host // chunk_size)
   chunk_rows = lambda k: rows[k * chunk_size:(k + 1) * chunk_size]
+  chunk_hashes = [_sha256(chunk_rows(k)) for k in range(num_chunks)]
+  manifest = {'input': os.path.abspath(input_path) if input_path else f'{mixture_or_task_name}/{split}',
+              'input_field': input_field, 'max_examples': max_examples, 'chunk_size': chunk_size,
+              'num_rows': len(rows), 'process_count': process_count, 'inputs_sha256': _sha256(chunk_hashes),
+              'checkpoint': fingerprint,
+              'settings': decoding_settings(model, decoding_config, max_decode_length, input_length,
+                                            batch_size, seed)}
+  output_dir = _choose_output_dir(os.path.abspath(output_dir), manifest, chunk_hashes,
+                                  [[r['index'] for r in chunk_rows(k)] for k in range(num_chunks)], on_mismatch)
+  host_dir = _host_dir(output_dir, process_index, process_count)
+  if not os.path.exists(os.path.join(host_dir, MANIFEST)):
+    checkpoints.write_text_atomically(os.path.join(host_dir, MANIFEST), json.dumps(manifest, indent=2) + '\n')
+  config_path = os.path.join(output_dir, f'config-{process_index:05d}.gin')
+  if run_config is not None and not os.path.exists(config_path):
+    checkpoints.write_text_atomically(config_path, run_config)
+  job_sha256 = _job_sha256(manifest)
   done_here = [int(chunk_done(host_dir, k, len(chunk_rows(k)))) for k in range(num_chunks)]
   # A chunk is skipped only when every host has finished it, so all hosts run the same chunks.
   done_everywhere = _all_hosts(done_here, np.min)
   todo = [k for k in range(num_chunks) if not done_everywhere[k]]
   print(f'[flan_t5x] host {process_index}/{process_count}: {len(rows)} inputs, {num_chunks} chunks, '
-        f'{num_chunks - len(todo)} already done', flush=True)
+        f'{num_chunks - len(todo)} already done; checkpoint '
+        f'{checkpoint_import.describe_checkpoint(fingerprint)}', flush=True)
   if todo:
     partitioner = partitioner or partitioning.PjitPartitioner()
-    runner = inference.InferenceRunner(model, partitioner, decoding_config or decoding.DecodingConfig())
-    if params is None:
-      params, _ = inference.load_params(model, partitioner, checkpoint_path)
+    runner = inference.InferenceRunner(model, partitioner, decoding_config)
+    if params is None:  # load what was fingerprinted, even if a MODEL_DIR has a newer step by now
+      params, _ = inference.load_params(model, partitioner, fingerprint['resolved'])
     vocabulary = model.output_vocabulary
     if vocabulary is None:
       raise ValueError('The model has no output_vocabulary; the infer job needs one to (de)tokenize.')
@@ -207,8 +376,9 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
       data_path, done_path = _chunk_paths(host_dir, chunk)
       checkpoints.write_text_atomically(data_path, ''.join(json.dumps(r, ensure_ascii=False) + '\n'
                                                            for r in records))
-      checkpoints.write_text_atomically(done_path, json.dumps({'lines': len(records),
-                                                               'truncated_inputs': truncated}) + '\n')
+      checkpoints.write_text_atomically(done_path, json.dumps({
+          'lines': len(records), 'truncated_inputs': truncated, 'inputs_sha256': chunk_hashes[chunk],
+          'job_sha256': job_sha256}) + '\n')
       print(f'[flan_t5x] chunk {chunk + 1}/{num_chunks} done', flush=True)
   return _join_chunks(output_dir, host_dir, num_chunks, process_index, process_count)
 
@@ -220,7 +390,13 @@ def _join_chunks(output_dir: str, host_dir: str, num_chunks: int, process_index:
     with open(_chunk_paths(host_dir, chunk)[0]) as f:
       parts.append(f.read())
   path = os.path.join(output_dir, f'predictions-{process_index:05d}-of-{process_count:05d}.jsonl')
-  checkpoints.write_text_atomically(path, ''.join(parts))
+  text = ''.join(parts)
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == text:  # a finished job run again: nothing to rewrite
+        print(f'[flan_t5x] {path} is complete', flush=True)
+        return path
+  checkpoints.write_text_atomically(path, text)
   print(f'[flan_t5x] wrote {path}', flush=True)
   return path
 
@@ -229,9 +405,10 @@ def main(argv: list[str]) -> None:
   del argv
   import gin  # pylint: disable=g-import-not-at-top
   from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
-  gin_utils.start_run('%INFER_OUTPUT_DIR', every_host=True)
+  # The config is written by infer() into the directory it chooses, never over a finished job's.
+  gin_utils.start_run('%INFER_OUTPUT_DIR', every_host=True, write_config=False)
   from flan_t5x import infer as infer_module  # pylint: disable=g-import-not-at-top  (gin binds this module)
-  gin.get_configurable(infer_module.infer)()
+  gin.get_configurable(infer_module.infer)(run_config=gin.config_str())
 
 
 if __name__ == '__main__':

@@ -34,12 +34,22 @@ def abstract_params(model: models.EncoderDecoderModel, partitioner: partitioning
   return train_state.param_layout(model, partitioner).abstract
 
 
+_CHECKPOINT_PATH_REQUIRED = ('CHECKPOINT_PATH is required: a flan-t5x MODEL_DIR or checkpoint_<step> directory, '
+                              'a Hugging Face directory or a T5X checkpoint.')
+
+
+def checkpoint_fingerprint(checkpoint_path: str) -> dict:
+  """checkpoint_import.checkpoint_fingerprint of CHECKPOINT_PATH; load its `resolved` path after."""
+  if not checkpoint_path:
+    raise ValueError(_CHECKPOINT_PATH_REQUIRED)
+  return checkpoint_import.checkpoint_fingerprint(checkpoint_path)
+
+
 def load_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
                 checkpoint_path: str) -> tuple[PyTree, int]:
   """(params on the mesh, step) from a flan-t5x, Hugging Face or T5X checkpoint."""
   if not checkpoint_path:
-    raise ValueError('CHECKPOINT_PATH is required: a flan-t5x MODEL_DIR or checkpoint_<step> directory, '
-                     'a Hugging Face directory or a T5X checkpoint.')
+    raise ValueError(_CHECKPOINT_PATH_REQUIRED)
   return checkpoint_import.restore_params(checkpoint_path, abstract_params(model, partitioner), model.config)
 
 

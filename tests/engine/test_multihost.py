@@ -191,3 +191,36 @@ def test_two_process_infer_decodes_every_input_once(two_process_run, tmp_path):
     assert sorted(indices) == list(range(13)), indices  # every input exactly once, no padding rows
     predictions[hosts] = {r['index']: r['prediction'] for r in records}
   assert predictions[2] == predictions[1]
+
+
+def test_two_process_infer_refuses_together_when_one_host_inputs_changed(two_process_run, tmp_path):
+  """Line 6 (host 1's) edited: host 0's manifest still matches, yet both refuse (no host waits on the other)."""
+  model_dir, _ = two_process_run
+  inputs, out = tmp_path / 'inputs.jsonl', tmp_path / 'infer'
+  write = lambda edited: inputs.write_text(''.join(
+      json.dumps({'inputs': f'copy: alpha beta {i}' + (' edited' if i == edited else '')}) + '\n'
+      for i in range(9)))
+  bindings = {'CHECKPOINT_PATH': f"'{model_dir}'", 'INFER_OUTPUT_DIR': f"'{out}'",
+              'INFER_INPUT_PATH': f"'{inputs}'", 'CHUNK_SIZE': '2', 'BATCH_SIZE': '2', 'MAX_DECODE_LENGTH': '4'}
+  write(None)
+  _run_job('infer', 'gin/runs/infer.gin', bindings, HOSTS, tmp_path)
+  before = {p: open(p, 'rb').read() for p in glob.glob(str(out / '**' / '*'), recursive=True) if os.path.isfile(p)}
+  write(5)
+  model_gin = tmp_path / 'tiny_model.gin'
+  args = [sys.executable, '-m', 'flan_t5x.infer', f'--gin_file={model_gin}', '--gin_file=gin/runs/infer.gin',
+          '--multiprocess_gpu', f'--coordinator_address=localhost:{_free_port()}', f'--process_count={HOSTS}']
+  args += [f'--gin.{k}={v}' for k, v in bindings.items()]
+  workers = [subprocess.Popen(args + [f'--process_index={index}'], cwd=REPO, env=_env(devices=2),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(HOSTS)]
+  errors = [worker.communicate(timeout=300)[1] for worker in workers]
+  assert [worker.returncode != 0 for worker in workers] == [True] * HOSTS
+  assert 'found by host(s) [1]' in errors[0]
+  assert 'chunk 1 (lines 6, 8)' in errors[1]  # host 1 has lines 2, 4, 6, 8; chunk 1 is 6 and 8
+  after = {p: open(p, 'rb').read() for p in glob.glob(str(out / '**' / '*'), recursive=True) if os.path.isfile(p)}
+  assert after == before
+
+  _run_job('infer', 'gin/runs/infer.gin', {**bindings, 'INFER_ON_MISMATCH': "'new_dir'"}, HOSTS, tmp_path)
+  records = [json.loads(line) for path in glob.glob(str(tmp_path / 'infer-2' / 'predictions-*.jsonl'))
+             for line in open(path)]
+  assert sorted(r['index'] for r in records) == list(range(9))
+  assert [r['input'] for r in records if r['index'] == 5] == ['copy: alpha beta 5 edited']
