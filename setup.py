@@ -25,6 +25,7 @@ setuptools.setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "numpy>=1.26",
+        "matplotlib>=3.7",  # study and compare charts
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],

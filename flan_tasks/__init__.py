@@ -5,7 +5,7 @@ dataset is built). See README.md for the naming scheme and how to add your own d
 """
 from flan_tasks.config import configure
 from flan_tasks.formatting import METADATA_FEATURES
-from flan_tasks.mixtures import add_mixture, examples_proportional_rates, mixture_rates
+from flan_tasks.mixtures import add_mixture, add_replay_mixture, examples_proportional_rates, mixture_rates
 from flan_tasks.registry import add_instruction_task, all_task_info, task_info
 from flan_tasks.sources import DataNotFoundError
 from flan_tasks.vocab import demo_vocabulary, t5_vocabulary
@@ -25,9 +25,10 @@ if _gin is not None:
   add_instruction_task = _gin.external_configurable(add_instruction_task,
                                                     "flan_tasks.add_instruction_task")
   add_mixture = _gin.external_configurable(add_mixture, "flan_tasks.add_mixture")
+  add_replay_mixture = _gin.external_configurable(add_replay_mixture, "flan_tasks.add_replay_mixture")
   _gin.external_configurable(demo_vocabulary, "flan_tasks.demo_vocabulary")
   _gin.external_configurable(t5_vocabulary, "flan_tasks.t5_vocabulary")
 
-__all__ = ["configure", "add_instruction_task", "add_mixture", "examples_proportional_rates",
+__all__ = ["configure", "add_instruction_task", "add_mixture", "add_replay_mixture", "examples_proportional_rates",
            "mixture_rates", "task_info", "all_task_info", "DataNotFoundError", "METADATA_FEATURES", "demo_vocabulary",
            "t5_vocabulary"]

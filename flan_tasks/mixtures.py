@@ -92,6 +92,23 @@ def add_mixture(name: str, tasks: Sequence[str], maximum: int = FLAN_MAXIMUM_EXA
   return name
 
 
+def add_replay_mixture(name: str, target: str, previous: str, replay_fraction: float) -> str:
+  """Registers `target` mixed with `replay_fraction` of an earlier mixture or task (rehearsal).
+
+  E.g. DialogSum plus 1% of flan_mix (Scialom et al. 2022 kept nearly all earlier skills so);
+  the replayed part keeps the earlier mixture's own task rates.
+  """
+  if not 0.0 < replay_fraction < 1.0:
+    raise ValueError(f"mixture {name!r}: replay_fraction must be in (0, 1), got {replay_fraction}")
+  for member in (target, previous):
+    if member not in seqio.TaskRegistry.names() and member not in seqio.MixtureRegistry.names():
+      raise ValueError(f"mixture {name!r}: unknown task or mixture {member!r}")
+  if name in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(name)
+  seqio.MixtureRegistry.add(name, [(target, 1.0 - replay_fraction), (previous, replay_fraction)])
+  return name
+
+
 def select_tasks(group: str, held_out: bool) -> List[str]:
   return sorted(info.name for info in registry.all_task_info()
                 if info.group == group and info.held_out == held_out)

@@ -1,0 +1,182 @@
+r"""The forgetting study: finetune several arms from one checkpoint, evaluate them all, report.
+
+  python -m flan_t5x.forgetting --gin_file=gin/forgetting/demo_study.gin [--gin.STUDY_DIR="'runs/f'"]
+
+From BASE_CHECKPOINT (flan-t5x, Hugging Face or T5X), each arm (single-task on the target, a
+multi-task mixture holding the target, the target plus replay of an earlier mixture, or any arm
+defined in gin) trains with the same budget as an ordinary `python -m flan_t5x.train` run in
+STUDY_DIR/arms/<arm>; then `python -m flan_t5x.eval` evaluates the base and every arm on one
+suite into STUDY_DIR/eval/<model>. The jobs run as child processes (jobs never import each
+other), so each arm is a plain MODEL_DIR: TensorBoard, config.gin, resumable.
+
+Re-running skips finished arms (STUDY_DIR/arms/<arm>/arm.json) and evaluations whose results
+record the current checkpoint's fingerprint; an arm added later is trained and evaluated alone.
+Outputs: results.json (the matrix and, per arm, target gain, forgetting per task, backward
+transfer, held-out change), report.md (tables, commands, meanings), change.png, curves.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import subprocess
+import sys
+from typing import Mapping, Sequence
+
+from absl import logging
+
+from flan_t5x import checkpoint_import
+from flan_t5x import checkpoints
+from flan_t5x import forgetting_metrics
+
+BASE = 'base'
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One way to finetune: its extra gin files and bindings over the study's training files."""
+  name: str
+  gin_files: Sequence[str] = ()
+  bindings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if not self.name or self.name == BASE or '/' in self.name:
+      raise ValueError(f'Arm name {self.name!r} must be non-empty, not {BASE!r}, without "/".')
+
+
+def _flags(gin_files: Sequence[str], bindings: Mapping[str, str]) -> list[str]:
+  return [f'--gin_file={path}' for path in gin_files] + [f'--gin.{k}={v}' for k, v in bindings.items()]
+
+
+def _run(job: str, args: Sequence[str], log_path: str) -> str:
+  """Runs `python -m flan_t5x.<job>`, its output appended to `log_path`; returns the command line."""
+  command = [sys.executable, '-m', f'flan_t5x.{job}', *args]
+  printable = ' '.join(command[1:])
+  print(f'[flan_t5x] study: {printable}', flush=True)
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  with open(log_path, 'a') as log:
+    done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+  if done.returncode:
+    with open(log_path) as log:
+      tail = log.read()[-3000:]
+    raise RuntimeError(f'flan_t5x.{job} failed (exit {done.returncode}); log {log_path}:\n{tail}')
+  return 'python ' + printable
+
+
+def _train_arm(study_dir: str, arm: Arm, base_checkpoint: str, train_gin_files: Sequence[str],
+               train_bindings: Mapping[str, str]) -> tuple[str, str | None]:
+  """(MODEL_DIR, the command, or None when the arm had finished before)."""
+  model_dir = os.path.join(study_dir, 'arms', arm.name)
+  marker = os.path.join(model_dir, 'arm.json')
+  record = {'name': arm.name, 'gin_files': list(train_gin_files) + list(arm.gin_files),
+            'bindings': {**train_bindings, **arm.bindings}, 'base_checkpoint': base_checkpoint}
+  if os.path.exists(marker):
+    with open(marker) as f:
+      previous = json.load(f)
+    if {k: previous.get(k) for k in record} != record:
+      raise ValueError(f'{marker}: arm {arm.name!r} was trained with other settings ({previous}); '
+                       f'now {record}. Give the changed arm a new name or delete {model_dir}.')
+    return model_dir, None
+  bindings = {**record['bindings'], 'MODEL_DIR': repr(model_dir), 'INITIAL_CHECKPOINT_PATH': repr(base_checkpoint)}
+  command = _run('train', _flags(record['gin_files'], bindings), os.path.join(study_dir, 'logs', f'train-{arm.name}.log'))
+  checkpoints.write_text_atomically(marker, json.dumps({**record, 'command': command}, indent=2) + '\n')
+  return model_dir, command
+
+
+def _evaluate(study_dir: str, model: str, checkpoint: str, eval_gin_files: Sequence[str],
+              eval_bindings: Mapping[str, str]) -> tuple[str, str | None]:
+  """(EVAL_OUTPUT_DIR, the command, or None when its results are of this checkpoint already)."""
+  out = os.path.join(study_dir, 'eval', model)
+  results = os.path.join(out, 'results.json')
+  fingerprint = checkpoint_import.checkpoint_fingerprint(checkpoint)
+  if os.path.exists(results):
+    with open(results) as f:
+      recorded = json.load(f).get('checkpoint')
+    if recorded is not None and checkpoint_import.same_checkpoint(recorded, fingerprint):
+      return out, None
+    logging.warning('%s holds results of another checkpoint; evaluating %s again.', out, checkpoint)
+    for stale in glob.glob(os.path.join(out, '*.json')) + glob.glob(os.path.join(out, '*.jsonl')):
+      os.remove(stale)
+  bindings = {**eval_bindings, 'CHECKPOINT_PATH': repr(checkpoint), 'EVAL_OUTPUT_DIR': repr(out)}
+  command = _run('eval', _flags(eval_gin_files, bindings), os.path.join(study_dir, 'logs', f'eval-{model}.log'))
+  return out, command
+
+
+def training_curve(model_dir: str) -> list[tuple[int, float]]:
+  """(step, loss per token) from an arm's TensorBoard events."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  points = {}
+  for path in sorted(glob.glob(os.path.join(model_dir, 'train', 'events.*')), key=os.path.getmtime):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == 'cross_ent_loss_per_token':
+          points[event.step] = float(tf.make_ndarray(value.tensor))
+  return sorted(points.items())
+
+
+def run_study(*, study_dir: str, base_checkpoint: str, arms: Sequence[Arm], steps_per_arm: int,
+              train_gin_files: Sequence[str], eval_gin_files: Sequence[str], target_tasks: Sequence[str],
+              held_in_tasks: Sequence[str], held_out_tasks: Sequence[str] = (),
+              train_bindings: Mapping[str, str] | None = None,
+              eval_bindings: Mapping[str, str] | None = None) -> dict:
+  """Trains the arms that are not finished, evaluates what is not evaluated, writes the report.
+
+  Every arm trains `steps_per_arm` steps past the base checkpoint's step (TRAIN_STEPS counts the
+  initial checkpoint's steps, as in T5X).
+  """
+  names = [arm.name for arm in arms]
+  if not arms or len(set(names)) != len(names):
+    raise ValueError(f'The study needs arms with distinct names, got {names}.')
+  if not target_tasks:
+    raise ValueError('The study needs at least one target task (TARGET_TASKS).')
+  study_dir = os.path.abspath(study_dir)
+  if steps_per_arm < 1:
+    raise ValueError(f'steps_per_arm must be positive, got {steps_per_arm}.')
+  suite = forgetting_metrics.Suite(tuple(target_tasks), tuple(held_in_tasks), tuple(held_out_tasks))
+  base_step = int(checkpoint_import.checkpoint_fingerprint(base_checkpoint).get('step') or 0)
+  train_bindings = {**(train_bindings or {}), 'TRAIN_STEPS': str(base_step + steps_per_arm)}
+  commands, eval_dirs, model_dirs = [], {}, {}
+  for arm in arms:
+    model_dirs[arm.name], command = _train_arm(study_dir, arm, base_checkpoint, train_gin_files, train_bindings)
+    commands += [command] if command else []
+  for model, checkpoint in [(BASE, base_checkpoint)] + list(model_dirs.items()):
+    eval_dirs[model], command = _evaluate(study_dir, model, checkpoint, eval_gin_files, dict(eval_bindings or {}))
+    commands += [command] if command else []
+  matrix = {model: forgetting_metrics.read_eval_dir(path) for model, path in eval_dirs.items()}
+  derived = forgetting_metrics.derive(matrix, suite, BASE)
+  recorded = _previous_commands(study_dir) + commands
+  results = {'base_checkpoint': base_checkpoint, 'suite': dataclasses.asdict(suite), 'matrix': matrix,
+             'arms': derived, 'eval_dirs': eval_dirs, 'model_dirs': model_dirs, 'commands': recorded}
+  checkpoints.write_text_atomically(os.path.join(study_dir, 'results.json'), json.dumps(results, indent=2) + '\n')
+  report = forgetting_metrics.report_markdown(matrix, derived, suite, BASE, recorded)
+  checkpoints.write_text_atomically(os.path.join(study_dir, 'report.md'), report)
+  forgetting_metrics.change_chart(derived, suite, os.path.join(study_dir, 'change.png'))
+  forgetting_metrics.curves_chart({name: training_curve(path) for name, path in model_dirs.items()},
+                                  os.path.join(study_dir, 'curves.png'))
+  print(report, flush=True)
+  print(f'[flan_t5x] study written to {study_dir} (results.json, report.md, change.png, curves.png)', flush=True)
+  return results
+
+
+def _previous_commands(study_dir: str) -> list[str]:
+  path = os.path.join(study_dir, 'results.json')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return list(json.load(f).get('commands', []))
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  import gin  # pylint: disable=g-import-not-at-top
+  from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
+  gin_utils.start_run('%STUDY_DIR')
+  from flan_t5x import forgetting as forgetting_module  # pylint: disable=g-import-not-at-top  (gin binds it)
+  gin.get_configurable(forgetting_module.run_study)()
+
+
+if __name__ == '__main__':
+  from flan_t5x import gin_utils as _gin_utils
+  _gin_utils.run(main)

@@ -1,0 +1,100 @@
+"""The forgetting study: metric arithmetic on hand-made matrices; a tiny end-to-end study on demo data."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from flan_t5x import forgetting_metrics as fm
+from flan_t5x import gin_utils
+
+REPO = gin_utils.REPO_ROOT
+
+MATRIX = {
+    'base': {'target': {'rougeLsum': 10.0, 'rouge1': 12.0}, 'a': {'accuracy': 80.0, 'mae': 0.3},
+             'b': {'entity_f1': 50.0}, 'out': {'exact_match': 20.0, 'bleu': 5.0}},
+    'single': {'target': {'rougeLsum': 30.0, 'rouge1': 33.0}, 'a': {'accuracy': 40.0, 'mae': 1.1},
+               'b': {'entity_f1': 30.0}, 'out': {'exact_match': 10.0, 'bleu': 1.0}},
+    'multi': {'target': {'rougeLsum': 25.0, 'rouge1': 27.0}, 'a': {'accuracy': 82.0, 'mae': 0.2},
+              'b': {'entity_f1': 48.0}, 'out': {'exact_match': 21.0, 'bleu': 6.0}},
+}
+SUITE = fm.Suite(target=('target',), held_in=('a', 'b'), held_out=('out',))
+
+
+def test_forgetting_backward_transfer_gain_and_held_out_change():
+  derived = fm.derive(MATRIX, SUITE)
+  single, multi = derived['single'], derived['multi']
+  assert single['primary_metric'] == {'target': 'rougeLsum', 'a': 'accuracy', 'b': 'entity_f1',
+                                      'out': 'bleu'}  # BLEU before exact match (code translation)
+  assert single['target_gain'] == 20.0 and multi['target_gain'] == 15.0
+  assert single['forgetting'] == {'a': 40.0, 'b': 20.0}
+  assert single['mean_forgetting'] == 30.0 and single['max_forgetting'] == 40.0
+  assert single['backward_transfer'] == -30.0
+  assert multi['forgetting'] == {'a': -2.0, 'b': 2.0} and multi['backward_transfer'] == 0.0
+  assert single['held_out_change'] == -4.0 and multi['held_out_change'] == 1.0
+
+
+def test_report_and_errors():
+  derived = fm.derive(MATRIX, SUITE)
+  report = fm.report_markdown(MATRIX, derived, SUITE, commands=['python -m flan_t5x.train ...'])
+  assert '| single | +20.00 | -30.00 | +30.00 | +40.00 | -4.00 |' in report
+  assert '| a | held-in | accuracy | 80.00 | 82.00 (+2.00) | 40.00 (-40.00) |' in report  # arms sorted
+  assert 'python -m flan_t5x.train ...' in report
+  with pytest.raises(ValueError, match="No 'base' row"):
+    fm.derive({'single': MATRIX['single']}, SUITE)
+  with pytest.raises(ValueError, match="'multi' was not evaluated on 'b'"):
+    fm.derive({**MATRIX, 'multi': {k: v for k, v in MATRIX['multi'].items() if k != 'b'}}, SUITE)
+  with pytest.raises(ValueError, match='none of the primary metrics'):
+    fm.primary_metric('t', {'mae': 1.0})
+
+
+def _run(args, timeout=900):
+  env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0')
+  done = subprocess.run([sys.executable, '-m', *args], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+  return done.stdout
+
+
+def _study_gin(tmp_path, arms):
+  path = tmp_path / f'study_{len(arms)}.gin'
+  path.write_text(f"""from __gin__ import dynamic_registration
+from flan_t5x import forgetting
+include 'gin/forgetting/demo_study.gin'
+STUDY_DIR = '{tmp_path / 'study'}'
+BASE_CHECKPOINT = '{tmp_path / 'base'}'
+STEPS_PER_ARM = 2
+forgetting.run_study.arms = [{', '.join(f'@{arm}/forgetting.Arm()' for arm in arms)}]
+forgetting.run_study.eval_bindings = {{'MAX_EXAMPLES': '3', 'BATCH_SIZE': '8'}}
+""")
+  return str(path)
+
+
+def test_tiny_study_writes_every_output_and_adds_an_arm_later(tmp_path):
+  _run(['flan_t5x.train', '--gin_file=gin/demo.gin', f"--gin.MODEL_DIR='{tmp_path / 'base'}'",
+        '--gin.TRAIN_STEPS=3', '--gin.EVAL_PERIOD=None', '--gin.BATCH_SIZE=4',
+        "--gin.TASK_FEATURE_LENGTHS={'inputs': 128, 'targets': 32}",
+        '--gin.train_script.train.use_progress_bar=False'])
+  study = tmp_path / 'study'
+  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single"])}'])
+  for name in ('results.json', 'report.md', 'change.png', 'curves.png', 'config.gin',
+               'arms/single_task/arm.json', 'eval/base/results.json', 'eval/single_task/results.json'):
+    assert (study / name).is_file(), name
+  first = json.loads((study / 'results.json').read_text())
+  assert set(first['matrix']) == {'base', 'single_task'}
+  assert set(first['arms']['single_task']['forgetting']) == {'demo_dialogue_zs', 'demo_review_zs',
+                                                             'demo_ner_zs', 'demo_code_zs'}
+  assert (study / 'arms/single_task/checkpoint_5').is_dir()  # base step 3 + 2 steps
+  logs_before = {p: (study / 'logs' / p).stat().st_mtime for p in os.listdir(study / 'logs')}
+
+  # A second arm added later: only it is trained and evaluated.
+  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "replay"])}'])
+  second = json.loads((study / 'results.json').read_text())
+  assert set(second['matrix']) == {'base', 'single_task', 'replay_10pct'}
+  assert second['matrix']['single_task'] == first['matrix']['single_task']
+  for name, mtime in logs_before.items():
+    assert (study / 'logs' / name).stat().st_mtime == mtime, f'{name} was run again'
+  assert {'train-replay_10pct.log', 'eval-replay_10pct.log'} <= set(os.listdir(study / 'logs'))
+  assert len(second['commands']) == len(first['commands']) + 2
+  assert '| replay_10pct |' in (study / 'report.md').read_text()
