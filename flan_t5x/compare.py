@@ -3,8 +3,7 @@ r"""Compares eval runs: one markdown table per task and per template, with delta
   python -m flan_t5x.compare runs/a/eval runs/b/eval [--png chart.png]
 
 Each RUN is an EVAL_OUTPUT_DIR of `flan_t5x.eval` (it reads results.json). `--png`
-draws a bar chart of each task's metrics; it needs matplotlib, which flan-t5x
-does not depend on (install it with `pip install matplotlib`).
+draws a bar chart of each task's metrics (matplotlib).
 
 Results are never mixed across checkpoints: a RUN whose results.json and <task>.json files
 record different checkpoint fingerprints (results of several eval runs in one directory) is

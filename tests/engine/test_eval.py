@@ -72,6 +72,8 @@ def test_eval_job_writes_outputs(checkpoint, tmp_path):
   assert glob.glob(str(out / 'inference_eval' / 'events.out.tfevents.*'))
   report = compare.compare([str(out), str(out)])
   assert '### demo_support_zs' in report and '(+0.00)' in report
+  compare.bar_chart([str(out), str(out)], str(tmp_path / 'chart.png'))  # matplotlib is a dependency
+  assert (tmp_path / 'chart.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_eval_predictions_are_the_decoder_output(checkpoint, tmp_path):
