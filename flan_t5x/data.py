@@ -75,6 +75,11 @@ def get_dataset(config: DatasetConfig, feature_converter: seqio.FeatureConverter
   dataset = dataset.batch(config.batch_size // num_hosts, drop_remainder=True)
   options = tf.data.Options()
   options.deterministic = True
+  if jax.default_backend() == 'cpu':
+    # The XLA step already uses every core of a CPU-only host; one input thread keeps tf.data's
+    # pools from preempting it (bench/loop_overhead.py). Accelerator hosts keep tf.data's defaults.
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
   return dataset.with_options(options).prefetch(2)
 
 
