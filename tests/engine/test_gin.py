@@ -19,6 +19,9 @@ GIN_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO
 T5X_DIMS = {  # emb_dim, num_heads, layers, head_dim, mlp_dim from t5x/examples/t5/t5_1_1/*.gin
     'tiny': (8, 4, 2, 3, 16), 'small': (512, 6, 8, 64, 1024), 'base': (768, 12, 12, 64, 2048),
     'large': (1024, 16, 24, 64, 2816), 'xl': (2048, 32, 24, 64, 5120), 'xxl': (4096, 64, 24, 64, 10240)}
+# tiny_task's vocabulary (train checks that the model's matches the task's).
+BYTE_VOCABULARY = ['--gin_bindings=from __gin__ import dynamic_registration', '--gin_bindings=import seqio',
+                   '--gin_bindings=VOCABULARY = @seqio.ByteVocabulary()']
 HAS_FLAN_TASKS = importlib.util.find_spec('flan_tasks') is not None
 
 
@@ -93,7 +96,7 @@ def test_command_line_trains_saves_and_writes_config(tmp_path):
       'network.T5Config.vocab_size': '384', 'network.T5Config.dtype': "'float32'",
       'checkpoints.SaveCheckpointConfig.period': '1'}
   cmd = [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/models/t5_1_1_tiny.gin',
-         '--gin_file=gin/runs/finetune.gin'] + [f'--gin.{k}={v}' for k, v in bindings.items()]
+         '--gin_file=gin/runs/finetune.gin'] + [f'--gin.{k}={v}' for k, v in bindings.items()] + BYTE_VOCABULARY
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert f'MODEL_DIR={tmp_path}' in proc.stdout and 'TensorBoard' in proc.stdout
