@@ -32,7 +32,9 @@ def _model_from_gin(bindings):
   return gin.query_parameter('%MODEL').scoped_configurable_fn()
 
 
-def test_model_file_vocab_path_sets_model_and_task_vocabulary(tiny_spm):
+def test_model_file_vocab_path_sets_model_and_task_vocabulary(tiny_spm, flan_data_dir):
+  config.reset()  # flan_data_dir configured the vocabulary: here VOCAB_PATH alone must set it
+  config.configure(data_dir=str(flan_data_dir))
   model = _model_from_gin([f"VOCAB_PATH = '{tiny_spm}'"])
   expected = seqio.SentencePieceVocabulary(tiny_spm, extra_ids=100)
   assert model.input_vocabulary == expected and model.output_vocabulary == expected
@@ -44,7 +46,7 @@ def test_model_file_vocab_path_sets_model_and_task_vocabulary(tiny_spm):
 def test_model_file_default_is_t5x_vocabulary():
   model = _model_from_gin([])
   assert model.output_vocabulary == seqio.SentencePieceVocabulary(config.DEFAULT_VOCAB_PATH)
-  task_vocab.check_vocabularies(model, 'flan_mix')  # compares without reading the file
+  task_vocab.check_vocabularies(model, 'samsum_zs')  # compares without reading the file
 
 
 def test_mismatch_is_refused_by_train_and_eval_with_the_settings_named(tmp_path):
