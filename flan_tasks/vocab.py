@@ -65,8 +65,6 @@ class LazyT5Vocabulary(seqio.SentencePieceVocabulary):
   def __reduce__(self):
     return (seqio.SentencePieceVocabulary, (config.vocab_path(), config.vocab_extra_ids()))
 
-  __hash__ = seqio.SentencePieceVocabulary.__hash__
-
   def __repr__(self):
     return (f"flan_tasks T5 vocabulary (SentencePieceVocabulary(file={config.vocab_path()!r}, "
             f"extra_ids={config.vocab_extra_ids()}))")
