@@ -29,6 +29,7 @@ from flan_t5x import evaluation
 from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import task_vocab
 
 
 def evaluate(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir: str,
@@ -42,6 +43,7 @@ def evaluate(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_
   partitioner = partitioner or partitioning.PjitPartitioner()
   cfg = evaluation.InferenceEvalConfig(mixture_or_task_name, split, task_feature_lengths, batch_size, max_examples,
                             rank_classification, decoding_config or decoding.DecodingConfig(), module)
+  task_vocab.check_vocabularies(model, mixture_or_task_name, module)
   # Fingerprint first and load what was fingerprinted, even if a MODEL_DIR gets a newer step meanwhile.
   fingerprint = inference.checkpoint_fingerprint(checkpoint_path)
   params, step = inference.load_params(model, partitioner, fingerprint['resolved'])

@@ -25,6 +25,7 @@ from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
 from flan_t5x import summaries
+from flan_t5x import task_vocab
 from flan_t5x import trainer as trainer_lib
 
 
@@ -125,6 +126,9 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     raise ValueError(f'log_period must be at least 1, got {log_period}.')
   if early_stopping is not None and not eval_period:
     raise ValueError('early_stopping needs an EVAL_PERIOD (it reads the evaluation metrics).')
+  for cfg in (train_dataset_cfg, train_eval_dataset_cfg):
+    if cfg is not None:
+      task_vocab.check_vocabularies(model, cfg.mixture_or_task_name, cfg.module)
 
   trainer = trainer_cls(model=model, partitioner=partitioner, batch_size=train_dataset_cfg.batch_size,
                         task_feature_lengths=train_dataset_cfg.task_feature_lengths,

@@ -20,7 +20,10 @@ try:  # gin is a dependency, but keep the package usable where a caller has remo
   import gin as _gin
 except ImportError:  # pragma: no cover
   _gin = None
-if _gin is not None:
+
+
+def _register_gin_configurables():
+  global configure, add_instruction_task, add_mixture, add_replay_mixture
   configure = _gin.external_configurable(configure, "flan_tasks.configure")
   add_instruction_task = _gin.external_configurable(add_instruction_task,
                                                     "flan_tasks.add_instruction_task")
@@ -28,6 +31,17 @@ if _gin is not None:
   add_replay_mixture = _gin.external_configurable(add_replay_mixture, "flan_tasks.add_replay_mixture")
   _gin.external_configurable(demo_vocabulary, "flan_tasks.demo_vocabulary")
   _gin.external_configurable(t5_vocabulary, "flan_tasks.t5_vocabulary")
+
+
+if _gin is not None:
+  if _gin.config_is_locked():
+    # Imported after gin parsing was finalized, as T5X's MIXTURE_OR_TASK_MODULE does: adding a
+    # configurable then is harmless (no binding can refer to it any more) but gin refuses it while
+    # locked, so register with the lock lifted; later parses (after gin.clear_config) can use them.
+    with _gin.unlock_config():
+      _register_gin_configurables()
+  else:
+    _register_gin_configurables()
 
 __all__ = ["configure", "add_instruction_task", "add_mixture", "add_replay_mixture", "examples_proportional_rates",
            "mixture_rates", "task_info", "all_task_info", "DataNotFoundError", "METADATA_FEATURES", "demo_vocabulary",

@@ -68,7 +68,8 @@ def summarize(name: str, split: str = "train", n: int = 3, sample: int = 200,
   rates, unavailable = None, []
   if isinstance(provider, seqio.Mixture):
     rates = mixtures.mixture_rates(name, split)
-    unavailable = sorted(t.name for t in provider.tasks if not mixtures.task_available(t, split))
+    listed = getattr(provider, "listed_tasks", provider.tasks)  # flan mixtures: with those left out
+    unavailable = sorted(t.name for t in listed if not mixtures.task_available(t, split))
   return Summary(name, split, examples, dict(templates), percentiles, truncated,
                  len(token_lengths["targets"]), rates, unavailable)
 

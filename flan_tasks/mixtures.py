@@ -52,34 +52,80 @@ def task_available(task: seqio.Task, split: str) -> bool:
   return source.available(split) if isinstance(source, sources.InstructionDataSource) else True
 
 
-class AvailableDataMixture(seqio.Mixture):
-  """A mixture that leaves out tasks whose data is not on this machine, saying so in the log.
+# The splits a member's data must have for the member to be in a mixture (those it declares).
+DEFAULT_REQUIRED_SPLITS = ("train", "validation")
 
-  The FLAN mixtures span datasets few users hold all of (TFDS-only ones among them). With
-  `flan_tasks.configure(missing_data="error")` a missing dataset is an error instead.
+
+class AvailableDataMixture(seqio.Mixture):
+  """A mixture whose members are the listed tasks whose data is on this machine.
+
+  The FLAN mixtures span datasets few users hold all of (TFDS-only ones among them). Which members
+  have their data (every split of `required_splits` that the task declares) is decided when the
+  mixture is first used, not at registration, and logged once; `tasks` (so `seqio.get_subtasks`,
+  T5X's training evaluation, `seqio.Evaluator`, `t5x.eval` and flan_t5x) and `get_dataset` all see
+  that one member set. The decision is redone only if flan_tasks' data settings change. With
+  `flan_tasks.configure(missing_data="error")` (or $FLAN_MISSING_DATA=error) a missing member is a
+  DataNotFoundError instead.
   """
 
-  def unavailable_tasks(self, split: str = "train") -> List[str]:
-    return [t.name for t in self.tasks if split in t.splits and not task_available(t, split)]
+  def __init__(self, name, tasks, *args, required_splits: Sequence[str] = DEFAULT_REQUIRED_SPLITS,
+               **kwargs):
+    self._required_splits = tuple(required_splits)
+    self._members = None  # (settings the decision was made under, kept tasks)
+    self._registered = False
+    super().__init__(name, tasks, *args, **kwargs)  # checks features of all listed tasks
+    self._registered = True
 
-  def get_dataset(self, sequence_length=None, split="train", *args, **kwargs):
-    missing = self.unavailable_tasks(split)
+  @property
+  def listed_tasks(self) -> List[seqio.Task]:
+    """Every task the mixture was registered with, available or not."""
+    return seqio.Mixture.tasks.fget(self)
+
+  @property
+  def tasks(self) -> List[seqio.Task]:
+    if not self._registered:  # seqio's constructor: no data is looked at when registering
+      return self.listed_tasks
+    settings = (config.data_dir(), config.tfds_data_dir(), config.missing_data_policy())
+    if self._members is None or self._members[0] != settings:
+      self._members = (settings, self._decide_members())
+    return list(self._members[1])
+
+  def _missing_split(self, task: seqio.Task):
+    for split in self._required_splits:
+      if split in task.splits and not task_available(task, split):
+        return split
+    return None
+
+  def unavailable_tasks(self, split: str = "train") -> List[str]:
+    """Listed tasks without `split` data (whether or not the split is required)."""
+    return [t.name for t in self.listed_tasks if split in t.splits and not task_available(t, split)]
+
+  def _decide_members(self) -> List[seqio.Task]:
+    listed = self.listed_tasks
+    missing = {t.name: split for t in listed if (split := self._missing_split(t)) is not None}
     if not missing:
-      return super().get_dataset(sequence_length, split, *args, **kwargs)
-    kept = [(t.name, self._task_to_rate[t.name]) for t in self.tasks if t.name not in missing]
+      return listed
+    kept = [t for t in listed if t.name not in missing]
     how = "\n".join(dict.fromkeys(  # one message per dataset, not per zs/fs task
-        str(sources.missing_data_error(seqio.get_mixture_or_task(n).source, split)) for n in missing))
+        str(sources.missing_data_error(seqio.get_mixture_or_task(n).source, split))
+        for n, split in missing.items()))
     if config.missing_data_policy() == "error" or not kept:
       raise sources.DataNotFoundError(
-          f"mixture {self.name!r}: no data for {missing} ({split}).\n{how}")
-    logger.warning("mixture %r: leaving out %d task(s) whose data is not available: %s. To include "
-                   "them:\n%s", self.name, len(missing), missing, how)
-    return seqio.Mixture(self.name, kept).get_dataset(sequence_length, split, *args, **kwargs)
+          f"mixture {self.name!r}: no data for {sorted(missing)}.\n{how}")
+    logger.warning("mixture %r: leaving out %d of its %d task(s), whose data is not available: %s. "
+                   "Its members are: %s. To include the others:\n%s", self.name, len(missing),
+                   len(listed), sorted(missing), [t.name for t in kept], how)
+    return kept
 
 
 def add_mixture(name: str, tasks: Sequence[str], maximum: int = FLAN_MAXIMUM_EXAMPLES,
-                temperature: float = 1.0) -> str:
-  """Registers (or replaces) a mixture of tasks, e.g. the user's own tasks with flan tasks."""
+                temperature: float = 1.0,
+                required_splits: Sequence[str] = DEFAULT_REQUIRED_SPLITS) -> str:
+  """Registers (or replaces) a mixture of tasks, e.g. the user's own tasks with flan tasks.
+
+  Its members are the tasks whose data is available for each of `required_splits` they declare
+  (see AvailableDataMixture).
+  """
   if not tasks:
     raise ValueError(f"mixture {name!r}: no tasks given")
   unknown = [t for t in tasks if t not in seqio.TaskRegistry.names()]
@@ -88,7 +134,7 @@ def add_mixture(name: str, tasks: Sequence[str], maximum: int = FLAN_MAXIMUM_EXA
   if name in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove(name)
   seqio.MixtureRegistry.add(name, examples_proportional_rates(tasks, maximum, temperature),
-                            mixture_cls=AvailableDataMixture)
+                            mixture_cls=AvailableDataMixture, required_splits=tuple(required_splits))
   return name
 
 
@@ -120,13 +166,13 @@ def register_builtin_mixtures() -> None:
   if overlap:  # a dataset may never be both trained on and held out
     raise ValueError(f"tasks both in flan_mix and flan_heldout: {sorted(overlap)}")
   add_mixture("flan_mix", flan_mix)
-  add_mixture("flan_heldout", flan_heldout)
+  add_mixture("flan_heldout", flan_heldout, required_splits=("validation",))  # evaluated only
   add_mixture("demo_mix", select_tasks("demo", False))
-  add_mixture("demo_heldout", select_tasks("demo", True))
+  add_mixture("demo_heldout", select_tasks("demo", True), required_splits=("validation",))
 
 
 def mixture_rates(name: str, split: str = "train") -> Dict[str, float]:
-  """{task: rate} of a registered mixture's available tasks (reads each task's example count)."""
+  """{task: rate} of a registered mixture's members with `split` data (reads their example counts)."""
   mixture = seqio.get_mixture_or_task(name)
   if not isinstance(mixture, seqio.Mixture):
     raise ValueError(f"{name!r} is a task, not a mixture")

@@ -36,3 +36,30 @@ def test_gin_macro_can_register_a_user_task(tmp_path):
     assert "tickets_fs" in seqio.TaskRegistry.names()
   finally:
     gin.clear_config()
+
+
+def test_importing_after_gin_is_locked_registers_tasks_and_configurables():
+  # T5X imports MIXTURE_OR_TASK_MODULE after parsing and finalizing gin; a fresh process so that
+  # flan_tasks is really imported for the first time under a locked config.
+  import subprocess
+  import sys
+  code = """
+import importlib
+import gin
+import seqio
+gin.parse_config("X = 1")
+gin.finalize()
+assert gin.config_is_locked()
+importlib.import_module("flan_tasks")  # what t5x.utils.import_module does
+assert gin.config_is_locked(), "the lock must be restored"
+assert {"flan_mix", "demo_mix", "demo_heldout"} <= set(seqio.MixtureRegistry.names())
+assert "demo_dialogue_zs" in seqio.TaskRegistry.names()
+gin.clear_config()
+gin.parse_config("import flan_tasks\\nflan_tasks.configure.missing_data = 'error'")
+print("OK")
+"""
+  root = str(PACKAGE.parent)
+  env = dict(__import__("os").environ, PYTHONPATH=root)
+  proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]

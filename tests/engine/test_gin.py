@@ -15,10 +15,15 @@ from flan_t5x import network
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = gin_utils.REPO_ROOT
-GIN_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'gin', '**', '*.gin'), recursive=True))
+ALL_GIN_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'gin', '**', '*.gin'), recursive=True))
+# gin/t5x/ configures upstream T5X (parsed by tests/test_upstream_t5x.py where t5x is importable).
+GIN_FILES = [p for p in ALL_GIN_FILES if not p.startswith('gin/t5x/')]
 T5X_DIMS = {  # emb_dim, num_heads, layers, head_dim, mlp_dim from t5x/examples/t5/t5_1_1/*.gin
     'tiny': (8, 4, 2, 3, 16), 'small': (512, 6, 8, 64, 1024), 'base': (768, 12, 12, 64, 2048),
     'large': (1024, 16, 24, 64, 2816), 'xl': (2048, 32, 24, 64, 5120), 'xxl': (4096, 64, 24, 64, 10240)}
+# tiny_task's vocabulary (train checks that the model's matches the task's).
+BYTE_VOCABULARY = ['--gin_bindings=from __gin__ import dynamic_registration', '--gin_bindings=import seqio',
+                   '--gin_bindings=VOCABULARY = @seqio.ByteVocabulary()']
 HAS_FLAN_TASKS = importlib.util.find_spec('flan_tasks') is not None
 
 
@@ -31,7 +36,7 @@ def clean_gin():
 
 def _files_for(path):
   """Run files need a model file before them, as on the command line."""
-  if path.startswith('gin/runs/') or path == 'gin/flan_mix.gin':
+  if path.startswith('gin/runs/') or path in ('gin/flan_mix.gin', 'gin/dialogsum.gin'):
     return ['gin/models/t5_1_1_tiny.gin', path]
   return [path]
 
@@ -41,7 +46,8 @@ def test_all_expected_gin_files_exist():
     assert f'gin/models/t5_1_1_{size}.gin' in GIN_FILES
   for size in ('small', 'base', 'large', 'xl', 'xxl'):
     assert f'gin/models/flan_t5_{size}.gin' in GIN_FILES
-  for name in ('gin/runs/finetune.gin', 'gin/runs/pretrain.gin', 'gin/flan_mix.gin', 'gin/demo.gin'):
+  for name in ('gin/runs/finetune.gin', 'gin/runs/pretrain.gin', 'gin/flan_mix.gin', 'gin/demo.gin',
+               'gin/dialogsum.gin', 'gin/eval_heldout.gin', 'gin/infer.gin', 'gin/eval_demo.gin'):
     assert name in GIN_FILES
 
 
@@ -93,7 +99,7 @@ def test_command_line_trains_saves_and_writes_config(tmp_path):
       'network.T5Config.vocab_size': '384', 'network.T5Config.dtype': "'float32'",
       'checkpoints.SaveCheckpointConfig.period': '1'}
   cmd = [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/models/t5_1_1_tiny.gin',
-         '--gin_file=gin/runs/finetune.gin'] + [f'--gin.{k}={v}' for k, v in bindings.items()]
+         '--gin_file=gin/runs/finetune.gin'] + [f'--gin.{k}={v}' for k, v in bindings.items()] + BYTE_VOCABULARY
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert f'MODEL_DIR={tmp_path}' in proc.stdout and 'TensorBoard' in proc.stdout

@@ -27,7 +27,10 @@ def _command(model_dir):
       'checkpoints.SaveCheckpointConfig.period': '1', 'train_script.train.log_period': '1',
       'train_script.train.use_progress_bar': 'False'}
   return [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/models/t5_1_1_tiny.gin',
-          '--gin_file=gin/runs/finetune.gin'] + [f'--gin.{k}={v}' for k, v in bindings.items()]
+          '--gin_file=gin/runs/finetune.gin'] + [f'--gin.{k}={v}' for k, v in bindings.items()] + [
+              # tiny_task's vocabulary (train checks that the model's matches the task's)
+              '--gin_bindings=from __gin__ import dynamic_registration', '--gin_bindings=import seqio',
+              '--gin_bindings=VOCABULARY = @seqio.ByteVocabulary()']
 
 
 def _env():
