@@ -22,6 +22,21 @@ import tiny_task
 
 FEATURE_LENGTHS = {'inputs': 32, 'targets': 16}
 
+# tiny_model() as a model gin file, for tests that run the command-line jobs on its checkpoints.
+TINY_MODEL_GIN = """from __gin__ import dynamic_registration
+import seqio
+from flan_t5x import network
+include 'gin/models/t5_1_1_tiny.gin'
+VOCABULARY = @seqio.ByteVocabulary()
+network.T5Config:
+  vocab_size = 384
+  dtype = 'float32'
+  emb_dim = 32
+  num_heads = 2
+  head_dim = 16
+  mlp_dim = 64
+"""
+
 
 def tiny_config(**overrides) -> network.T5Config:
   cfg = dict(vocab_size=tiny_task.MODEL_VOCAB_SIZE, emb_dim=32, num_heads=2, num_encoder_layers=2,

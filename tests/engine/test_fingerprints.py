@@ -25,26 +25,13 @@ from flan_t5x import hf_format
 from flan_t5x import infer as infer_lib
 from flan_t5x import partitioning
 
+import flan_tasks  # noqa: F401  registers the demo tasks
+
 import helpers
 
-flan_tasks = pytest.importorskip('flan_tasks')
 REPO = gin_utils.REPO_ROOT
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# helpers.tiny_model() as a model gin file (as in test_multihost).
-TINY_MODEL_GIN = """from __gin__ import dynamic_registration
-import seqio
-from flan_t5x import network
-include 'gin/models/t5_1_1_tiny.gin'
-VOCABULARY = @seqio.ByteVocabulary()
-network.T5Config:
-  vocab_size = 384
-  dtype = 'float32'
-  emb_dim = 32
-  num_heads = 2
-  head_dim = 16
-  mlp_dim = 64
-"""
 
 
 @pytest.fixture(scope='module')
@@ -116,7 +103,7 @@ def test_checkpoint_fingerprint_names_the_checkpoint(model_dir, tmp_path):
 
 def _run_infer_cli(tmp_path, checkpoint_path, inputs, out, **bindings):
   model_gin = tmp_path / 'tiny_model.gin'
-  model_gin.write_text(TINY_MODEL_GIN)
+  model_gin.write_text(helpers.TINY_MODEL_GIN)
   bindings = {'CHECKPOINT_PATH': f"'{checkpoint_path}'", 'INFER_OUTPUT_DIR': f"'{out}'",
               'INFER_INPUT_PATH': f"'{inputs}'", 'INFER_INPUT_FIELD': "'text'", 'CHUNK_SIZE': '2',
               'BATCH_SIZE': '2', 'MAX_DECODE_LENGTH': '6',

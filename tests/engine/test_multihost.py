@@ -126,25 +126,11 @@ def test_killed_worker_stops_its_peer_and_both_resume_exactly(two_process_run, t
 
 # ------------------------------------------------------------------------------ eval and infer
 
-# helpers.tiny_model() as a model gin file (what the workers trained).
-TINY_MODEL_GIN = """from __gin__ import dynamic_registration
-import seqio
-from flan_t5x import network
-include 'gin/models/t5_1_1_tiny.gin'
-VOCABULARY = @seqio.ByteVocabulary()
-network.T5Config:
-  vocab_size = 384
-  dtype = 'float32'
-  emb_dim = 32
-  num_heads = 2
-  head_dim = 16
-  mlp_dim = 64
-"""
 
 
 def _run_job(module: str, run_gin: str, bindings: dict, hosts: int, tmp_path) -> None:
   model_gin = tmp_path / 'tiny_model.gin'
-  model_gin.write_text(TINY_MODEL_GIN)
+  model_gin.write_text(helpers.TINY_MODEL_GIN)
   args = [sys.executable, '-m', f'flan_t5x.{module}', f'--gin_file={model_gin}',
           f'--gin_file={run_gin}'] + [f'--gin.{k}={v}' for k, v in bindings.items()]
   if hosts == 1:
