@@ -21,6 +21,7 @@ import dataclasses
 import glob
 import json
 import os
+import shlex
 import subprocess
 import sys
 from typing import Mapping, Sequence
@@ -53,7 +54,7 @@ def _flags(gin_files: Sequence[str], bindings: Mapping[str, str]) -> list[str]:
 def _run(job: str, args: Sequence[str], log_path: str) -> str:
   """Runs `python -m flan_t5x.<job>`, its output appended to `log_path`; returns the command line."""
   command = [sys.executable, '-m', f'flan_t5x.{job}', *args]
-  printable = ' '.join(command[1:])
+  printable = shlex.join(command[1:])  # copy-pasteable into a shell
   print(f'[flan_t5x] study: {printable}', flush=True)
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, 'a') as log:
