@@ -140,7 +140,7 @@ def change_chart(derived: Mapping[str, dict], suite: Suite, path: str) -> None:
   axes.axhline(0, color='black', linewidth=0.8)
   axes.set_xticks([t + width * (len(arms) - 1) / 2 for t in range(len(tasks))])
   axes.set_xticklabels([f'{t}\n({"target" if t in suite.target else "held-out" if t in suite.held_out else "held-in"})'
-                        for t in tasks], fontsize=8)
+                        for t in tasks], fontsize=8, rotation=20, ha='right')
   axes.set_ylabel('change vs base (primary metric points)')
   axes.set_title('Change against the base model, per task and arm')
   axes.legend()
