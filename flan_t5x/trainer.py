@@ -47,8 +47,11 @@ class Trainer:
     if optimizer_def is None:
       raise ValueError('No optimizer: pass optimizer_def to the Trainer or the model.')
     self.optimizer = optimizer_def.create(learning_rate_fn)
-    self.input_length = int(task_feature_lengths['inputs'])
-    self.target_length = int(task_feature_lengths['targets'])
+    # Parameter shapes do not depend on the lengths (train_state derives them once); the lengths
+    # are still checked here, where a run's configuration first meets the model.
+    missing = sorted({'inputs', 'targets'} - set(task_feature_lengths))
+    if missing:
+      raise ValueError(f'TASK_FEATURE_LENGTHS needs {missing}, got {dict(task_feature_lengths)}.')
 
     self.param_layout = train_state.param_layout(model, partitioner)
     self.abstract_state, self.state_shardings = train_state.state_layout(
