@@ -73,7 +73,7 @@ class Action:
 
 
 def _add(acc: dict, metrics: dict) -> dict:
-  out = {k: acc[k] + jnp.asarray(metrics[k], jnp.float32) for k in acc if k not in ('finite', 'steps')}
+  out = {k: acc[k] + jnp.asarray(metrics[k], jnp.float32) for k in MetricsAccumulator.SUMMED}
   out['finite'] = jnp.logical_and(acc['finite'], metrics['finite'])
   out['steps'] = acc['steps'] + 1
   out['learning_rate'] = jnp.asarray(metrics['learning_rate'], jnp.float32)  # the latest, not a sum

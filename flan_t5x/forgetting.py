@@ -31,6 +31,7 @@ from absl import logging
 from flan_t5x import checkpoint_import
 from flan_t5x import checkpoints
 from flan_t5x import forgetting_metrics
+from flan_t5x import summaries
 
 BASE = 'base'
 
@@ -107,14 +108,7 @@ def _evaluate(study_dir: str, model: str, checkpoint: str, eval_gin_files: Seque
 
 def training_curve(model_dir: str) -> list[tuple[int, float]]:
   """(step, loss per token) from an arm's TensorBoard events."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  points = {}
-  for path in sorted(glob.glob(os.path.join(model_dir, 'train', 'events.*')), key=os.path.getmtime):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == 'cross_ent_loss_per_token':
-          points[event.step] = float(tf.make_ndarray(value.tensor))
-  return sorted(points.items())
+  return sorted(summaries.read_scalars(os.path.join(model_dir, 'train'), 'cross_ent_loss_per_token').items())
 
 
 def run_study(*, study_dir: str, base_checkpoint: str, arms: Sequence[Arm], steps_per_arm: int,

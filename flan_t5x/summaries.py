@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
 import jax
 
 
@@ -37,3 +40,16 @@ class SummaryWriter:
     if self._writer is not None:
       self._writer.close()
       self._writer = None
+
+
+def read_scalars(log_dir: str, tag: str) -> dict[int, float]:
+  """{step: value} of one scalar from the event files in `log_dir`; a step written twice (a resumed
+  run) keeps its last value."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  values = {}
+  for path in sorted(glob.glob(os.path.join(log_dir, 'events.*')), key=os.path.getmtime):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import os
 
 import jax
-import tensorflow as tf
 
 from flan_t5x import checkpoints
 from flan_t5x import data
@@ -15,6 +13,7 @@ from flan_t5x import network
 from flan_t5x import optimizers
 from flan_t5x import partitioning
 from flan_t5x import schedules
+from flan_t5x import summaries
 from flan_t5x import train as train_lib
 from flan_t5x import trainer as trainer_lib
 
@@ -94,10 +93,4 @@ def run_training(model_dir, total_steps, model=None, batch_size=8, period=1, eva
 
 def event_losses(model_dir) -> dict[int, float]:
   """{step: loss} from the TensorBoard events in MODEL_DIR/train; a step logged twice keeps its last value."""
-  losses = {}
-  for path in sorted(glob.glob(os.path.join(str(model_dir), 'train', 'events.*')), key=os.path.getmtime):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == 'loss':
-          losses[event.step] = float(tf.make_ndarray(value.tensor))
-  return losses
+  return summaries.read_scalars(os.path.join(str(model_dir), 'train'), 'loss')
