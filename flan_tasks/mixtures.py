@@ -90,6 +90,13 @@ class AvailableDataMixture(seqio.Mixture):
       self._members = (settings, self._decide_members())
     return list(self._members[1])
 
+  @property
+  def total_rate(self) -> float:
+    """The members' summed rate. A listed task whose data is missing has no rate (its source cannot
+    count its examples), so seqio's sum over every listed task would fail when this mixture is a
+    sub-mixture (a replay mixture's earlier mixture)."""
+    return sum(self.get_rate(task) for task in self.tasks)
+
   def _missing_split(self, task: seqio.Task):
     for split in self._required_splits:
       if split in task.splits and not task_available(task, split):

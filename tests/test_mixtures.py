@@ -35,6 +35,19 @@ def test_missing_member_is_left_out_for_every_consumer_and_logged_once(flan_data
   assert sorted(flan_tasks.mixture_rates("flan_mix")) == sorted(members)
 
 
+def test_replay_of_a_mixture_with_a_missing_member(flan_data_dir):
+  shutil.rmtree(flan_data_dir / "conll2003")
+  name = flan_tasks.add_replay_mixture("replay_test", "dialogsum_zs", "flan_mix", 0.1)
+  replay = seqio.get_mixture_or_task(name)
+  rates = {t.name: replay.get_rate(t) / replay.total_rate for t in replay.tasks}
+  assert "conll2003_zs" not in rates
+  assert rates["dialogsum_zs"] == pytest.approx(0.9)
+  assert sum(rate for task, rate in rates.items() if task != "dialogsum_zs") == pytest.approx(0.1)
+  ds = replay.get_dataset(LENGTHS, split="train", shuffle=False, passthrough_features=["_task_name"])
+  seen = {ex["_task_name"].decode() for ex in ds.take(200).as_numpy_iterator()}
+  assert "dialogsum_zs" in seen and seen <= set(rates)
+
+
 def test_decision_follows_the_data_settings_and_error_policy_stays(flan_data_dir, tmp_path_factory):
   mixture = seqio.get_mixture_or_task("flan_mix")
   everything = {t.name for t in mixture.tasks}
