@@ -271,8 +271,8 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
   num_chunks = len(chunk_rows)
   if num_chunks == 0:
     raise ValueError(f"host {shard_index}: its files {[s.path for s in host_shards]} have no rows")
-  reader = ChunkReader(host_shards, columns, cache_size=2 * cycle_length + 2)
-  chunk_shard_t = tf.constant(chunk_shard, tf.int64)
+  # Each fetch touches at most `cycle_length` chunks; two more cover parallel fetches.
+  reader = ChunkReader(host_shards, columns, cache_size=cycle_length + 2)
   chunk_rows_t = tf.constant(chunk_rows, tf.int64)
   # File ids in the hash (keep decisions) are global, so a row's decision does not depend on
   # how many hosts read the collection.

@@ -5,9 +5,6 @@
 """
 import collections
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import seqio
@@ -159,9 +156,12 @@ def test_order_is_deterministic_for_a_seed_and_changes_with_the_epoch(flan2022):
   assert two_epochs[:len(one)] == one and two_epochs[len(one):] != one  # a new order each epoch
 
 
-def test_engine_input_position_resumes_the_collection_stream(flan2022):
+def test_engine_input_position_resumes_the_collection_stream(generated):
   from flan_t5x import data  # pylint: disable=g-import-not-at-top
-  config = data.DatasetConfig("fc_test", {"inputs": 128, "targets": 32}, "train", batch_size=8,
+  name = flan_tasks.add_flan_collection(generated.root, "fc_resume", caps=CAPS, vocabulary=BYTES,
+                                        weights={"niv2": 0.6, "t0": 0.4},
+                                        styles={"niv2": ("zs_opt",), "t0": ("fs",)})
+  config = data.DatasetConfig(name, {"inputs": 128, "targets": 32}, "train", batch_size=8,
                               shuffle=True, seed=0, pack=True)
   converter = seqio.EncDecFeatureConverter(pack=True)
 
@@ -207,15 +207,36 @@ def test_open_orca_layout_and_clear_errors(tmp_path):
     flan_tasks.add_flan_collection(str(tmp_path), "fc_none", vocabulary=BYTES)
 
 
-def test_inspect_cli_on_the_collection(generated, tiny_spm):
-  env = dict(os.environ, FLAN_VOCAB_PATH=tiny_spm, FLAN_COLLECTION_DIR=generated.root)
-  result = subprocess.run(
-      [sys.executable, "-m", "flan_tasks.inspect", "flan2022", "--n", "1", "--sample", "150",
-       "--inputs_length", "256", "--targets_length", "64"],
-      capture_output=True, text=True, timeout=300, check=False, env=env)
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = result.stdout
+def test_inspect_on_the_collection(generated, tiny_spm, capsys, monkeypatch):
+  from flan_tasks import config, inspect as inspect_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("FLAN_COLLECTION_DIR", generated.root)
+  config.configure(vocab_path=tiny_spm)
+  try:  # the CLI's main, in process (a child would spend most of its time importing TensorFlow)
+    code = inspect_lib.main(["flan2022", "--n", "1", "--sample", "150", "--inputs_length", "256",
+                             "--targets_length", "64"])
+  finally:
+    config.reset()
+  out = capsys.readouterr().out
+  assert code == 0, out[-3000:]
   assert "300 Flan tasks in 20 files (submix_original layout)" in out
   assert "flan2021    40.00%" in out and "dialog       3.00%" in out
   assert "flan2022_niv2_zsopt" in out and "sampled examples per submix" in out
   assert "p50=" in out and "INPUTS:" in out
+
+
+def test_flan2022_gin_file_registers_the_mixture(generated, tiny_spm):
+  import gin  # pylint: disable=g-import-not-at-top
+  from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
+  from flan_tasks import config  # pylint: disable=g-import-not-at-top
+  gin.clear_config(clear_constants=True)
+  config.configure(vocab_path=tiny_spm)
+  try:
+    gin_utils.parse_gin(["gin/models/t5_1_1_tiny.gin", "gin/flan2022.gin"],
+                        [f"FLAN_COLLECTION_DIR = '{generated.root}'"], finalize=False)
+    assert flan_tasks.add_flan_collection() == "flan2022"
+  finally:
+    gin.clear_config(clear_constants=True)
+    config.reset()
+  info = fc.registered("flan2022")
+  assert "task1290_xsum_summarization" in info.excluded  # held_out = ['flan_heldout']
+  assert info.rates["flan2022_flan2021_zsopt"] == pytest.approx(0.1)

@@ -36,7 +36,7 @@ def clean_gin():
 
 def _files_for(path):
   """Run files need a model file before them, as on the command line."""
-  if path.startswith('gin/runs/') or path in ('gin/flan_mix.gin', 'gin/dialogsum.gin'):
+  if path.startswith('gin/runs/') or path in ('gin/flan_mix.gin', 'gin/dialogsum.gin', 'gin/flan2022.gin'):
     return ['gin/models/t5_1_1_tiny.gin', path]
   return [path]
 
