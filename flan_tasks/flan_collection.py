@@ -433,8 +433,9 @@ def add_flan_collection(
 
   `collection_dir` defaults to configure(collection_dir=...) / $FLAN_COLLECTION_DIR. `layout` is
   'auto', 'submix_original', 'open_orca' or a Layout; `columns` overrides column names
-  ({'inputs', 'targets', 'task', 'template_type', 'template_idx'}: name or None). `weights`, `caps`
-  and `styles` default to Flan 2022's (FLAN2022_WEIGHTS, FLAN2022_CAPS, FLAN2022_STYLES).
+  ({'inputs', 'targets', 'task', 'template_type', 'template_idx'}: name or None). `weights`
+  (replaces FLAN2022_WEIGHTS: submixes not in it are left out), `caps` and `styles` (update
+  FLAN2022_CAPS / FLAN2022_STYLES per submix) default to Flan 2022's.
   Excluded tasks (by glob on the name, category, submix, or any dataset of the `held_out` tasks or
   mixtures) are never read into the mixture; the result is checked with `check_no_leak`.
   `categories` is {dataset or task: category} or a CSV (FLAN's flan_collection_info.csv).
@@ -449,8 +450,8 @@ def add_flan_collection(
       raise ValueError("add_flan_collection: give a layout name with `columns`")
     layout = dataclasses.replace(layout, columns=dataclasses.replace(layout.columns, **columns))
   weights = dict(FLAN2022_WEIGHTS if weights is None else weights)
-  caps = dict(FLAN2022_CAPS if caps is None else caps)
-  styles = {k: tuple(v) for k, v in (FLAN2022_STYLES if styles is None else styles).items()}
+  caps = {**FLAN2022_CAPS, **(caps or {})}
+  styles = {k: tuple(v) for k, v in {**FLAN2022_STYLES, **(styles or {})}.items()}
   for label, table in (("weights", weights), ("caps", caps), ("styles", styles)):
     unknown = sorted(set(table) - set(SUBMIXES))
     if unknown:
@@ -490,24 +491,24 @@ def _register(name, collection, counts, excluded, weights, caps, styles, categor
       task_files.setdefault(task, set()).add(i)
   kept, rates, stream_of = {}, {}, {}
   for submix in SUBMIXES:
-    present = [s for s in styles.get(submix, ()) if (submix, s) in files_of]
-    if not present or weights.get(submix, 0.0) <= 0.0:
+    if weights.get(submix, 0.0) <= 0.0:
       continue
-    for style in present:
-      keep = {}
-      for (m, task, s), n in counts.items():
-        if m == submix and s == style and task not in excluded:
-          keep[(task, style)] = min(n, caps[submix]) / n
-          kept[(m, task, s)] = n * keep[(task, style)]
-      if not keep:
-        continue
+    plans = {}
+    for style in styles.get(submix, ()):
+      keep = {(task, s): min(n, caps[submix]) / n for (m, task, s), n in counts.items()
+              if m == submix and s == style and task not in excluded}
+      if keep:
+        plans[style] = keep
+    for style, keep in plans.items():  # the submix's weight, split over its styles with data
+      for (task, _), q in keep.items():
+        kept[(submix, task, style)] = counts[(submix, task, style)] * q
       stream = f"{name}_{submix}_{STYLE_SUFFIX[style]}"
+      expected = round(sum(counts[(submix, t, style)] * q for (t, _), q in keep.items()))
       source = CollectionSource(stream, collection, sorted(files_of[(submix, style)]), keep,
-                                submix_of_task, round(sum(n * q for (t, _), q in keep.items()
-                                                          for n in [counts[(submix, t, style)]])))
+                                submix_of_task, expected)
       _add_task(stream, source, vocabulary)
       _EMITS[stream] = {t for t, _ in keep}
-      rates[stream] = weights[submix] / len(present)
+      rates[stream] = weights[submix] / len(plans)
       stream_of[(submix, style)] = stream
   if not rates:
     raise ValueError(f"{name}: no examples left in {collection.root} after exclusions "

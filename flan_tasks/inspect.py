@@ -151,7 +151,8 @@ def main(argv=None) -> int:
   lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
   try:
     collection_dir = args.collection_dir or config.collection_dir()
-    if collection_dir and args.name not in seqio.MixtureRegistry.names():
+    known = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
+    if collection_dir and args.name not in known:
       flan_collection.add_flan_collection(collection_dir, name=args.name)
     summary = summarize(args.name, args.split, args.n, args.sample, lengths, args.seed)
   except (ValueError, FileNotFoundError) as e:

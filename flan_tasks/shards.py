@@ -231,6 +231,13 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def _utf8(strings: Sequence) -> np.ndarray:
+  """A 1-D object array of UTF-8 bytes (what a tf.string tensor takes)."""
+  out = np.empty([len(strings)], dtype=object)
+  out[:] = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in strings]
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class KeepPlan:
   """Keep probability per (task, template type); rows of pairs not listed are never kept.
@@ -321,12 +328,11 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
       uniform = (draws >> np.uint64(11)).astype(np.float64) / float(1 << 53)
       picked = [p for p, u, q in zip(picked, uniform, probabilities) if u < q]
     return [
-        np.asarray([v[columns.inputs][r] for v, r, _, _ in picked] or [""], object)[:len(picked)].astype(bytes),
-        np.asarray([v[columns.targets][r] for v, r, _, _ in picked] or [""], object)[:len(picked)].astype(bytes),
-        np.asarray([t for _, _, t, _ in picked] or [""], object)[:len(picked)].astype(bytes),
-        np.asarray([s for _, _, _, s in picked] or [""], object)[:len(picked)].astype(bytes),
-        np.asarray([submix_of(t) if submix_of else "" for _, _, t, _ in picked] or [""],
-                   object)[:len(picked)].astype(bytes),
+        _utf8([v[columns.inputs][r] for v, r, _, _ in picked]),
+        _utf8([v[columns.targets][r] for v, r, _, _ in picked]),
+        _utf8([t for _, _, t, _ in picked]),
+        _utf8([s for _, _, _, s in picked]),
+        _utf8([submix_of(t) if submix_of else "" for _, _, t, _ in picked]),
         np.asarray([int(v[columns.template_idx][r]) if columns.template_idx else -1
                     for v, r, _, _ in picked], np.int32),
     ]

@@ -27,7 +27,8 @@ DATA_STYLES = {"flan2021": ("zs_opt", "zs", "fs_opt", "fs"), "t0": ("zs_opt", "z
 TASK_SHARE = {"flan2021": 0.15, "t0": 0.25, "niv2": 0.5, "cot": 0.05, "dialog": 0.05}
 _WORDS = ("the a river model question answer summary dialogue review movie city house paper "
           "team player story reason because however therefore example option true false yes no "
-          "sentence premise hypothesis translate french german number count add total result").split()
+          "sentence premise hypothesis translate french german number count add total result "
+          "café Straße naïve 東京 überall").split()  # non-ASCII text, as in the real collection
 
 
 def _task_name(submix: str, i: int) -> str:
