@@ -2,7 +2,9 @@ r"""The forgetting study: finetune several arms from one checkpoint, evaluate th
 
   python -m flan_t5x.forgetting --gin_file=gin/forgetting/demo_study.gin [--gin.STUDY_DIR="'runs/f'"]
 
-From BASE_CHECKPOINT (flan-t5x, Hugging Face or T5X), each arm (single-task on the target, a
+From BASE_CHECKPOINT (flan-t5x, Hugging Face or T5X), or from a base model the study first trains
+itself (`base_training`, e.g. a small T5 trained multi-task from scratch where no pretrained
+weights are reachable; STUDY_DIR/base), each arm (single-task on the target, a
 multi-task mixture holding the target, the target plus replay of an earlier mixture, or any arm
 defined in gin) trains with the same budget as an ordinary `python -m flan_t5x.train` run in
 STUDY_DIR/arms/<arm>; then `python -m flan_t5x.eval` evaluates the base and every arm on one
@@ -48,6 +50,20 @@ class Arm:
       raise ValueError(f'Arm name {self.name!r} must be non-empty, not {BASE!r}, without "/".')
 
 
+@dataclasses.dataclass(frozen=True)
+class BaseTraining:
+  """The base model, trained by the study itself before the arms: `steps` steps from scratch."""
+  gin_files: Sequence[str]
+  steps: int
+  bindings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.steps < 1:
+      raise ValueError(f'BaseTraining.steps must be positive, got {self.steps}.')
+    if not self.gin_files:
+      raise ValueError('BaseTraining needs the gin files that train the base model.')
+
+
 def _flags(gin_files: Sequence[str], bindings: Mapping[str, str]) -> list[str]:
   return [f'--gin_file={path}' for path in gin_files] + [f'--gin.{k}={v}' for k, v in bindings.items()]
 
@@ -67,23 +83,39 @@ def _run(job: str, args: Sequence[str], log_path: str) -> str:
   return 'python ' + printable
 
 
-def _train_arm(study_dir: str, arm: Arm, base_checkpoint: str, train_gin_files: Sequence[str],
-               train_bindings: Mapping[str, str]) -> tuple[str, str | None]:
-  """(MODEL_DIR, the command, or None when the arm had finished before)."""
-  model_dir = os.path.join(study_dir, 'arms', arm.name)
+def _train(study_dir: str, name: str, model_dir: str, gin_files: Sequence[str], bindings: Mapping[str, str],
+           initial_checkpoint: str | None) -> str | None:
+  """Trains into `model_dir` unless its marker says it finished with these settings; the command or None."""
   marker = os.path.join(model_dir, 'arm.json')
-  record = {'name': arm.name, 'gin_files': list(train_gin_files) + list(arm.gin_files),
-            'bindings': {**train_bindings, **arm.bindings}, 'base_checkpoint': base_checkpoint}
+  record = {'name': name, 'gin_files': list(gin_files), 'bindings': dict(bindings),
+            'base_checkpoint': initial_checkpoint}
   if os.path.exists(marker):
     with open(marker) as f:
       previous = json.load(f)
     if {k: previous.get(k) for k in record} != record:
-      raise ValueError(f'{marker}: arm {arm.name!r} was trained with other settings ({previous}); '
+      raise ValueError(f'{marker}: {name!r} was trained with other settings ({previous}); '
                        f'now {record}. Give the changed arm a new name or delete {model_dir}.')
-    return model_dir, None
-  bindings = {**record['bindings'], 'MODEL_DIR': repr(model_dir), 'INITIAL_CHECKPOINT_PATH': repr(base_checkpoint)}
-  command = _run('train', _flags(record['gin_files'], bindings), os.path.join(study_dir, 'logs', f'train-{arm.name}.log'))
+    return None
+  run_bindings = {**record['bindings'], 'MODEL_DIR': repr(model_dir), 'INITIAL_CHECKPOINT_PATH': repr(initial_checkpoint)}
+  command = _run('train', _flags(record['gin_files'], run_bindings), os.path.join(study_dir, 'logs', f'train-{name}.log'))
   checkpoints.write_text_atomically(marker, json.dumps({**record, 'command': command}, indent=2) + '\n')
+  return command
+
+
+def _train_arm(study_dir: str, arm: Arm, base_checkpoint: str, train_gin_files: Sequence[str],
+               train_bindings: Mapping[str, str]) -> tuple[str, str | None]:
+  """(MODEL_DIR, the command, or None when the arm had finished before)."""
+  model_dir = os.path.join(study_dir, 'arms', arm.name)
+  command = _train(study_dir, arm.name, model_dir, list(train_gin_files) + list(arm.gin_files),
+                   {**train_bindings, **arm.bindings}, base_checkpoint)
+  return model_dir, command
+
+
+def _train_base(study_dir: str, base: BaseTraining) -> tuple[str, str | None]:
+  """(the base MODEL_DIR, STUDY_DIR/base, and the command or None when it had finished before)."""
+  model_dir = os.path.join(study_dir, BASE)
+  command = _train(study_dir, BASE, model_dir, base.gin_files, {**base.bindings, 'TRAIN_STEPS': str(base.steps)},
+                   None)
   return model_dir, command
 
 
@@ -111,15 +143,17 @@ def training_curve(model_dir: str) -> list[tuple[int, float]]:
   return sorted(summaries.read_scalars(os.path.join(model_dir, 'train'), 'cross_ent_loss_per_token').items())
 
 
-def run_study(*, study_dir: str, base_checkpoint: str, arms: Sequence[Arm], steps_per_arm: int,
+def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Sequence[Arm], steps_per_arm: int,
               train_gin_files: Sequence[str], eval_gin_files: Sequence[str], target_tasks: Sequence[str],
               held_in_tasks: Sequence[str], held_out_tasks: Sequence[str] = (),
               train_bindings: Mapping[str, str] | None = None,
-              eval_bindings: Mapping[str, str] | None = None) -> dict:
+              eval_bindings: Mapping[str, str] | None = None,
+              base_training: BaseTraining | None = None) -> dict:
   """Trains the arms that are not finished, evaluates what is not evaluated, writes the report.
 
   Every arm trains `steps_per_arm` steps past the base checkpoint's step (TRAIN_STEPS counts the
-  initial checkpoint's steps, as in T5X).
+  initial checkpoint's steps, as in T5X). The base is `base_checkpoint`, or exactly one of it and
+  `base_training`: the model the study trains first into STUDY_DIR/base.
   """
   names = [arm.name for arm in arms]
   if not arms or len(set(names)) != len(names):
@@ -129,10 +163,17 @@ def run_study(*, study_dir: str, base_checkpoint: str, arms: Sequence[Arm], step
   study_dir = os.path.abspath(study_dir)
   if steps_per_arm < 1:
     raise ValueError(f'steps_per_arm must be positive, got {steps_per_arm}.')
+  if (base_checkpoint is None) == (base_training is None):
+    raise ValueError('Give the study exactly one base: BASE_CHECKPOINT (a checkpoint to start from) or '
+                     f'base_training (a model it trains first); got {base_checkpoint!r} and {base_training!r}.')
+  commands = []
+  if base_training is not None:
+    base_checkpoint, command = _train_base(study_dir, base_training)
+    commands += [command] if command else []
   suite = forgetting_metrics.Suite(tuple(target_tasks), tuple(held_in_tasks), tuple(held_out_tasks))
   base_step = int(checkpoint_import.checkpoint_fingerprint(base_checkpoint).get('step') or 0)
   train_bindings = {**(train_bindings or {}), 'TRAIN_STEPS': str(base_step + steps_per_arm)}
-  commands, eval_dirs, model_dirs = [], {}, {}
+  eval_dirs, model_dirs = {}, {}
   for arm in arms:
     model_dirs[arm.name], command = _train_arm(study_dir, arm, base_checkpoint, train_gin_files, train_bindings)
     commands += [command] if command else []
@@ -148,7 +189,8 @@ def run_study(*, study_dir: str, base_checkpoint: str, arms: Sequence[Arm], step
   report = forgetting_metrics.report_markdown(matrix, derived, suite, BASE, recorded)
   checkpoints.write_text_atomically(os.path.join(study_dir, 'report.md'), report)
   forgetting_metrics.change_chart(derived, suite, os.path.join(study_dir, 'change.png'))
-  forgetting_metrics.curves_chart({name: training_curve(path) for name, path in model_dirs.items()},
+  trained = {**({BASE: base_checkpoint} if base_training else {}), **model_dirs}
+  forgetting_metrics.curves_chart({name: training_curve(path) for name, path in trained.items()},
                                   os.path.join(study_dir, 'curves.png'))
   print(report, flush=True)
   print(f'[flan_t5x] study written to {study_dir} (results.json, report.md, change.png, curves.png)', flush=True)

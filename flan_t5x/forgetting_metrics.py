@@ -149,7 +149,7 @@ def change_chart(derived: Mapping[str, dict], suite: Suite, path: str) -> None:
 
 
 def curves_chart(curves: Mapping[str, Sequence[tuple[int, float]]], path: str) -> None:
-  """A PNG: each arm's training loss per step."""
+  """A PNG: training loss per step of each arm (and of the base, where the study trained it)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

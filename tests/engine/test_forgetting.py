@@ -57,13 +57,20 @@ def _run(args, timeout=900):
   return done.stdout
 
 
-def _study_gin(tmp_path, arms):
+def _study_gin(tmp_path, arms, train_base):
+  """A demo study of `arms`; its base trained by the study (`train_base`) or given as a checkpoint."""
   path = tmp_path / f'study_{len(arms)}.gin'
+  base = (f"""forgetting.run_study.base_training = @forgetting.BaseTraining()
+forgetting.BaseTraining.gin_files = ['gin/demo.gin']
+forgetting.BaseTraining.steps = 3
+forgetting.BaseTraining.bindings = {{'EVAL_PERIOD': 'None', 'BATCH_SIZE': '4',
+  'TASK_FEATURE_LENGTHS': "{{'inputs': 128, 'targets': 32}}", 'train_script.train.use_progress_bar': 'False'}}
+BASE_CHECKPOINT = None""" if train_base else f"BASE_CHECKPOINT = '{tmp_path / 'study' / 'base'}'")
   path.write_text(f"""from __gin__ import dynamic_registration
 from flan_t5x import forgetting
 include 'gin/forgetting/demo_study.gin'
 STUDY_DIR = '{tmp_path / 'study'}'
-BASE_CHECKPOINT = '{tmp_path / 'base'}'
+{base}
 STEPS_PER_ARM = 2
 forgetting.run_study.arms = [{', '.join(f'@{arm}/forgetting.Arm()' for arm in arms)}]
 forgetting.run_study.eval_bindings = {{'MAX_EXAMPLES': '3', 'BATCH_SIZE': '8'}}
@@ -72,24 +79,23 @@ forgetting.run_study.eval_bindings = {{'MAX_EXAMPLES': '3', 'BATCH_SIZE': '8'}}
 
 
 def test_tiny_study_writes_every_output_and_adds_an_arm_later(tmp_path):
-  _run(['flan_t5x.train', '--gin_file=gin/demo.gin', f"--gin.MODEL_DIR='{tmp_path / 'base'}'",
-        '--gin.TRAIN_STEPS=3', '--gin.EVAL_PERIOD=None', '--gin.BATCH_SIZE=4',
-        "--gin.TASK_FEATURE_LENGTHS={'inputs': 128, 'targets': 32}",
-        '--gin.train_script.train.use_progress_bar=False'])
   study = tmp_path / 'study'
-  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single"])}'])
-  for name in ('results.json', 'report.md', 'change.png', 'curves.png', 'config.gin',
+  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single"], train_base=True)}'])
+  for name in ('results.json', 'report.md', 'change.png', 'curves.png', 'config.gin', 'base/arm.json',
                'arms/single_task/arm.json', 'eval/base/results.json', 'eval/single_task/results.json'):
     assert (study / name).is_file(), name
   first = json.loads((study / 'results.json').read_text())
   assert set(first['matrix']) == {'base', 'single_task'}
   assert set(first['arms']['single_task']['forgetting']) == {'demo_dialogue_zs', 'demo_review_zs',
                                                              'demo_ner_zs', 'demo_code_zs'}
+  assert (study / 'base/checkpoint_3').is_dir()
   assert (study / 'arms/single_task/checkpoint_5').is_dir()  # base step 3 + 2 steps
   logs_before = {p: (study / 'logs' / p).stat().st_mtime for p in os.listdir(study / 'logs')}
+  assert 'train-base.log' in logs_before
 
-  # A second arm added later: only it is trained and evaluated.
-  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "replay"])}'])
+  # A second arm added later, the base now given as a checkpoint (the one the study trained):
+  # only the new arm is trained and evaluated.
+  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "replay"], train_base=False)}'])
   second = json.loads((study / 'results.json').read_text())
   assert set(second['matrix']) == {'base', 'single_task', 'replay_10pct'}
   assert second['matrix']['single_task'] == first['matrix']['single_task']
@@ -98,3 +104,17 @@ def test_tiny_study_writes_every_output_and_adds_an_arm_later(tmp_path):
   assert {'train-replay_10pct.log', 'eval-replay_10pct.log'} <= set(os.listdir(study / 'logs'))
   assert len(second['commands']) == len(first['commands']) + 2
   assert '| replay_10pct |' in (study / 'report.md').read_text()
+
+
+def test_study_needs_exactly_one_base(tmp_path):
+  from flan_t5x import forgetting
+  arm = forgetting.Arm(name='single_task')
+  common = dict(study_dir=str(tmp_path), arms=[arm], steps_per_arm=1, train_gin_files=[], eval_gin_files=[],
+                target_tasks=['t'], held_in_tasks=[])
+  with pytest.raises(ValueError, match='exactly one base'):
+    forgetting.run_study(**common)
+  with pytest.raises(ValueError, match='exactly one base'):
+    forgetting.run_study(**common, base_checkpoint='x',
+                         base_training=forgetting.BaseTraining(gin_files=['g.gin'], steps=1))
+  with pytest.raises(ValueError, match='steps must be positive'):
+    forgetting.BaseTraining(gin_files=['g.gin'], steps=0)
