@@ -25,6 +25,7 @@ setuptools.setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "numpy>=1.26",
+        "pyarrow>=14",  # the Flan Collection's Parquet shards (flan_tasks.shards)
         "matplotlib>=3.7",  # study and compare charts
     ],
     extras_require={

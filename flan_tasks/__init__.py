@@ -4,6 +4,8 @@
 dataset is built). See README.md for the naming scheme and how to add your own data.
 """
 from flan_tasks.config import configure
+from flan_tasks.flan_collection import (HeldOutLeakError, add_flan_collection, add_weighted_mixture,
+                                        check_no_leak)
 from flan_tasks.formatting import METADATA_FEATURES
 from flan_tasks.mixtures import add_mixture, add_replay_mixture, examples_proportional_rates, mixture_rates
 from flan_tasks.registry import add_instruction_task, all_task_info, task_info
@@ -24,11 +26,16 @@ except ImportError:  # pragma: no cover
 
 def _register_gin_configurables():
   global configure, add_instruction_task, add_mixture, add_replay_mixture
+  global add_flan_collection, add_weighted_mixture
   configure = _gin.external_configurable(configure, "flan_tasks.configure")
   add_instruction_task = _gin.external_configurable(add_instruction_task,
                                                     "flan_tasks.add_instruction_task")
   add_mixture = _gin.external_configurable(add_mixture, "flan_tasks.add_mixture")
   add_replay_mixture = _gin.external_configurable(add_replay_mixture, "flan_tasks.add_replay_mixture")
+  add_flan_collection = _gin.external_configurable(add_flan_collection,
+                                                   "flan_tasks.add_flan_collection")
+  add_weighted_mixture = _gin.external_configurable(add_weighted_mixture,
+                                                    "flan_tasks.add_weighted_mixture")
   _gin.external_configurable(demo_vocabulary, "flan_tasks.demo_vocabulary")
   _gin.external_configurable(t5_vocabulary, "flan_tasks.t5_vocabulary")
 
@@ -45,4 +52,5 @@ if _gin is not None:
 
 __all__ = ["configure", "add_instruction_task", "add_mixture", "add_replay_mixture", "examples_proportional_rates",
            "mixture_rates", "task_info", "all_task_info", "DataNotFoundError", "METADATA_FEATURES", "demo_vocabulary",
-           "t5_vocabulary"]
+           "t5_vocabulary", "add_flan_collection", "add_weighted_mixture", "check_no_leak",
+           "HeldOutLeakError"]

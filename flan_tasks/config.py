@@ -18,19 +18,22 @@ DEFAULT_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.mo
 # 100 sentinel ids appended unless told otherwise. Either way the T5 vocabulary has 32,100 ids.
 T5_EXTRA_IDS = 100
 MISSING_DATA_ENV = "FLAN_MISSING_DATA"
+COLLECTION_DIR_ENV = "FLAN_COLLECTION_DIR"
 MISSING_DATA_POLICIES = ("skip", "error")
 
 _settings = {"data_dir": None, "tfds_data_dir": None, "vocab_path": None, "vocab_extra_ids": None,
-             "missing_data": None}
+             "missing_data": None, "collection_dir": None}
 
 
 def configure(data_dir: Optional[str] = None,
               tfds_data_dir: Optional[str] = None,
               vocab_path: Optional[str] = None,
               missing_data: Optional[str] = None,
-              vocab_extra_ids: Optional[int] = None) -> None:
+              vocab_extra_ids: Optional[int] = None,
+              collection_dir: Optional[str] = None) -> None:
   """Sets the local data directory, the TFDS data directory, the SentencePiece vocabulary path (and
-  its number of extra ids, see `vocab_extra_ids()`) and what a FLAN mixture does with a member dataset that is not available ("skip" it with a warning, the
+  its number of extra ids, see `vocab_extra_ids()`), the Flan Collection's directory
+  (`flan_tasks.add_flan_collection`) and what a FLAN mixture does with a member dataset that is not available ("skip" it with a warning, the
   default, or raise an "error").
 
   Only the arguments given are changed. Takes effect for datasets built afterwards, including tasks
@@ -41,7 +44,8 @@ def configure(data_dir: Optional[str] = None,
   if vocab_extra_ids is not None:
     _settings["vocab_extra_ids"] = _extra_ids_value(vocab_extra_ids, "vocab_extra_ids")
   for key, value in (("data_dir", data_dir), ("tfds_data_dir", tfds_data_dir),
-                     ("vocab_path", vocab_path), ("missing_data", missing_data)):
+                     ("vocab_path", vocab_path), ("missing_data", missing_data),
+                     ("collection_dir", collection_dir)):
     if value is not None:
       _settings[key] = os.fspath(value)
 
@@ -55,6 +59,11 @@ def reset() -> None:
 def data_dir() -> Optional[str]:
   """Local data directory holding one folder per dataset (e.g. `samsum/train.json`), or None."""
   return _settings["data_dir"] or os.environ.get(DATA_DIR_ENV) or None
+
+
+def collection_dir() -> Optional[str]:
+  """Directory (or gs:// bucket path) of the Flan Collection's shards, or None."""
+  return _settings["collection_dir"] or os.environ.get(COLLECTION_DIR_ENV) or None
 
 
 def tfds_data_dir() -> Optional[str]:

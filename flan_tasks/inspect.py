@@ -1,6 +1,7 @@
 """Look at a task or mixture: formatted examples, template usage, token lengths, mixture rates.
 
   python -m flan_tasks.inspect NAME [--split train] [--n 3] [--sample 200] [--show-tokens]
+  python -m flan_tasks.inspect flan2022 --collection_dir DIR   # the Flan Collection's mixture
 
 The functions are importable for a notebook: `summarize(name)`, `format_report(summary)`.
 """
@@ -14,7 +15,7 @@ import numpy as np
 import seqio
 
 import flan_tasks  # registers the tasks  # pylint: disable=unused-import
-from flan_tasks import mixtures
+from flan_tasks import config, flan_collection, mixtures
 
 DEFAULT_LENGTHS = {"inputs": 2048, "targets": 512}
 
@@ -30,6 +31,7 @@ class Summary:
   sampled: int
   rates: Optional[Dict[str, float]] = None
   unavailable: List[str] = dataclasses.field(default_factory=list)
+  style_counts: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _decode(value):
@@ -52,6 +54,7 @@ def summarize(name: str, split: str = "train", n: int = 3, sample: int = 200,
   ds = provider.get_dataset(lengths, split=split, shuffle=True, seed=seed, num_epochs=1, **extra)
   examples, token_lengths = [], collections.defaultdict(list)
   templates = collections.defaultdict(collections.Counter)
+  styles = collections.Counter()
   for example in ds.take(sample).as_numpy_iterator():
     if len(examples) < n:
       examples.append({k: _decode(v) for k, v in example.items()})
@@ -62,6 +65,7 @@ def summarize(name: str, split: str = "train", n: int = 3, sample: int = 200,
       token_lengths[feature].append(len(vocabulary.encode(text)) + 1)
     task = _decode(example.get("_task_name", name.encode()))
     templates[task][int(example.get("_template_idx", -1))] += 1
+    styles[_decode(example.get("_template_type", b"?"))] += 1
   percentiles = {f: {p: float(np.percentile(v, p)) for p in (50, 90, 95, 99, 100)}
                  for f, v in token_lengths.items()}
   truncated = {f: int(sum(x > lengths[f] for x in token_lengths[f])) for f in lengths}
@@ -71,13 +75,34 @@ def summarize(name: str, split: str = "train", n: int = 3, sample: int = 200,
     listed = getattr(provider, "listed_tasks", provider.tasks)  # flan mixtures: with those left out
     unavailable = sorted(t.name for t in listed if not mixtures.task_available(t, split))
   return Summary(name, split, examples, dict(templates), percentiles, truncated,
-                 len(token_lengths["targets"]), rates, unavailable)
+                 len(token_lengths["targets"]), rates, unavailable, dict(styles))
+
+
+def _collection_sample_lines(summary: Summary) -> List[str]:
+  """Sampled examples per submix and template type (a collection mixture has ~1,800 tasks)."""
+  info = flan_collection.registered(summary.name)
+  submix_of = {task: submix for submix, task, _ in info.counts}
+  by_submix, by_style = collections.Counter(), collections.Counter()
+  for task, counts in summary.template_counts.items():
+    by_submix[submix_of.get(task, "?")] += sum(counts.values())
+  for style, count in summary.style_counts.items():
+    by_style[style] += count
+  total = max(summary.sampled, 1)
+  out = ["\n-- sampled examples per submix"]
+  out += [f"{m:10s} {n:6d} {100 * n / total:6.2f}%" for m, n in sorted(by_submix.items())]
+  out.append("-- sampled examples per template type")
+  out += [f"{s:10s} {n:6d} {100 * n / total:6.2f}%" for s, n in sorted(by_style.items())]
+  return out
 
 
 def format_report(summary: Summary, show_tokens: bool = False,
                   sequence_length: Optional[Dict[str, int]] = None) -> str:
   lengths = dict(sequence_length or DEFAULT_LENGTHS)
   out = [f"== {summary.name} ({summary.split}) — {summary.sampled} examples sampled"]
+  collection = flan_collection.registered(summary.name)
+  if collection:
+    out.append(flan_collection.describe(summary.name))
+    out += _collection_sample_lines(summary)
   if summary.rates:
     total = sum(summary.rates.values())
     out.append("\n-- mixture rates")
@@ -95,9 +120,10 @@ def format_report(summary: Summary, show_tokens: bool = False,
     if show_tokens:
       out.append(f"input ids ({len(example['inputs'])}): {example['inputs']}")
       out.append(f"target ids ({len(example['targets'])}): {example['targets']}")
-  out.append("\n-- template usage (task: {template index: count})")
-  for task, counts in sorted(summary.template_counts.items()):
-    out.append(f"{task}: {dict(sorted(counts.items()))}")
+  if not collection:
+    out.append("\n-- template usage (task: {template index: count})")
+    for task, counts in sorted(summary.template_counts.items()):
+      out.append(f"{task}: {dict(sorted(counts.items()))}")
   out.append("\n-- token lengths before trimming (with EOS; few-shot prompts already fit the "
              "inputs budget)")
   for feature, pct in summary.length_percentiles.items():
@@ -118,9 +144,16 @@ def main(argv=None) -> int:
   parser.add_argument("--targets_length", type=int, default=DEFAULT_LENGTHS["targets"])
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--show-tokens", action="store_true", dest="show_tokens")
+  parser.add_argument("--collection_dir", default=None,
+                      help="Flan Collection shards (default $FLAN_COLLECTION_DIR): registers NAME "
+                           "(e.g. flan2022) as the Flan 2022 mixture of them")
   args = parser.parse_args(argv)
   lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
   try:
+    collection_dir = args.collection_dir or config.collection_dir()
+    known = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
+    if collection_dir and args.name not in known:
+      flan_collection.add_flan_collection(collection_dir, name=args.name)
     summary = summarize(args.name, args.split, args.n, args.sample, lengths, args.seed)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)

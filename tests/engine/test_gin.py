@@ -36,7 +36,8 @@ def clean_gin():
 
 def _files_for(path):
   """Run files need a model file before them, as on the command line."""
-  if path.startswith('gin/runs/') or path in ('gin/flan_mix.gin', 'gin/dialogsum.gin', 'gin/forgetting/eval_suite.gin'):
+  if path.startswith('gin/runs/') or path in ('gin/flan_mix.gin', 'gin/dialogsum.gin', 'gin/flan2022.gin',
+                                               'gin/forgetting/eval_suite.gin'):
     return ['gin/models/t5_1_1_tiny.gin', path]
   return [path]
 
