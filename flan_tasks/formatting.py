@@ -4,6 +4,10 @@ Both preprocessors turn a dataset of raw string fields into `inputs`/`targets` s
 (`_task_name`, `_template_idx`, `_template_type`, `_num_shots`) so evaluation can break results down
 by template. The template of an example is a keyed hash of its input fields: deterministic for a
 seed, independent of pipeline order and sharding, and spread evenly over the templates.
+
+Few-shot formatting is two steps so SeqIO can cache the first (registry._preprocessors):
+`few_shot_blocks` needs only the example and its attached exemplars; `few_shot_fit` applies the
+sequence length. `few_shot` runs both on a plain dataset, taking exemplars from the stream.
 """
 from typing import Mapping, Optional, Sequence, Tuple
 

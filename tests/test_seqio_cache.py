@@ -14,7 +14,7 @@ import seqio
 import flan_tasks
 from flan_tasks import config
 from flan_t5x import summaries
-from tests.conftest import write_flan_layout
+from tests.conftest import cache_tasks, write_flan_layout
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A T5-vocabulary task pair read from two line-aligned files (two source shards for Beam) with
@@ -37,12 +37,7 @@ def cache(tmp_path_factory, tiny_spm):
   write_flan_layout(data_dir)
   cache_dir = tmp_path_factory.mktemp("seqio_cache")
   tasks = [t.name for t in seqio.get_mixture_or_task("demo_mix").tasks] + FILE_TASKS
-  proc = subprocess.run(
-      [sys.executable, "-m", "seqio.scripts.cache_tasks_main", "--module_import=flan_tasks",
-       f"--tasks={','.join(tasks)}", f"--output_cache_dir={cache_dir}", "--min_shards=2"],
-      cwd=REPO, env=_env(FLAN_DATA_DIR=str(data_dir), FLAN_VOCAB_PATH=tiny_spm),
-      capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-4000:]
+  cache_tasks(cache_dir, tasks, _env(FLAN_DATA_DIR=str(data_dir), FLAN_VOCAB_PATH=tiny_spm))
   previous = seqio.utils.get_global_cache_dirs()
   seqio.add_global_cache_dirs([str(cache_dir)])
   config.configure(data_dir=str(data_dir), vocab_path=tiny_spm)
@@ -134,3 +129,30 @@ def test_few_shot_exemplars_do_not_depend_on_order_or_sharding():
   assert sharded == ordered and examples(shuffle=True, seed=3) == ordered
   assert sum(n for _, n in ordered) > 0
   assert flan_tasks.task_info("demo_review_fs").variant == "fs"
+
+
+def test_a_mixture_member_with_only_its_cache_stays_a_member(cache, tmp_path):
+  # A host that holds the cache but not the raw files (e.g. a TPU pod reading a cache on GCS).
+  _, data_dir, _ = cache
+  flan_tasks.add_mixture("cached_code_mix", FILE_TASKS)
+  config.configure(data_dir=str(tmp_path / "no_data"))
+  try:
+    mixture = seqio.get_mixture_or_task("cached_code_mix")
+    assert sorted(t.name for t in mixture.tasks) == sorted(FILE_TASKS)
+    # Rates come from the cache's example counts (5 rows, shared by the zs and fs tasks).
+    assert flan_tasks.mixture_rates("cached_code_mix") == {name: 2.5 for name in FILE_TASKS}
+    ds = mixture.get_dataset(SHORT, split="train", use_cached=True, shuffle=False, num_epochs=1)
+    examples = list(ds.as_numpy_iterator())
+    assert examples and all(len(ex["targets"]) for ex in examples)
+    with pytest.raises(flan_tasks.DataNotFoundError, match="code_java2cs"):
+      mixture.get_dataset(SHORT, split="train", use_cached=False)
+    previous = seqio.utils.get_global_cache_dirs()
+    seqio.set_global_cache_dirs([])  # neither data nor cache: no member left
+    try:
+      with pytest.raises(flan_tasks.DataNotFoundError, match="no data for"):
+        _ = mixture.tasks
+    finally:
+      seqio.set_global_cache_dirs(previous)
+  finally:
+    config.configure(data_dir=str(data_dir))
+    seqio.MixtureRegistry.remove("cached_code_mix")
