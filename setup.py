@@ -1,6 +1,11 @@
 """flan-t5x: FLAN-style multi-task instruction finetuning of T5 on JAX."""
 import setuptools
 
+# apache-beam caps protobuf below 7, and sentencepiece 0.2.3's generated code refuses a protobuf
+# older than 7 (seqio then fails to import), so with Beam sentencepiece stays at 0.2.2, whose code
+# runs on either. [tfrecord] brings the CRC that Beam's TFRecord writer needs.
+CACHE_REQUIRES = ["apache-beam[tfrecord]>=2.50", "sentencepiece>=0.2,<0.2.3"]
+
 setuptools.setup(
     name="flan-t5x",
     version="0.1.0",
@@ -29,7 +34,9 @@ setuptools.setup(
         "matplotlib>=3.7",  # study and compare charts
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", *CACHE_REQUIRES],
+        # SeqIO's offline cache (python -m seqio.scripts.cache_tasks_main) runs on Apache Beam.
+        "cache": CACHE_REQUIRES,
         # The Hugging Face peer for benchmarks and export parity; never needed by the default tests.
         "bench": ["torch>=2.4", "transformers>=4.45"],
     },

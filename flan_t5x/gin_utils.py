@@ -19,6 +19,10 @@ def _define_flags() -> None:
   flags.DEFINE_multi_string('gin_bindings', default=[], help='Individual gin bindings, applied last.')
   flags.DEFINE_list('gin_search_paths', default=['.'],
                     help='Directories searched for gin files and `include`s (the repo root is always added).')
+  # As t5x.train's flag: where `USE_CACHED_TASKS = True` finds tasks cached by
+  # `python -m seqio.scripts.cache_tasks_main --output_cache_dir=DIR`.
+  flags.DEFINE_list('seqio_additional_cache_dirs', default=[],
+                    help='Directories to search for SeqIO-cached tasks (cache_tasks_main --output_cache_dir).')
 
 
 def rewrite_gin_args(args: Sequence[str]) -> list[str]:
@@ -51,6 +55,17 @@ def parse_gin_flags_from_argv(argv: Sequence[str]) -> None:
   parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
 
 
+def add_cache_dirs(cache_dirs: Sequence[str]) -> None:
+  """Adds task cache directories for `use_cached=True`; a missing one is an error naming it."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  missing = [d for d in cache_dirs if not tf.io.gfile.isdir(d)]
+  if missing:
+    raise app.UsageError(f'--seqio_additional_cache_dirs: not a directory: {missing} (write one with '
+                         '`python -m seqio.scripts.cache_tasks_main --output_cache_dir=DIR`)')
+  seqio.add_global_cache_dirs(list(cache_dirs))
+
+
 def start_run(output_dir_macro: str, every_host: bool = False, write_config: bool = True) -> str:
   """What every entry point does first: quiet logs, start the runtime (jax.distributed when this is
   one of several processes), parse gin, record the config; returns the dir.
@@ -67,6 +82,7 @@ def start_run(output_dir_macro: str, every_host: bool = False, write_config: boo
     logging.set_verbosity(logging.WARNING)
   runtime.initialize()
   parse_gin_flags_from_argv(())
+  add_cache_dirs(flags.FLAGS.seqio_additional_cache_dirs)
   output_dir = gin.query_parameter(output_dir_macro)
   if write_config and (every_host or jax.process_index() == 0):
     config_filename = f'config-{jax.process_index():05d}.gin' if every_host else 'config.gin'

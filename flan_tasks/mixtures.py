@@ -9,6 +9,7 @@ import logging
 from typing import Dict, List, Sequence
 
 import seqio
+import tensorflow as tf
 
 from flan_tasks import config, registry, sources
 
@@ -18,7 +19,10 @@ FLAN_MAXIMUM_EXAMPLES = 30_000  # the FLAN collection's per-dataset cap
 
 
 def _dataset_rate(task: seqio.Task, maximum: int, temperature: float, share: int) -> float:
-  count = task.num_input_examples("train")
+  if task_available(task, "train") or not task_cached(task, "train"):
+    count = task.num_input_examples("train")
+  else:  # only SeqIO's cache of the task is on this machine
+    count = task.get_cached_stats("train")["examples"]
   if count is None:
     raise ValueError(f"task {task.name!r}: its source does not know its number of train examples; "
                      "give the mixture explicit rates")
@@ -52,20 +56,31 @@ def task_available(task: seqio.Task, split: str) -> bool:
   return source.available(split) if isinstance(source, sources.InstructionDataSource) else True
 
 
+def task_cached(task: seqio.Task, split: str) -> bool:
+  """Whether SeqIO's cache (in a directory given to seqio.add_global_cache_dirs) holds `split`."""
+  if not task.supports_caching or not seqio.utils.get_global_cache_dirs():
+    return False
+  cache_dir = task.cache_dir
+  return bool(cache_dir) and tf.io.gfile.exists(seqio.get_cached_info_path(cache_dir, split))
+
+
 # The splits a member's data must have for the member to be in a mixture (those it declares).
 DEFAULT_REQUIRED_SPLITS = ("train", "validation")
 
 
 class AvailableDataMixture(seqio.Mixture):
-  """A mixture whose members are the listed tasks whose data is on this machine.
+  """A mixture whose members are the listed tasks whose data (or SeqIO cache) is on this machine.
 
   The FLAN mixtures span datasets few users hold all of (TFDS-only ones among them). Which members
   have their data (every split of `required_splits` that the task declares) is decided when the
   mixture is first used, not at registration, and logged once; `tasks` (so `seqio.get_subtasks`,
   T5X's training evaluation, `seqio.Evaluator`, `t5x.eval` and flan_t5x) and `get_dataset` all see
-  that one member set. The decision is redone only if flan_tasks' data settings change. With
+  that one member set. The decision is redone only if flan_tasks' data settings or SeqIO's cache
+  directories change. With
   `flan_tasks.configure(missing_data="error")` (or $FLAN_MISSING_DATA=error) a missing member is a
-  DataNotFoundError instead.
+  DataNotFoundError instead. A task whose data is missing but whose split is in SeqIO's cache (a
+  directory added with `seqio.add_global_cache_dirs`, e.g. by `--seqio_additional_cache_dirs`) stays
+  a member, so a host with only the cache trains with `use_cached=True`.
   """
 
   def __init__(self, name, tasks, *args, required_splits: Sequence[str] = DEFAULT_REQUIRED_SPLITS,
@@ -85,7 +100,8 @@ class AvailableDataMixture(seqio.Mixture):
   def tasks(self) -> List[seqio.Task]:
     if not self._registered:  # seqio's constructor: no data is looked at when registering
       return self.listed_tasks
-    settings = (config.data_dir(), config.tfds_data_dir(), config.missing_data_policy())
+    settings = (config.data_dir(), config.tfds_data_dir(), config.missing_data_policy(),
+                tuple(seqio.utils.get_global_cache_dirs()))
     if self._members is None or self._members[0] != settings:
       self._members = (settings, self._decide_members())
     return list(self._members[1])
@@ -99,7 +115,7 @@ class AvailableDataMixture(seqio.Mixture):
 
   def _missing_split(self, task: seqio.Task):
     for split in self._required_splits:
-      if split in task.splits and not task_available(task, split):
+      if split in task.splits and not (task_available(task, split) or task_cached(task, split)):
         return split
     return None
 
@@ -184,4 +200,4 @@ def mixture_rates(name: str, split: str = "train") -> Dict[str, float]:
   if not isinstance(mixture, seqio.Mixture):
     raise ValueError(f"{name!r} is a task, not a mixture")
   return {task.name: mixture.get_rate(task) for task in mixture.tasks
-          if task_available(task, split)}
+          if task_available(task, split) or task_cached(task, split)}

@@ -86,10 +86,35 @@ def output_features(vocabulary: seqio.Vocabulary) -> Dict[str, seqio.Feature]:
   }
 
 
-def _add_constants(constants: Mapping[str, str]):
-  def add(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    return dataset.map(lambda ex: {**ex, **{k: tf.constant(v) for k, v in constants.items()}})
-  return add
+def _add_constants(constants: Mapping[str, str], num_exemplars: int):
+  """Adds the task's constant fields to each example and to each of its exemplars."""
+  def add(example):
+    example = {**example, **{k: tf.constant(v) for k, v in constants.items()}}
+    if num_exemplars:
+      example.update({formatting.SHOTS_PREFIX + k: tf.fill([num_exemplars], v)
+                      for k, v in constants.items()})
+    return example
+  return lambda dataset: dataset.map(add)
+
+
+def _preprocessors(variant: str, formatters, head: Sequence[Callable]) -> List[Callable]:
+  """The task's steps, with SeqIO's cache placeholder after the last one that is a function of
+  one source row alone.
+
+  Everything before `seqio.CacheDatasetPlaceholder` must be deterministic and independent of the
+  sequence length: `python -m seqio.scripts.cache_tasks_main` runs it once (Apache Beam) and
+  `use_cached=True` reads its output instead. Zero-shot formatting and tokenization are per row, so
+  the cache holds token ids. Few-shot exemplars come with the row (the source attaches the next
+  rows of the split by index, whatever the order or shard), so their text blocks and token counts
+  are cached; which exemplars fit the `inputs` length is decided after the cache, and the prompt
+  is tokenized then. Cached and uncached examples are therefore the same set.
+  """
+  cache = seqio.CacheDatasetPlaceholder()
+  tokenize, eos = seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim
+  if variant == "zs":
+    return [*head, formatters[0], tokenize, cache, eos]
+  blocks, fit = formatters
+  return [*head, blocks, cache, fit, tokenize, eos]
 
 
 def register_instruction_tasks(
@@ -128,22 +153,23 @@ def register_instruction_tasks(
       metrics if metrics is not None else (defaults.metrics if defaults else ("rouge",)))
   postprocess = postprocess or (defaults.postprocess if defaults else
                                 metrics_lib.strip_postprocessor)
+  if not hasattr(source, "with_exemplars"):
+    raise TypeError(f"task {name!r}: the source must be a flan_tasks source (sources.py: "
+                    f"InstructionDataSource or GeneratedDataSource), got {type(source).__name__}")
   features = output_features(vocabulary)
-  head = [_add_constants(constant_fields)] if constant_fields else []
-  tail = [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim]
-
   zs_name, fs_name = f"{name}_zs", f"{name}_fs"
   common = dict(templates=templates, template_idx=template_idx, seed=seed, options=options)
   variants = (
-      (zs_name, "zs", formatting.zero_shot_preprocessor(task_name=zs_name, **common)),
-      (fs_name, "fs", formatting.few_shot_preprocessor(
-          task_name=fs_name, patterns=patterns, num_shots=num_shots, **common)),
+      (zs_name, "zs", source, (formatting.zero_shot_preprocessor(task_name=zs_name, **common),), 0),
+      (fs_name, "fs", source.with_exemplars(num_shots), formatting.few_shot_preprocessors(
+          task_name=fs_name, patterns=patterns, num_shots=num_shots, **common), num_shots),
   )
-  for task_name, variant, formatter in variants:
+  for task_name, variant, task_source, formatters, num_exemplars in variants:
+    head = [_add_constants(constant_fields, num_exemplars)] if constant_fields else []
     if task_name in seqio.TaskRegistry.names():
       seqio.TaskRegistry.remove(task_name)
     seqio.TaskRegistry.add(
-        task_name, source=source, preprocessors=head + [formatter] + tail,
+        task_name, source=task_source, preprocessors=_preprocessors(variant, formatters, head),
         output_features=features, postprocess_fn=postprocess, metric_fns=metric_fns,
         shuffle_buffer_size=TASK_SHUFFLE_BUFFER)
     _TASK_INFO[task_name] = TaskInfo(task_name, name, family, variant, held_out, group, templates,

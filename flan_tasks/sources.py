@@ -4,6 +4,7 @@ Files are parsed in Python (so an error names the file and line), held in memory
 `tf.data.Dataset` of string fields. The data directory is resolved when a dataset is built, not when
 the task is registered, so `flan_tasks.configure(data_dir=...)` after import still takes effect.
 """
+import copy
 import dataclasses
 import logging
 import os
@@ -13,7 +14,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import seqio
 import tensorflow as tf
 
-from flan_tasks import config
+from flan_tasks import config, formatting
 from flan_tasks.readers import BadRowError, Row
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _load_columns(paths: Sequence[str], spec: FileSpec, fields: Sequence[str],
 
 def _columns_dataset(columns: Mapping[str, List[str]], fields: Sequence[str],
                      shard_info: Optional[seqio.ShardInfo], shuffle: bool,
-                     seed: Optional[int]) -> tf.data.Dataset:
+                     seed: Optional[int], num_exemplars: int = 0) -> tf.data.Dataset:
   tensors = {f: tf.constant(columns[f], tf.string) for f in fields}
   num_rows = len(columns[fields[0]])
   shards, shard = (shard_info.num_shards, shard_info.index) if shard_info else (1, 0)
@@ -104,8 +105,18 @@ def _columns_dataset(columns: Mapping[str, List[str]], fields: Sequence[str],
   positions = len(range(shard, num_rows, shards))
   ds = _shuffled_rows(positions, seed) if shuffle else tf.data.Dataset.range(positions)
   ds = ds.map(lambda p: p * shards + shard)
-  return ds.map(lambda i: {f: tf.gather(t, i) for f, t in tensors.items()},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  # Row i's exemplars are rows i+1..i+k of the whole split (cycling), by index: the same for any
+  # order, shard or shuffle, so a few-shot example is a function of its row (SeqIO's cache).
+  offsets = tf.range(1, num_exemplars + 1, dtype=tf.int64)
+
+  def row(i):
+    example = {f: tf.gather(t, i) for f, t in tensors.items()}
+    if num_exemplars:
+      neighbours = (i + offsets) % num_rows
+      example.update({formatting.SHOTS_PREFIX + f: tf.gather(t, neighbours)
+                      for f, t in tensors.items()})
+    return example
+  return ds.map(row, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 _SHUFFLE_BLOCK = 64
@@ -135,7 +146,17 @@ class _FieldsSource(seqio.DataSource):
 
   def __init__(self, name: str, fields: Sequence[str], splits: Sequence[str]):
     self._name, self._fields = name, tuple(fields)
+    self._num_exemplars = 0
     super().__init__(splits=splits)
+
+  def with_exemplars(self, num_exemplars: int) -> "_FieldsSource":
+    """This source (same rows, shared caches) whose examples also carry the fields of the next
+    `num_exemplars` rows of the split as `formatting.SHOTS_PREFIX + field` ([num_exemplars])."""
+    if num_exemplars < 0:
+      raise ValueError(f"dataset {self._name!r}: num_exemplars must be >= 0, got {num_exemplars}")
+    source = copy.copy(self)
+    source._num_exemplars = num_exemplars  # pylint: disable=protected-access
+    return source
 
   @property
   def fields(self) -> Tuple[str, ...]:
@@ -175,7 +196,8 @@ class GeneratedDataSource(_FieldsSource):
                   shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
                   use_cached: bool = False, num_epochs: Optional[int] = 1) -> tf.data.Dataset:
     del sequence_length, use_cached, num_epochs  # handled by the Task
-    return _columns_dataset(self.load_columns(split), self._fields, shard_info, shuffle, seed)
+    return _columns_dataset(self.load_columns(split), self._fields, shard_info, shuffle, seed,
+                            self._num_exemplars)
 
 
 class InstructionDataSource(_FieldsSource):
@@ -272,16 +294,24 @@ class InstructionDataSource(_FieldsSource):
     if split not in self.splits:
       raise ValueError(f"dataset {self._name!r} has no split {split!r}; splits: {list(self.splits)}")
     if self.local_paths(split) is not None:
-      return _columns_dataset(self.load_columns(split), self._fields, shard_info, shuffle, seed)
+      return _columns_dataset(self.load_columns(split), self._fields, shard_info, shuffle, seed,
+                            self._num_exemplars)
     builder = self._tfds_builder() if self._tfds and split in self._tfds.split_map else None
     if builder is None:
       raise self._not_found(split)
-    ds = builder.as_dataset(split=self._tfds.split_map[split], shuffle_files=shuffle,
+    # With exemplars the files are read in order, so each row's neighbours (its exemplars) are
+    # those of the unshuffled split whatever the sharding; the shuffle buffer below mixes rows.
+    ds = builder.as_dataset(split=self._tfds.split_map[split],
+                            shuffle_files=shuffle and not self._num_exemplars,
                             read_config=_tfds_read_config(seed))
+    info = builder.info
+    if self._num_exemplars:
+      ds = ds.map(lambda ex: self._tfds.to_fields(ex, info))
+      ds = formatting.attach_next_examples(ds, self._num_exemplars)
     if shard_info and shard_info.num_shards > 1:
       ds = ds.shard(shard_info.num_shards, shard_info.index)
-    info = builder.info
-    ds = ds.map(lambda ex: self._tfds.to_fields(ex, info), num_parallel_calls=tf.data.AUTOTUNE)
+    if not self._num_exemplars:
+      ds = ds.map(lambda ex: self._tfds.to_fields(ex, info), num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
       ds = ds.shuffle(10_000, seed=seed)
     return ds

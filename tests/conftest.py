@@ -150,6 +150,17 @@ def write_flan_layout(root: pathlib.Path) -> None:
     (code / f"{split}.java-cs.txt.cs").write_text("\n".join(CSHARP) + "\n", encoding="utf-8")
 
 
+def cache_tasks(output_dir, tasks, env) -> None:
+  """Runs SeqIO's `python -m seqio.scripts.cache_tasks_main` (Beam DirectRunner) over `tasks`."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, "-m", "seqio.scripts.cache_tasks_main", "--module_import=flan_tasks",
+       f"--tasks={','.join(tasks)}", f"--output_cache_dir={output_dir}", "--min_shards=2"],
+      cwd=pathlib.Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+      timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+
+
 def all_raw_text() -> str:
   parts = [d["dialogue"] + " " + d["summary"] for d in DIALOGUES]
   parts += [a["document"] + " " + a["summary"] for a in ARTICLES]

@@ -129,3 +129,30 @@ def test_t5x_train_and_eval_on_dialogsum_with_the_t5_vocabulary(tmp_path):
       + [f"--gin.{k}={v}" for k, v in shared.items()],
       dict(shared, TASK_FEATURE_LENGTHS="{'inputs': 256, 'targets': 64}"), env)
   assert sorted(metrics) == ["dialogsum_zs"] and {"rouge1", "rougeLsum"} <= set(metrics["dialogsum_zs"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("apache_beam") is None,
+                    reason="apache-beam is not installed (pip install -e .[cache])")
+def test_t5x_train_from_the_seqio_cache(tmp_path):
+  from tests.conftest import cache_tasks  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  import flan_tasks  # pylint: disable=g-import-not-at-top,unused-import
+  cache_dir = tmp_path / "cache"
+  tasks = [t.name for t in seqio.get_mixture_or_task("demo_mix").tasks]
+  cache_tasks(cache_dir, tasks, _env())
+  model_dir = tmp_path / "model"
+  bindings = {"MODEL_DIR": f"'{model_dir}'", "USE_CACHED_TASKS": "True", "INITIAL_CHECKPOINT_PATH": "None",
+              "TRAIN_STEPS": "3", "EVAL_PERIOD": "3", "EVAL_STEPS": "1", "BATCH_SIZE": "4",
+              "utils.SaveCheckpointConfig.period": "3"}
+  train = subprocess.run(
+      [sys.executable, "-m", "t5x.train", f"--gin_search_paths={_t5x_root()}", "--gin_file=gin/t5x/demo.gin",
+       f"--seqio_additional_cache_dirs={cache_dir}"] + [f"--gin.{k}={v}" for k, v in bindings.items()]
+      + ["--gin_bindings=from __gin__ import dynamic_registration",
+         "--gin_bindings=import __main__ as train_script",
+         "--gin_bindings=train_script.train.infer_eval_dataset_cfg = None"],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1200)
+  assert train.returncode == 0, train.stderr[-4000:]
+  for name in tasks:  # T5X's training read (train and training_eval) every member from the cache
+    assert f"'{name}' is cached at {cache_dir / name}" in train.stderr, name
+  assert (model_dir / "checkpoint_3").is_dir()
+  assert sorted(os.listdir(model_dir / "training_eval")) == sorted(tasks + ["demo_mix"])
