@@ -273,3 +273,14 @@ def load_for_inference(model, partitioner, path: str):
   base = load_base(record, frozen.abstract, model.config, path)
   adapter_params, step = load_adapters(path, trainable.abstract)
   return model, combine(adapter_params, base), step
+
+
+def load_numpy(path: str, config) -> tuple[dict, PyTree, PyTree, int]:
+  """(record, base params, adapter params, step) of an adapter checkpoint as host arrays (no mesh)."""
+  record = read_record(path)
+  if record is None:
+    raise ValueError(f'{path}: not an adapter checkpoint (no LoRA / prompt-tuning record in its run item)')
+  base_path = check_base(record, path)
+  base = checkpoint_import.load_params(base_path, config)
+  adapter_params, step = checkpoints.read_params(path)
+  return record, base, adapter_params, step
