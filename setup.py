@@ -30,6 +30,6 @@ setuptools.setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
         # The Hugging Face peer for benchmarks and export parity; never needed by the default tests.
-        "bench": ["torch>=2.4", "transformers>=4.45"],
+        "bench": ["torch>=2.4", "transformers>=4.45", "peft>=0.13"],
     },
 )
