@@ -77,21 +77,25 @@ def test_tiny_study_writes_every_output_and_adds_an_arm_later(tmp_path):
         "--gin.TASK_FEATURE_LENGTHS={'inputs': 128, 'targets': 32}",
         '--gin.train_script.train.use_progress_bar=False'])
   study = tmp_path / 'study'
-  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single"])}'])
+  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "lora"])}'])
   for name in ('results.json', 'report.md', 'change.png', 'curves.png', 'config.gin',
-               'arms/single_task/arm.json', 'eval/base/results.json', 'eval/single_task/results.json'):
+               'arms/single_task/arm.json', 'eval/base/results.json', 'eval/single_task/results.json',
+               'eval/lora_single_task/results.json'):
     assert (study / name).is_file(), name
   first = json.loads((study / 'results.json').read_text())
-  assert set(first['matrix']) == {'base', 'single_task'}
+  assert set(first['matrix']) == {'base', 'single_task', 'lora_single_task'}
+  # The LoRA arm's checkpoint holds adapters and names the base; eval loaded base + adapter.
+  lora_eval = json.loads((study / 'eval/lora_single_task/results.json').read_text())
+  assert lora_eval['checkpoint']['base']['resolved'] == str(tmp_path / 'base' / 'checkpoint_3')
   assert set(first['arms']['single_task']['forgetting']) == {'demo_dialogue_zs', 'demo_review_zs',
                                                              'demo_ner_zs', 'demo_code_zs'}
   assert (study / 'arms/single_task/checkpoint_5').is_dir()  # base step 3 + 2 steps
   logs_before = {p: (study / 'logs' / p).stat().st_mtime for p in os.listdir(study / 'logs')}
 
   # A second arm added later: only it is trained and evaluated.
-  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "replay"])}'])
+  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "lora", "replay"])}'])
   second = json.loads((study / 'results.json').read_text())
-  assert set(second['matrix']) == {'base', 'single_task', 'replay_10pct'}
+  assert set(second['matrix']) == {'base', 'single_task', 'lora_single_task', 'replay_10pct'}
   assert second['matrix']['single_task'] == first['matrix']['single_task']
   for name, mtime in logs_before.items():
     assert (study / 'logs' / name).stat().st_mtime == mtime, f'{name} was run again'
