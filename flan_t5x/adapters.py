@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Any, Mapping
 
@@ -211,10 +210,6 @@ def summary_line(config, adapters: PyTree, base: PyTree) -> str:
   trainable, frozen = count(adapters), count(base)
   return (f'{describe_record(describe(config))}: {trainable:,} trainable parameters of '
           f'{trainable + frozen:,} ({100.0 * trainable / max(trainable + frozen, 1):.3f}%)')
-
-
-def to_json(record: dict) -> str:
-  return json.dumps(record, sort_keys=True)
 
 
 # ------------------------------------------------------------------ a PEFT run's start

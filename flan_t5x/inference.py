@@ -17,7 +17,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 
 from flan_t5x import adapters
-from flan_t5x import checkpoint_import
 from flan_t5x import decoding
 from flan_t5x import models
 from flan_t5x import partitioning
