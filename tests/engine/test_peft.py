@@ -104,12 +104,13 @@ def test_lora_targets_and_axes():
     lora.LoraConfig(targets=['(query'])
 
 
-@pytest.mark.parametrize('optimizer', ['adafactor', 'adamw'])
-def test_only_adapters_train_and_have_optimizer_state(optimizer):
+@pytest.mark.parametrize('optimizer,scan', [('adafactor', True), ('adamw', False)])
+def test_only_adapters_train_and_have_optimizer_state(optimizer, scan):
   opt = optimizers.Adafactor() if optimizer == 'adafactor' else optimizers.AdamW()
-  model = helpers.tiny_model(optimizer=opt, lora=lora.LoraConfig(rank=4, targets='all', dropout_rate=0.1))
+  model = helpers.tiny_model(optimizer=opt, scan_layers=scan,
+                             lora=lora.LoraConfig(rank=4, targets='all', dropout_rate=0.1))
   trainer = helpers.make_trainer(model)
-  base = jax.tree.map(jnp.asarray, _base_params())
+  base = jax.tree.map(jnp.asarray, _base_params(scan_layers=scan))
   state = trainer.state_from_params(base)
   before = jax.tree.map(np.asarray, state.params)
   param_shapes = {tuple(x.shape) for x in jax.tree_util.tree_leaves(state.params)}
@@ -126,7 +127,7 @@ def test_only_adapters_train_and_have_optimizer_state(optimizer):
   changed = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(after), jax.tree_util.tree_leaves(before))]
   assert all(changed)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), trainer.frozen_params,
-               _base_params())
+               _base_params(scan_layers=scan))
 
 
 def _train_batches(n):
