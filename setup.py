@@ -38,6 +38,6 @@ setuptools.setup(
         # SeqIO's offline cache (python -m seqio.scripts.cache_tasks_main) runs on Apache Beam.
         "cache": CACHE_REQUIRES,
         # The Hugging Face peer for benchmarks and export parity; never needed by the default tests.
-        "bench": ["torch>=2.4", "transformers>=4.45"],
+        "bench": ["torch>=2.4", "transformers>=4.45", "peft>=0.13"],
     },
 )

@@ -71,7 +71,7 @@ def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int) -> 
   state = trainer.init_state()
   local = synthetic_batch(batch, inputs, targets, vocab)
   sharded = trainer.partitioner.shard_batch(local)
-  compiled = trainer._train_step.lower(state, sharded, jax.random.PRNGKey(0)).compile()
+  compiled = trainer._train_step.lower(state, trainer.frozen_params, sharded, jax.random.PRNGKey(0)).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   step_flops = float(cost.get('flops', 0.0))

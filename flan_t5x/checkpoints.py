@@ -60,6 +60,8 @@ class RunState:
   """Host-side facts that must survive a restart along with the TrainState."""
   seed: int
   batches_consumed: int = 0
+  # PEFT runs (flan_t5x.adapters): adapter configuration and the base checkpoint's fingerprint.
+  peft: dict | None = None
 
 
 class _InputStateHandler(ocp.CheckpointHandler):
@@ -218,6 +220,18 @@ def read_params(path: str, abstract_params: PyTree = None, dtype: Any = np.float
     params = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), params)
   logging.info('Read parameters from %s.', state_dir)
   return params, int(restored['step'])
+
+
+def read_run_json(run_dir: str) -> dict:
+  """The `run` item (RunState as JSON) of a checkpoint_<step> directory."""
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    return checkpointer.restore(os.path.abspath(run_dir), args=ocp.args.JsonRestore())
+
+
+def write_run_json(run_dir: str, value: dict) -> None:
+  """Writes a `run` item as the Checkpointer does (orbax renames it into place when complete)."""
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    checkpointer.save(os.path.abspath(run_dir), args=ocp.args.JsonSave(value))
 
 
 def write_text_atomically(path: str, text: str) -> None:

@@ -62,9 +62,11 @@ class DecodingConfig:
 def init_cache(module, batch_size: int, input_length: int, max_decode_length: int) -> PyTree:
   """Zero cache for `batch_size` sequences (shapes from an abstract `init` of the decode path)."""
   cfg = module.config
+  # A prompt-tuned encoder's output has the prompt positions first.
+  encoded_length = input_length + (cfg.prompt_tuning.length if cfg.prompt_tuning is not None else 0)
 
   def init():
-    encoded = jnp.zeros((batch_size, input_length, cfg.emb_dim), cfg.activation_dtype)
+    encoded = jnp.zeros((batch_size, encoded_length, cfg.emb_dim), cfg.activation_dtype)
     return module.init(jax.random.PRNGKey(0), encoded, jnp.ones((batch_size, input_length), jnp.int32),
                        jnp.zeros((batch_size, max_decode_length), jnp.int32), max_decode_length,
                        method=module.decode)['cache']

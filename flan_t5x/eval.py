@@ -46,6 +46,7 @@ def evaluate(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_
   task_vocab.check_vocabularies(model, mixture_or_task_name, module)
   # Fingerprint first and load what was fingerprinted, even if a MODEL_DIR gets a newer step meanwhile.
   fingerprint = inference.checkpoint_fingerprint(checkpoint_path)
+  model = inference.model_for_checkpoint(model, fingerprint['resolved'])  # base + adapter: the adapted model
   params, step = inference.load_params(model, partitioner, fingerprint['resolved'])
   print(f'[flan_t5x] evaluating {checkpoint_path} (step {step}) on {mixture_or_task_name}/{split}', flush=True)
   results, records = evaluation.evaluate_params(model, partitioner, params, cfg)

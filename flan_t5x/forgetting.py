@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 
 from absl import logging
 
+from flan_t5x import adapters
 from flan_t5x import checkpoint_import
 from flan_t5x import checkpoints
 from flan_t5x import forgetting_metrics
@@ -124,7 +125,7 @@ def _evaluate(study_dir: str, model: str, checkpoint: str, eval_gin_files: Seque
   """(EVAL_OUTPUT_DIR, the command, or None when its results are of this checkpoint already)."""
   out = os.path.join(study_dir, 'eval', model)
   results = os.path.join(out, 'results.json')
-  fingerprint = checkpoint_import.checkpoint_fingerprint(checkpoint)
+  fingerprint = adapters.fingerprint(checkpoint)  # what eval records (an adapter's covers its base)
   if os.path.exists(results):
     with open(results) as f:
       recorded = json.load(f).get('checkpoint')

@@ -68,10 +68,21 @@ def _transformers():
   return torch, transformers
 
 
-def _versions(torch, transformers=None) -> dict:
+def _peft():
+  try:
+    import peft  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise Unavailable(f'peft is not installed in {sys.executable} ({e}); '
+                      "pip install -e '.[bench]'") from None
+  return peft
+
+
+def _versions(torch, transformers=None, peft=None) -> dict:
   out = {'torch': torch.__version__}
   if transformers is not None:
     out['transformers'] = transformers.__version__
+  if peft is not None:
+    out['peft'] = peft.__version__
   return out
 
 
@@ -169,6 +180,85 @@ def cmd_forward(request: dict) -> dict:
   return _versions(torch, transformers)
 
 
+def _logits_and_greedy(torch, model, arrays: dict, greedy_tokens: int) -> dict:
+  encoder = torch.as_tensor(arrays['encoder_input_tokens'], dtype=torch.long)
+  mask = (encoder > 0).long()
+  out = {}
+  with torch.no_grad():
+    if 'decoder_input_tokens' in arrays:
+      out['logits'] = model(
+          input_ids=encoder, attention_mask=mask,
+          decoder_input_ids=torch.as_tensor(arrays['decoder_input_tokens'], dtype=torch.long)
+      ).logits.float().numpy()
+    if greedy_tokens:
+      generated = model.generate(input_ids=encoder, attention_mask=mask, do_sample=False, num_beams=1,
+                                 max_new_tokens=greedy_tokens, min_new_tokens=greedy_tokens)
+      out['greedy_tokens'] = generated.numpy()[:, 1:].astype(np.int32)
+  return out
+
+
+def cmd_peft_forward(request: dict) -> dict:
+  """`forward` of base `model_dir` + the peft adapter in `adapter_dir` (PeftModel.from_pretrained)."""
+  torch, transformers = _transformers()
+  peft = _peft()
+  arrays = _inputs(request)
+  model = peft.PeftModel.from_pretrained(_load_model(transformers, request['model_dir']),
+                                         request['adapter_dir']).eval()
+  out = _logits_and_greedy(torch, model, arrays, int(request.get('greedy_tokens', 0)))
+  _save_outputs(request, out)
+  lora_params = sum(p.numel() for n, p in model.named_parameters() if 'lora_' in n)
+  return {'lora_parameters': int(lora_params), **_versions(torch, transformers, peft)}
+
+
+def cmd_peft_make_adapter(request: dict) -> dict:
+  """A peft LoRA adapter on `model_dir` (`lora`: LoraConfig kwargs), lora_B drawn N(0, `b_std`)
+  with `seed` (peft starts it at zero), saved to `out_dir`; plus its logits / greedy tokens."""
+  torch, transformers = _transformers()
+  peft = _peft()
+  arrays = _inputs(request)
+  torch.manual_seed(int(request.get('seed', 0)))
+  config = peft.LoraConfig(task_type='SEQ_2_SEQ_LM', **request['lora'])
+  model = peft.get_peft_model(_load_model(transformers, request['model_dir']), config).eval()
+  with torch.no_grad():
+    for name, param in model.named_parameters():
+      if 'lora_B' in name:
+        param.normal_(0.0, float(request.get('b_std', 0.05)))
+  model.save_pretrained(request['out_dir'])
+  out = _logits_and_greedy(torch, model, arrays, int(request.get('greedy_tokens', 0)))
+  _save_outputs(request, out)
+  return {'files': sorted(os.listdir(request['out_dir'])), **_versions(torch, transformers, peft)}
+
+
+def cmd_peft_train_timing(request: dict) -> dict:
+  """`train-timing` with peft LoRA (`lora`: LoraConfig kwargs) on a fresh `config` T5: median step
+  time, trainable parameters and the process's peak RSS."""
+  torch, transformers = _transformers()
+  peft = _peft()
+  arrays = _inputs(request)
+  torch.manual_seed(int(request.get('seed', 0)))
+  base = transformers.T5ForConditionalGeneration(transformers.T5Config(**request['config']))
+  model = peft.get_peft_model(base, peft.LoraConfig(task_type='SEQ_2_SEQ_LM', **request['lora']))
+  model.train()
+  trainable = [p for p in model.parameters() if p.requires_grad]
+  optimizer = torch.optim.AdamW(trainable, lr=float(request.get('lr', 1e-3)))
+  args = dict(input_ids=torch.as_tensor(arrays['encoder_input_tokens'], dtype=torch.long),
+              decoder_input_ids=torch.as_tensor(arrays['decoder_input_tokens'], dtype=torch.long),
+              labels=torch.as_tensor(arrays['decoder_target_tokens'], dtype=torch.long))
+  times, loss = [], None
+  for i in range(int(request['steps']) + 1):
+    tick = time.perf_counter()
+    loss = model(**args).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    if i:
+      times.append(time.perf_counter() - tick)
+  return {'step_times_s': times, 'step_time_s': float(np.median(times)), 'loss': float(loss),
+          'trainable_params': int(sum(p.numel() for p in trainable)),
+          'params': int(sum(p.numel() for p in model.parameters())),
+          'num_threads': torch.get_num_threads(), **_versions(torch, transformers, peft)}
+
+
 def cmd_train_timing(request: dict) -> dict:
   """Median step time of T5ForConditionalGeneration + torch AdamW on a fixed batch.
 
@@ -250,6 +340,9 @@ COMMANDS = {
     'train-timing': cmd_train_timing,
     'generate-timing': cmd_generate_timing,
     'from-pretrained-timing': cmd_from_pretrained_timing,
+    'peft-forward': cmd_peft_forward,
+    'peft-make-adapter': cmd_peft_make_adapter,
+    'peft-train-timing': cmd_peft_train_timing,
 }
 
 

@@ -323,6 +323,8 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
   decoding_config = decoding_config or decoding.DecodingConfig()
   fingerprint = (params_fingerprint(params) if params is not None and not checkpoint_path
                  else inference.checkpoint_fingerprint(checkpoint_path))
+  if params is None:  # base + adapter: the adapted model
+    model = inference.model_for_checkpoint(model, fingerprint['resolved'])
   process_index, process_count = jax.process_index(), jax.process_count()
   all_rows = (read_jsonl_inputs(input_path, input_field) if input_path
               else read_task_inputs(mixture_or_task_name, split, max_examples))

@@ -16,7 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 
-from flan_t5x import checkpoint_import
+from flan_t5x import adapters
 from flan_t5x import decoding
 from flan_t5x import models
 from flan_t5x import partitioning
@@ -39,18 +39,30 @@ _CHECKPOINT_PATH_REQUIRED = ('CHECKPOINT_PATH is required: a flan-t5x MODEL_DIR 
 
 
 def checkpoint_fingerprint(checkpoint_path: str) -> dict:
-  """checkpoint_import.checkpoint_fingerprint of CHECKPOINT_PATH; load its `resolved` path after."""
+  """checkpoint_import.checkpoint_fingerprint of CHECKPOINT_PATH (an adapter's covers its base too);
+  load its `resolved` path after."""
   if not checkpoint_path:
     raise ValueError(_CHECKPOINT_PATH_REQUIRED)
-  return checkpoint_import.checkpoint_fingerprint(checkpoint_path)
+  return adapters.fingerprint(checkpoint_path)
+
+
+def model_for_checkpoint(model: models.EncoderDecoderModel, checkpoint_path: str) -> models.EncoderDecoderModel:
+  """`model`, with the LoRA / prompt-tuning configuration of CHECKPOINT_PATH if it is an adapter checkpoint."""
+  record = adapters.read_record(checkpoint_path)
+  return model if record is None else adapters.with_adapters(model, record, checkpoint_path)
 
 
 def load_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
                 checkpoint_path: str) -> tuple[PyTree, int]:
-  """(params on the mesh, step) from a flan-t5x, Hugging Face or T5X checkpoint."""
+  """(params on the mesh, step) from a flan-t5x, Hugging Face or T5X checkpoint, or an adapter
+  checkpoint (its base + adapters; `model` must then be `model_for_checkpoint`'s)."""
   if not checkpoint_path:
     raise ValueError(_CHECKPOINT_PATH_REQUIRED)
-  return checkpoint_import.restore_params(checkpoint_path, abstract_params(model, partitioner), model.config)
+  loaded_model, params, step = adapters.load_for_inference(model, partitioner, checkpoint_path)
+  if loaded_model is not model:
+    raise ValueError(f'{checkpoint_path} is an adapter checkpoint: build the model with '
+                     'inference.model_for_checkpoint first')
+  return params, step
 
 
 def random_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,

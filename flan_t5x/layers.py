@@ -14,13 +14,14 @@ D head dim, M mlp, V vocab, N flattened batch*length.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flan_t5x import lora as lora_lib
 from flan_t5x import partitioning
 
 Array = jax.Array
@@ -51,19 +52,35 @@ def logical_param(module: nn.Module, name: str, init: Initializer, shape: Sequen
 
 
 class Dense(nn.Module):
-  """Linear map on 2-D operands; kernel stored as T5X's 2-D `(in, out)`."""
+  """Linear map on 2-D operands; kernel stored as T5X's 2-D `(in, out)`.
+
+  With a `lora` config whose targets match this module's path, a low-rank adapter
+  (`lora_a`, `lora_b`, see flan_t5x.lora) is added beside the kernel.
+  """
   features: int
   kernel_axes: tuple[str, str]
   dtype: jnp.dtype = jnp.float32
   kernel_init: Initializer = default_kernel_init
+  lora: Any = None  # lora.LoraConfig | None
 
   @nn.compact
-  def __call__(self, x_NxI: Array) -> Array:
+  def __call__(self, x_NxI: Array, deterministic: bool = True) -> Array:
     if x_NxI.ndim != 2:
       raise ValueError(f'Dense expects a 2-D operand, got shape {x_NxI.shape}.')
-    kernel_IxO = logical_param(self, 'kernel', self.kernel_init,
-                               (x_NxI.shape[-1], self.features), self.kernel_axes)
-    return jnp.dot(x_NxI.astype(self.dtype), kernel_IxO.astype(self.dtype))
+    in_dim = x_NxI.shape[-1]
+    kernel_IxO = logical_param(self, 'kernel', self.kernel_init, (in_dim, self.features), self.kernel_axes)
+    x_NxI = x_NxI.astype(self.dtype)
+    y_NxO = jnp.dot(x_NxI, kernel_IxO.astype(self.dtype))
+    if self.lora is None or not self.lora.applies_to(self.path):
+      return y_NxO
+    rank = self.lora.rank
+    lora_a_IxR = logical_param(self, 'lora_a', lora_lib.lora_a_init, (in_dim, rank),
+                               (self.kernel_axes[0], lora_lib.RANK_AXIS))
+    lora_b_RxO = logical_param(self, 'lora_b', nn.initializers.zeros, (rank, self.features),
+                               (lora_lib.RANK_AXIS, self.kernel_axes[1]))
+    x_NxI = nn.Dropout(self.lora.dropout_rate)(x_NxI, deterministic=deterministic)
+    low_NxR = jnp.dot(x_NxI, lora_a_IxR.astype(self.dtype))
+    return y_NxO + jnp.dot(low_NxR, lora_b_RxO.astype(self.dtype)) * jnp.asarray(self.lora.scale, self.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -147,6 +164,7 @@ class MultiHeadDotProductAttention(nn.Module):
   dtype: jnp.dtype = jnp.float32
   dropout_rate: float = 0.0
   kernel_init: Initializer = nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
+  lora: Any = None  # lora.LoraConfig | None
 
   @nn.compact
   def __call__(self, inputs_q_BxQxE: Array, inputs_kv_BxKxE: Array, bias_BxHxQxK: Array,
@@ -157,11 +175,11 @@ class MultiHeadDotProductAttention(nn.Module):
     joined = heads * head_dim
     depth_scale = np.sqrt(head_dim).astype(np.float32)
     query_init = lambda *args: self.kernel_init(*args) / depth_scale
-    dense = functools.partial(Dense, dtype=self.dtype)
+    dense = functools.partial(Dense, dtype=self.dtype, lora=self.lora)
 
     def project(name, x_BxLxE, length, init):
       x_NxJ = dense(joined, ('embed', 'joined_kv'), kernel_init=init, name=name)(
-          x_BxLxE.reshape(batch * length, emb_dim))
+          x_BxLxE.reshape(batch * length, emb_dim), deterministic)
       x_BxLxHxD = x_NxJ.reshape(batch, length, heads, head_dim)
       x_BxLxHxD = constrain(x_BxLxHxD, ('batch', 'length', 'heads', 'kv'))
       return x_BxLxHxD.transpose(0, 2, 1, 3).reshape(batch * heads, length, head_dim)
@@ -181,7 +199,8 @@ class MultiHeadDotProductAttention(nn.Module):
     context_GxQxD = batched_matmul(weights_BxHxQxK.reshape(batch * heads, q_len, k_len), v_GxKxD, 1)
     context_NxJ = (context_GxQxD.astype(self.dtype).reshape(batch, heads, q_len, head_dim)
                    .transpose(0, 2, 1, 3).reshape(batch * q_len, joined))
-    out_NxE = dense(emb_dim, ('joined_kv', 'embed'), kernel_init=self.kernel_init, name='out')(context_NxJ)
+    out_NxE = dense(emb_dim, ('joined_kv', 'embed'), kernel_init=self.kernel_init, name='out')(
+        context_NxJ, deterministic)
     return constrain(out_NxE.reshape(batch, q_len, emb_dim), ('batch', 'length', 'embed'))
 
 
@@ -201,6 +220,7 @@ class MlpBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
   intermediate_dropout_rate: float = 0.0
   kernel_init: Initializer = default_kernel_init
+  lora: Any = None  # lora.LoraConfig | None
 
   @nn.compact
   def __call__(self, x_BxLxE: Array, deterministic: bool) -> Array:
@@ -210,14 +230,16 @@ class MlpBlock(nn.Module):
     for idx, act_name in enumerate(self.activations):
       name = 'wi' if len(self.activations) == 1 else f'wi_{idx}'
       h_NxM = _activation(act_name)(Dense(self.intermediate_dim, ('embed', 'mlp'), dtype=self.dtype,
-                                          kernel_init=self.kernel_init, name=name)(x_NxE))
+                                          kernel_init=self.kernel_init, lora=self.lora, name=name)(
+                                              x_NxE, deterministic))
       hidden_NxM = h_NxM if hidden_NxM is None else hidden_NxM * h_NxM
     hidden_BxLxM = hidden_NxM.reshape(batch, length, self.intermediate_dim)
     hidden_BxLxM = nn.Dropout(self.intermediate_dropout_rate, broadcast_dims=(-2,))(
         hidden_BxLxM, deterministic=deterministic)
     hidden_BxLxM = constrain(hidden_BxLxM, ('batch', 'length', 'mlp'))
     out_NxE = Dense(emb_dim, ('mlp', 'embed'), dtype=self.dtype, kernel_init=self.kernel_init,
-                    name='wo')(hidden_BxLxM.reshape(batch * length, self.intermediate_dim))
+                    lora=self.lora, name='wo')(hidden_BxLxM.reshape(batch * length, self.intermediate_dim),
+                                               deterministic)
     return out_NxE.reshape(batch, length, emb_dim)
 
 
@@ -263,11 +285,12 @@ class DecodingAttention(nn.Module):
   head_dim: int
   dtype: jnp.dtype = jnp.float32
   kernel_init: Initializer = nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
+  lora: Any = None  # lora.LoraConfig | None
 
   def _project(self, name: str, x_BxLxE: Array, init: Initializer) -> Array:
     batch, length, emb_dim = x_BxLxE.shape
     x_NxJ = Dense(self.num_heads * self.head_dim, ('embed', 'joined_kv'), dtype=self.dtype,
-                  kernel_init=init, name=name)(x_BxLxE.reshape(batch * length, emb_dim))
+                  kernel_init=init, lora=self.lora, name=name)(x_BxLxE.reshape(batch * length, emb_dim))
     return x_NxJ.reshape(batch, length, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
   @nn.compact
@@ -289,7 +312,7 @@ class DecodingAttention(nn.Module):
                                  preferred_element_type=jnp.float32).astype(self.dtype)
     context_NxJ = context_BxHxQxD.transpose(0, 2, 1, 3).reshape(batch * q_len, -1)
     out_NxE = Dense(emb_dim, ('joined_kv', 'embed'), dtype=self.dtype, kernel_init=self.kernel_init,
-                    name='out')(context_NxJ)
+                    lora=self.lora, name='out')(context_NxJ)
     return out_NxE.reshape(batch, q_len, emb_dim)
 
   def _cross_cache(self, inputs_kv_BxLxE: Array | None, initialized: bool):

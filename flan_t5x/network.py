@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from flan_t5x import layers
+from flan_t5x import prompt_tuning
 
 Array = jax.Array
 
@@ -54,6 +55,10 @@ class T5Config:
   dtype: Any = 'bfloat16'
   scan_layers: bool = False
   remat_policy: str = 'none'
+  # Parameter-efficient finetuning (None: off): flan_t5x.lora.LoraConfig adds low-rank adapters
+  # to the kernels it targets; flan_t5x.prompt_tuning.PromptTuningConfig prepends a learned prompt.
+  lora: Any = None
+  prompt_tuning: Any = None
 
   def __post_init__(self):
     # Gin passes lists; the config must stay hashable.
@@ -84,12 +89,12 @@ class EncoderLayer(nn.Module):
         y, deterministic=self.deterministic)
     h = layers.RMSNorm(dtype=dtype, name='pre_attention_layer_norm')(x_BxLxE)
     h = layers.MultiHeadDotProductAttention(cfg.num_heads, cfg.head_dim, dtype=dtype,
-                                            dropout_rate=cfg.dropout_rate, name='attention')(
+                                            dropout_rate=cfg.dropout_rate, lora=cfg.lora, name='attention')(
         h, h, bias_BxHxLxL, deterministic=self.deterministic)
     x_BxLxE = x_BxLxE + dropout(h)
     h = layers.RMSNorm(dtype=dtype, name='pre_mlp_layer_norm')(x_BxLxE)
     h = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, dtype=dtype,
-                        intermediate_dropout_rate=cfg.dropout_rate, name='mlp')(
+                        intermediate_dropout_rate=cfg.dropout_rate, lora=cfg.lora, name='mlp')(
         h, deterministic=self.deterministic)
     x_BxLxE = layers.constrain(x_BxLxE + dropout(h), ('batch', 'length', 'embed'))
     return _maybe_scanned_output(cfg, x_BxLxE)
@@ -110,10 +115,10 @@ class DecoderLayer(nn.Module):
 
     def attention(name, q, kv, bias, cross):
       if self.decode:
-        return layers.DecodingAttention(cfg.num_heads, cfg.head_dim, dtype=dtype, name=name)(
+        return layers.DecodingAttention(cfg.num_heads, cfg.head_dim, dtype=dtype, lora=cfg.lora, name=name)(
             q, kv, bias, cross=cross)
       return layers.MultiHeadDotProductAttention(
-          cfg.num_heads, cfg.head_dim, dtype=dtype, dropout_rate=cfg.dropout_rate, name=name)(
+          cfg.num_heads, cfg.head_dim, dtype=dtype, dropout_rate=cfg.dropout_rate, lora=cfg.lora, name=name)(
               q, kv, bias, deterministic=self.deterministic)
 
     h = layers.RMSNorm(dtype=dtype, name='pre_self_attention_layer_norm')(y_BxTxE)
@@ -124,7 +129,7 @@ class DecoderLayer(nn.Module):
     y_BxTxE = y_BxTxE + dropout(h)
     h = layers.RMSNorm(dtype=dtype, name='pre_mlp_layer_norm')(y_BxTxE)
     h = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, dtype=dtype,
-                        intermediate_dropout_rate=cfg.dropout_rate, name='mlp')(
+                        intermediate_dropout_rate=cfg.dropout_rate, lora=cfg.lora, name='mlp')(
         h, deterministic=self.deterministic)
     y_BxTxE = layers.constrain(y_BxTxE + dropout(h), ('batch', 'length', 'embed'))
     return _maybe_scanned_output(cfg, y_BxTxE)
@@ -207,8 +212,8 @@ class Decoder(nn.Module):
       logits_NxV = jnp.dot(y_NxE.astype(jnp.float32), embedding_VxE.astype(jnp.float32).T)
       logits_NxV = logits_NxV / jnp.sqrt(emb_dim)
     else:
-      logits_NxV = layers.Dense(cfg.vocab_size, ('embed', 'vocab'), dtype=jnp.float32,
-                                name='logits_dense')(y_NxE)
+      logits_NxV = layers.Dense(cfg.vocab_size, ('embed', 'vocab'), dtype=jnp.float32, lora=cfg.lora,
+                                name='logits_dense')(y_NxE, self.deterministic)
     return layers.constrain(logits_NxV.reshape(batch, target_len, cfg.vocab_size),
                             ('batch', 'length', 'vocab'))
 
@@ -231,6 +236,23 @@ def decoder_masks(decoder_target_tokens_BxT: Array, encoder_tokens_BxL: Array,
     self_mask &= layers.segment_mask(decoder_segment_ids_BxT, decoder_segment_ids_BxT)
     cross_mask &= layers.segment_mask(decoder_segment_ids_BxT, encoder_segment_ids_BxL)
   return self_mask, cross_mask
+
+
+class Prompt(nn.Module):
+  """The learned prompt `(N, embed)` of prompt tuning (float32, logical axes prompt_length x embed)."""
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, embedding_VxE: Array) -> Array:
+    # The table is read only at init ('vocab' initialisation samples its rows).
+    pt = self.config.prompt_tuning
+
+    def init(key, shape, dtype=jnp.float32):
+      del shape, dtype
+      table = nn.meta.unbox(embedding_VxE)
+      return prompt_tuning.init_prompt(key, pt, table)
+    return layers.logical_param(self, 'prompt', init, (pt.length, self.config.emb_dim),
+                                (prompt_tuning.PROMPT_AXIS, 'embed'))
 
 
 class Transformer(nn.Module):
@@ -276,10 +298,19 @@ class Transformer(nn.Module):
     cfg, dtype = self.config, self.config.activation_dtype
     deterministic = not enable_dropout
     embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, name='token_embedder')
+    embedded_inputs = None if mode == 'decode' else embedder(encoder_input_tokens.astype(jnp.int32))
+    if cfg.prompt_tuning is not None:
+      if encoder_segment_ids is not None:
+        raise ValueError('Prompt tuning needs unpacked batches (one prompt per row); set pack = False '
+                         'in the data configuration (gin/runs/prompt_tuning.gin does).')
+      if embedded_inputs is not None:  # decode steps reuse the encoder output (prompt included)
+        prompt_NxE = Prompt(cfg, name='prompt')(embedder.variables['params']['embedding'])
+        embedded_inputs = prompt_tuning.prepend(prompt_NxE, embedded_inputs)
+      # Masks see the prompt positions as real tokens.
+      encoder_input_tokens = prompt_tuning.with_prompt_tokens(encoder_input_tokens, cfg.prompt_tuning)
     if mode != 'decode':
       enc_mask = encoder_mask(encoder_input_tokens, encoder_segment_ids)
-      encoded = Encoder(cfg, deterministic, name='encoder')(
-          embedder(encoder_input_tokens.astype(jnp.int32)), enc_mask)
+      encoded = Encoder(cfg, deterministic, name='encoder')(embedded_inputs, enc_mask)
       if mode == 'encode':
         return encoded
     embedding_VxE = embedder.variables['params']['embedding'] if cfg.logits_via_embedding else None

@@ -21,7 +21,7 @@ LogicalAxisRules = Sequence[tuple[str, Any]]
 PyTree = Any
 
 _REPLICATED_AXES = ('relpos_buckets', 'abspos_buckets', 'length', 'layers', 'stack',
-                    'mlp_activations', 'kv_length')
+                    'mlp_activations', 'kv_length', 'lora_rank', 'prompt_length')
 
 
 def standard_logical_axis_rules(activation_partitioning_dims: int = 1,

@@ -17,6 +17,7 @@ import jax
 from absl import logging
 
 from flan_t5x import actions
+from flan_t5x import adapters
 from flan_t5x import checkpoint_import
 from flan_t5x import checkpoints
 from flan_t5x import data
@@ -44,10 +45,16 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
   """
   restored = checkpointer.restore_latest()
   if restored is not None:
+    adapters.attach_base(trainer, restored.run_state, checkpointer.model_dir)  # PEFT: its base model
     return (restored.state, restored.run_state, restored.input_state,
             f'resumed from {checkpointer.model_dir} at step {int(restored.state.step)}')
   run_state = checkpoints.RunState(seed=seed if seed is not None else random.SystemRandom().randrange(2**31))
   trainer.seed = run_state.seed
+  if initial_checkpoint_path and trainer.is_peft:
+    return (adapters.initial_state(trainer, initial_checkpoint_path, run_state), run_state, None,
+            f'adapters on {initial_checkpoint_path}')
+  if trainer.is_peft:
+    raise ValueError('LoRA / prompt tuning needs INITIAL_CHECKPOINT_PATH: the base model to adapt.')
   if initial_checkpoint_path:
     params, step = checkpoint_import.restore_params(initial_checkpoint_path, trainer.abstract_state.params,
                                                     trainer.model.config)
@@ -84,11 +91,12 @@ def _validation_action(trainer, model, cfg: data.DatasetConfig, seed: int, perio
                                 summaries.SummaryWriter(os.path.join(model_dir, 'validation')))
 
 
-def _inference_eval_action(model, partitioner, cfg, period: int, model_dir: str) -> actions.InferenceEvaluation:
+def _inference_eval_action(model, partitioner, cfg, period: int, model_dir: str,
+                           full_params: Callable) -> actions.InferenceEvaluation:
   runner = inference.InferenceRunner(model, partitioner, cfg.decoding_config)
 
   def evaluate(params):
-    results, _ = evaluation.evaluate_params(model, partitioner, params, cfg, runner)
+    results, _ = evaluation.evaluate_params(model, partitioner, full_params(params), cfg, runner)
     return evaluation.scalars(results)
   return actions.InferenceEvaluation(period, evaluate,
                                      summaries.SummaryWriter(os.path.join(model_dir, 'inference_eval')))
@@ -141,6 +149,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   logging.info('Model %s; %s (seed %d).', model_dir, origin, run_state.seed)
   if jax.process_index() == 0:
     print(f'[flan_t5x] MODEL_DIR={model_dir}: {origin}; training to step {total_steps}.', flush=True)
+    if trainer.is_peft:
+      print(f'[flan_t5x] {adapters.summary_line(model.config, state.params, trainer.frozen_params)}', flush=True)
   inputs = _train_inputs(train_dataset_cfg, model, run_state, saved_position)
 
   progress = _progress(total_steps, start_step, use_progress_bar and jax.process_index() == 0)
@@ -152,7 +162,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
                                     eval_steps, model_dir)
     periodic += [validation] if validation else []
   if inference_eval_cfg is not None and eval_period:
-    periodic.append(_inference_eval_action(model, partitioner, inference_eval_cfg, eval_period, model_dir))
+    periodic.append(_inference_eval_action(model, partitioner, inference_eval_cfg, eval_period, model_dir,
+                                           trainer.full_params))
   if early_stopping is not None:
     periodic.append(actions.EarlyStopping(eval_period, early_stopping))
   periodic.append(actions.SaveCheckpoint(checkpoint_cfg.save.period, logger))

@@ -15,7 +15,9 @@ import pytest
 # `@pytest.mark.hf`: needs torch + transformers (run in the hf_peer child). Skipped without them,
 # except under FLAN_REQUIRE_HF=1 (`make test-hf`, CI), where a missing install fails the test.
 # `@pytest.mark.hf(requires_torch=False)`: part of `make test-hf` but runs without torch too.
+# `@pytest.mark.hf(peft=True)`: needs peft as well (the bench extra installs it).
 HAS_TORCH_PEER = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+HAS_PEFT = HAS_TORCH_PEER and importlib.util.find_spec("peft") is not None
 REQUIRE_HF = os.environ.get("FLAN_REQUIRE_HF") == "1"
 
 
@@ -25,12 +27,14 @@ def pytest_configure(config):
 
 def pytest_runtest_setup(item):
   marker = item.get_closest_marker("hf")
-  if marker is None or not marker.kwargs.get("requires_torch", True) or HAS_TORCH_PEER:
+  if marker is None or not marker.kwargs.get("requires_torch", True):
+    return
+  if HAS_TORCH_PEER and (HAS_PEFT or not marker.kwargs.get("peft", False)):
     return
   if REQUIRE_HF:
-    pytest.fail(f"FLAN_REQUIRE_HF=1 but torch/transformers are not installed in {sys.executable}: "
+    pytest.fail(f"FLAN_REQUIRE_HF=1 but torch/transformers/peft are not installed in {sys.executable}: "
                 "pip install -e '.[test,bench]' (make test-hf does)", pytrace=False)
-  pytest.skip("torch/transformers not installed (pip install -e '.[bench]'; make test-hf)")
+  pytest.skip("torch/transformers/peft not installed (pip install -e '.[bench]'; make test-hf)")
 
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"

@@ -19,6 +19,7 @@ from flan_t5x import trainer as trainer_lib
 
 import tiny_task
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FEATURE_LENGTHS = {'inputs': 32, 'targets': 16}
 
 # tiny_model() as a model gin file, for tests that run the command-line jobs on its checkpoints.

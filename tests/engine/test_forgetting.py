@@ -80,12 +80,16 @@ forgetting.run_study.eval_bindings = {{'MAX_EXAMPLES': '3', 'BATCH_SIZE': '8'}}
 
 def test_tiny_study_writes_every_output_and_adds_an_arm_later(tmp_path):
   study = tmp_path / 'study'
-  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single"], train_base=True)}'])
+  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "lora"], train_base=True)}'])
   for name in ('results.json', 'report.md', 'change.png', 'curves.png', 'config.gin', 'base/arm.json',
-               'arms/single_task/arm.json', 'eval/base/results.json', 'eval/single_task/results.json'):
+               'arms/single_task/arm.json', 'eval/base/results.json', 'eval/single_task/results.json',
+               'eval/lora_single_task/results.json'):
     assert (study / name).is_file(), name
   first = json.loads((study / 'results.json').read_text())
-  assert set(first['matrix']) == {'base', 'single_task'}
+  assert set(first['matrix']) == {'base', 'single_task', 'lora_single_task'}
+  # The LoRA arm's checkpoint holds adapters and names the base; eval loaded base + adapter.
+  lora_eval = json.loads((study / 'eval/lora_single_task/results.json').read_text())
+  assert lora_eval['checkpoint']['base']['resolved'] == str(study / 'base' / 'checkpoint_3')
   assert set(first['arms']['single_task']['forgetting']) == {'demo_dialogue_zs', 'demo_review_zs',
                                                              'demo_ner_zs', 'demo_code_zs'}
   assert (study / 'base/checkpoint_3').is_dir()
@@ -95,9 +99,9 @@ def test_tiny_study_writes_every_output_and_adds_an_arm_later(tmp_path):
 
   # A second arm added later, the base now given as a checkpoint (the one the study trained):
   # only the new arm is trained and evaluated.
-  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "replay"], train_base=False)}'])
+  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "lora", "replay"], train_base=False)}'])
   second = json.loads((study / 'results.json').read_text())
-  assert set(second['matrix']) == {'base', 'single_task', 'replay_10pct'}
+  assert set(second['matrix']) == {'base', 'single_task', 'lora_single_task', 'replay_10pct'}
   assert second['matrix']['single_task'] == first['matrix']['single_task']
   for name, mtime in logs_before.items():
     assert (study / 'logs' / name).stat().st_mtime == mtime, f'{name} was run again'

@@ -112,3 +112,19 @@ def test_command_line_trains_saves_and_writes_config(tmp_path):
   typo = subprocess.run(cmd + ['--gin.network.T5Config.num_layers=2'], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=120)
   assert typo.returncode != 0 and 'num_layers' in typo.stderr
+
+
+@pytest.mark.parametrize('peft_file', ['gin/runs/lora.gin', 'gin/runs/prompt_tuning.gin'])
+def test_peft_run_files_compose_with_a_model_and_a_run_file(peft_file):
+  from flan_t5x import lora, prompt_tuning  # pylint: disable=g-import-not-at-top
+  gin_utils.parse_gin(['gin/models/flan_t5_small.gin', 'gin/flan_mix.gin', peft_file],
+                      ['DROPOUT_RATE = 0.0', 'LORA_TARGETS = "all"' if 'lora' in peft_file else 'PROMPT_LENGTH = 20'],
+                      finalize=False)
+  cfg = gin.query_parameter('%MODEL').scoped_configurable_fn().config
+  if 'lora' in peft_file:
+    assert cfg.lora == lora.LoraConfig(rank=16, alpha=32.0, dropout_rate=0.05, targets='all')
+    assert cfg.prompt_tuning is None
+  else:
+    assert cfg.prompt_tuning == prompt_tuning.PromptTuningConfig(length=20, init='vocab') and cfg.lora is None
+    assert gin.query_parameter('train/data.DatasetConfig.pack') is False
+  assert gin.query_parameter('optimizers.Adafactor.multiply_by_parameter_scale') is False
