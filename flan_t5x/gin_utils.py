@@ -37,9 +37,14 @@ def rewrite_gin_args(args: Sequence[str]) -> list[str]:
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
               gin_search_paths: Sequence[str] = ('.',), finalize: bool = True) -> None:
   """Parses files then bindings with gin's real parser; unknown names raise at parse time."""
+  from flan_t5x import config_checks  # pylint: disable=g-import-not-at-top
   for path in list(gin_search_paths) + [REPO_ROOT]:
     gin.add_config_file_search_path(os.path.abspath(path))
-  gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings), finalize_config=False)
+  # Files first, then the command line (the order gin.parse_config_files_and_bindings uses), so that
+  # a command-line macro the files never define is caught as a typo.
+  gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
+  config_checks.check_macro_overrides(list(gin_bindings), config_checks.defined_macros())
+  gin.parse_config_files_and_bindings([], list(gin_bindings), finalize_config=False)
   if finalize:
     gin.finalize()
 
@@ -67,6 +72,8 @@ def start_run(output_dir_macro: str, every_host: bool = False, write_config: boo
     logging.set_verbosity(logging.WARNING)
   runtime.initialize()
   parse_gin_flags_from_argv(())
+  from flan_t5x import config_checks  # pylint: disable=g-import-not-at-top
+  config_checks.check_required_macros(config_checks.defined_macros())
   output_dir = gin.query_parameter(output_dir_macro)
   if write_config and (every_host or jax.process_index() == 0):
     config_filename = f'config-{jax.process_index():05d}.gin' if every_host else 'config.gin'
