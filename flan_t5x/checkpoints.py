@@ -181,8 +181,10 @@ class Checkpointer:
     kept = (f'The last complete checkpoint, {self.step_dir(max(intact))}, is intact; a restart resumes from it.'
             if intact else 'No earlier checkpoint exists in MODEL_DIR.')
     what = f'{STEP_PREFIX}_{step}' if step is not None else 'a checkpoint'
+    # Tensorstore appends its whole JSON spec to the OS error; the first part names the file and errno.
+    reason = str(err).split(' [tensorstore_spec=')[0][:800]
     return CheckpointSaveError(
-        f'Saving {what} to {self.model_dir} failed: {type(err).__name__}: {err}. Training stopped. {kept} '
+        f'Saving {what} to {self.model_dir} failed: {type(err).__name__}: {reason}. Training stopped. {kept} '
         'Free disk space (or make MODEL_DIR writable) and run the same command again.')
 
   def latest_step(self) -> int | None:

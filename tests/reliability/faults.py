@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sys
 
 import jax
@@ -41,10 +42,30 @@ def child_env() -> dict:
               XLA_FLAGS='--xla_backend_optimization_level=0')
 
 
-def child_train_command(model_dir, total_steps) -> list[str]:
-  """The same run as `train(model_dir, total_steps)`, in a child Python process."""
-  code = f'import faults; faults.train({str(model_dir)!r}, {total_steps})'
+def child_train_command(model_dir, total_steps, file_size_limit: int | None = None) -> list[str]:
+  """The same run as `train(model_dir, total_steps)`, in a child Python process.
+
+  `file_size_limit`: from the first training step on, no file may grow past this many bytes
+  (RLIMIT_FSIZE: writes fail with EFBIG, as they fail with ENOSPC on a full disk). Set there, not
+  at the start, because the restore itself writes the saved input position to a temporary file.
+  """
+  code = (f'import faults; faults.train({str(model_dir)!r}, {total_steps}, '
+          f'trainer_cls=faults.disk_fills_trainer({file_size_limit}))')
   return [sys.executable, '-c', code]
+
+
+def disk_fills_trainer(file_size_limit: int | None):
+  """A Trainer class whose process gets RLIMIT_FSIZE=`file_size_limit` at its first step."""
+  if file_size_limit is None:
+    return trainer_lib.Trainer
+
+  class DiskFillsTrainer(trainer_lib.Trainer):
+
+    def train_step(self, state, local_batch):
+      if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != file_size_limit:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+      return super().train_step(state, local_batch)
+  return DiskFillsTrainer
 
 
 def largest_file(directory) -> str:
