@@ -28,7 +28,7 @@ setuptools.setup(
         "matplotlib>=3.7",  # study and compare charts
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100"],  # hypothesis: reader fuzzing
         # The Hugging Face peer for benchmarks and export parity; never needed by the default tests.
         "bench": ["torch>=2.4", "transformers>=4.45"],
     },

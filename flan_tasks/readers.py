@@ -38,21 +38,20 @@ class Row:
     return self
 
 
-def _not_utf8(err: UnicodeDecodeError) -> str:
-  return (f"not valid UTF-8: byte 0x{err.object[err.start]:02x} at column {err.start + 1} "
-          "(save the file as UTF-8)")
+def _not_utf8(byte: int, column: int) -> str:
+  return f"not valid UTF-8: byte 0x{byte:02x} at column {column} (save the file as UTF-8)"
 
 
 def _decode_file(path: str) -> str:
-  """The whole file as text; a non-UTF-8 byte raises BadRowError naming its line."""
+  """The whole file as text; a non-UTF-8 byte raises BadRowError naming its line and column."""
   with open(path, "rb") as f:
     raw = f.read()
   try:
     return raw.decode("utf-8")
   except UnicodeDecodeError as e:
-    line = raw.count(b"\n", 0, e.start) + 1
-    e.start -= raw.rfind(b"\n", 0, e.start) + 1  # column within the line
-    raise BadRowError(path, line, _not_utf8(e)) from None
+    line_start = raw.rfind(b"\n", 0, e.start) + 1
+    raise BadRowError(path, raw.count(b"\n", 0, e.start) + 1,
+                      _not_utf8(raw[e.start], e.start - line_start + 1)) from None
 
 
 def read_jsonl(path: str) -> Iterator[Row]:
@@ -66,7 +65,7 @@ def read_jsonl(path: str) -> Iterator[Row]:
       try:
         line = raw.decode("utf-8")
       except UnicodeDecodeError as e:
-        yield Row(path, line_no, {}, _not_utf8(e))
+        yield Row(path, line_no, {}, _not_utf8(raw[e.start], e.start + 1))
         continue
       if not line.strip():
         continue
