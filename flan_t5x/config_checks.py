@@ -94,7 +94,9 @@ def _type_ok(value: Any, hint: Any) -> bool | None:
 
 
 def _describe(hint: Any) -> str:
-  return getattr(hint, '__name__', None) or str(hint).replace('typing.', '')
+  if typing.get_args(hint):  # Mapping[str, int], int | None
+    return str(hint).replace('typing.', '').replace('collections.abc.', '')
+  return getattr(hint, '__name__', None) or str(hint)
 
 
 def check_arguments(fn: Callable, arguments: Mapping[str, Any], where: str | None = None) -> None:

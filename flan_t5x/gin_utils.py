@@ -46,6 +46,8 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
   config_checks.check_macro_overrides(list(gin_bindings), config_checks.defined_macros())
   gin.parse_config_files_and_bindings([], list(gin_bindings), finalize_config=False)
   if finalize:
+    # Before gin's own finalize hook, which names only the first missing one.
+    config_checks.check_required_macros(config_checks.defined_macros())
     gin.finalize()
 
 
@@ -72,8 +74,6 @@ def start_run(output_dir_macro: str, every_host: bool = False, write_config: boo
     logging.set_verbosity(logging.WARNING)
   runtime.initialize()
   parse_gin_flags_from_argv(())
-  from flan_t5x import config_checks  # pylint: disable=g-import-not-at-top
-  config_checks.check_required_macros(config_checks.defined_macros())
   output_dir = gin.query_parameter(output_dir_macro)
   if write_config and (every_host or jax.process_index() == 0):
     config_filename = f'config-{jax.process_index():05d}.gin' if every_host else 'config.gin'
