@@ -111,8 +111,14 @@ class Kill:
 
 
 def _first_save(life: _Life, model_dir, timeout: float) -> bool:
-  """Waits until this life is saving (compiled and stepping); False if it ended or timed out."""
+  """Waits until this life is saving (compiled and stepping); False if it ended or timed out.
+
+  Waits for the start line first: before it, the checkpoint manager may be deleting an older
+  killed save's temporary directory, which also changes that directory's times.
+  """
   deadline = time.monotonic() + timeout
+  if not life.training.wait(timeout=timeout):
+    return False
   before = complete_steps(model_dir)
   while time.monotonic() < deadline and life.proc.poll() is None:
     if save_in_flight(model_dir, life.started_wall) or complete_steps(model_dir) != before:
