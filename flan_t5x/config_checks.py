@@ -20,7 +20,7 @@ import inspect
 import re
 import types
 import typing
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 _MACRO_LINE = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*) = (.*)$')
 _MACRO_BINDING = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=')
@@ -37,13 +37,19 @@ def defined_macros() -> dict[str, str]:
   return macros
 
 
+def known_macros() -> set[str]:
+  """Macros the parsed files define or use (`%NAME`): the names a command line may set."""
+  import gin  # pylint: disable=g-import-not-at-top
+  return set(defined_macros()) | set(re.findall(r'%([A-Za-z_][A-Za-z0-9_]*)', gin.config_str()))
+
+
 def _suggest(name: str, known: Sequence[str]) -> str:
   close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
   return f' Did you mean {", ".join(close)}?' if close else ''
 
 
-def check_macro_overrides(bindings: Sequence[str], macros: Mapping[str, str]) -> None:
-  """Each `NAME = value` binding must set a macro the gin files define or a later binding uses."""
+def check_macro_overrides(bindings: Sequence[str], macros: Collection[str]) -> None:
+  """Each `NAME = value` binding must set a macro the gin files define or use, or a later binding uses."""
   for index, binding in enumerate(bindings):
     match = _MACRO_BINDING.match(binding)
     if not match or match.group(1) in macros:
@@ -51,7 +57,7 @@ def check_macro_overrides(bindings: Sequence[str], macros: Mapping[str, str]) ->
     name = match.group(1)
     if any(re.search(rf'%{name}\b', later) for later in bindings[index + 1:]):
       continue  # a helper macro the command line itself uses
-    raise ValueError(f'--gin.{name} sets a macro that no gin file defines.{_suggest(name, macros)} '
+    raise ValueError(f'--gin.{name} sets a macro that no gin file defines.{_suggest(name, sorted(macros))} '
                      'Fix the name, or define the macro in a gin file that uses it.')
 
 

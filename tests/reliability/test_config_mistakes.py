@@ -35,7 +35,8 @@ def _parse_and_train(tmp_path, **overrides):
   model_gin = tmp_path / 'tiny_model.gin'
   model_gin.write_text(helpers.TINY_MODEL_GIN)
   model_dir = tmp_path / 'run'
-  gin_utils.parse_gin([str(model_gin), 'gin/runs/finetune.gin'], _bindings(model_dir, **overrides))
+  gin_utils.parse_gin([str(model_gin), 'gin/runs/finetune.gin'], _bindings(model_dir, **overrides),
+                      strict_macros=True)  # as the jobs' command lines parse
   return model_dir, lambda: gin.get_configurable(train_lib.train)()
 
 
