@@ -34,7 +34,7 @@ setuptools.setup(
         "matplotlib>=3.7",  # study and compare charts
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3", *CACHE_REQUIRES],
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100", *CACHE_REQUIRES],  # hypothesis: reader fuzzing
         # SeqIO's offline cache (python -m seqio.scripts.cache_tasks_main) runs on Apache Beam.
         "cache": CACHE_REQUIRES,
         # The Hugging Face peer for benchmarks and export parity; never needed by the default tests.

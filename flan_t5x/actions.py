@@ -76,6 +76,8 @@ def _add(acc: dict, metrics: dict) -> dict:
   out = {k: acc[k] + jnp.asarray(metrics[k], jnp.float32) for k in MetricsAccumulator.SUMMED}
   out['finite'] = jnp.logical_and(acc['finite'], metrics['finite'])
   out['steps'] = acc['steps'] + 1
+  # Steps the trainer's non-finite-gradient guard skipped (absent: no guard in that step function).
+  out['skipped_steps'] = acc['skipped_steps'] + jnp.asarray(metrics.get('skipped_steps', 0.0), jnp.float32)
   out['learning_rate'] = jnp.asarray(metrics['learning_rate'], jnp.float32)  # the latest, not a sum
   return out
 
@@ -90,7 +92,7 @@ class MetricsAccumulator:
     self._acc = None
 
   def _zeros(self) -> dict:
-    acc = {k: jnp.zeros((), jnp.float32) for k in self.SUMMED + ('learning_rate',)}
+    acc = {k: jnp.zeros((), jnp.float32) for k in self.SUMMED + ('learning_rate', 'skipped_steps')}
     return dict(acc, finite=jnp.ones((), bool), steps=jnp.zeros((), jnp.int32))
 
   def add(self, step_metrics: dict) -> None:
@@ -113,6 +115,7 @@ def summarize(acc_host: dict) -> dict[str, float]:
   summary['z_loss'] = float(acc_host['z_loss']) / steps
   summary['num_tokens'] = float(acc_host['num_tokens']) / steps
   summary['learning_rate'] = float(acc_host['learning_rate'])
+  summary['skipped_steps'] = float(acc_host['skipped_steps'])
   return summary
 
 
@@ -170,6 +173,9 @@ class LogMetrics(Action):
     self._last_time, self._last_step = when, step
     loop.history.append(dict(summary, step=step))
     logging.info('step %d: %s', step, {k: round(v, 5) for k, v in summary.items()})
+    if summary['skipped_steps'] and jax.process_index() == 0:
+      print(f'[flan_t5x] step {step}: skipped {int(summary["skipped_steps"])} step(s) with a non-finite '
+            'gradient norm since the last log (Trainer.skip_nonfinite_grads)', flush=True)
     if self._print and jax.process_index() == 0:
       print(f'[flan_t5x] step {step} loss/token {summary["cross_ent_loss_per_token"]:.4f} '
             f'accuracy {summary["accuracy"]:.3f}', flush=True)

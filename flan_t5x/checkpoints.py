@@ -25,6 +25,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from flan_t5x import checkpoint_integrity
+
 PyTree = Any
 STEP_PREFIX = 'checkpoint'
 
@@ -45,8 +47,17 @@ class SaveCheckpointConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RestoreCheckpointConfig:
-  """`path`: INITIAL_CHECKPOINT_PATH, used only when MODEL_DIR has no checkpoint."""
+  """`path`: INITIAL_CHECKPOINT_PATH, used only when MODEL_DIR has no checkpoint.
+
+  `fallback_to_previous`: if the newest checkpoint in MODEL_DIR is damaged, move it to
+  MODEL_DIR/damaged/ and resume from the newest intact one. Off: the run stops and names it.
+  """
   path: str | None = None
+  fallback_to_previous: bool = False
+
+
+class CheckpointSaveError(RuntimeError):
+  """A save failed (full disk, read-only or vanished MODEL_DIR); the previous checkpoints are untouched."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +156,38 @@ class Checkpointer:
     self.abstract_state = abstract_state
     self._manager = _manager(model_dir, config.keep, config.async_save,
                              best_metric=config.keep_best_metric, best_mode=config.keep_best_mode)
+    self._unchecksummed: list[int] = []  # saved by this process, manifest not yet written
+    self._save_failed = False
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(os.path.abspath(self.model_dir), f'{STEP_PREFIX}_{step}')
+
+  def _finish_saves(self) -> None:
+    """Waits for the running save; a failure becomes CheckpointSaveError. Then checksums what completed."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as err:  # pylint: disable=broad-except  (any failure of the save thread)
+      self._save_failed = True
+      failed = self._unchecksummed[-1] if self._unchecksummed else None
+      self._unchecksummed = [s for s in self._unchecksummed if s != failed]
+      raise self._save_error(failed, err) from err
+    complete = set(self._manager.all_steps())
+    for step in self._unchecksummed:
+      if step in complete and jax.process_index() == 0:
+        write_text_atomically(os.path.join(self.step_dir(step), checkpoint_integrity.MANIFEST),
+                              checkpoint_integrity.manifest_text(self.step_dir(step)))
+    self._unchecksummed = []
+
+  def _save_error(self, step: int | None, err: BaseException) -> CheckpointSaveError:
+    intact = [s for s in self._manager.all_steps() if s != step]
+    kept = (f'The last complete checkpoint, {self.step_dir(max(intact))}, is intact; a restart resumes from it.'
+            if intact else 'No earlier checkpoint exists in MODEL_DIR.')
+    what = f'{STEP_PREFIX}_{step}' if step is not None else 'a checkpoint'
+    # Tensorstore appends its whole JSON spec to the OS error; the first part names the file and errno.
+    reason = str(err).split(' [tensorstore_spec=')[0][:800]
+    return CheckpointSaveError(
+        f'Saving {what} to {self.model_dir} failed: {type(err).__name__}: {reason}. Training stopped. {kept} '
+        'Free disk space (or make MODEL_DIR writable) and run the same command again.')
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -159,25 +202,66 @@ class Checkpointer:
     items = dict(state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(dataclasses.asdict(run_state)))
     if self.config.save_dataset:
       items['input'] = InputStateSave(dict(input_state or {}))
-    self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+    self._finish_saves()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+    except Exception as err:  # pylint: disable=broad-except  (a synchronous part of the save failed)
+      self._save_failed = True
+      raise self._save_error(step, err) from err
+    self._unchecksummed.append(step)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    self._finish_saves()
 
-  def restore_latest(self) -> Restored | None:
-    step = self._manager.latest_step()
-    if step is None:
-      return None
+  def restore_latest(self, fallback_to_previous: bool = False) -> Restored | None:
+    """The newest checkpoint, verified first; a damaged one raises unless `fallback_to_previous`."""
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        return self._restore_step(step)
+      except checkpoint_integrity.DamagedCheckpointError as err:
+        if not fallback_to_previous:
+          raise checkpoint_integrity.DamagedCheckpointError(
+              err.path, err.reason, 'Training did not start. Restore the file, delete the directory, or set '
+              'checkpoints.RestoreCheckpointConfig.fallback_to_previous = True to move it to '
+              'MODEL_DIR/damaged/ and resume from the previous checkpoint.') from None
+        self._quarantine(err)
+    return None
+
+  def _quarantine(self, err: checkpoint_integrity.DamagedCheckpointError) -> None:
+    if jax.process_index() == 0:
+      moved = checkpoint_integrity.quarantine(self.model_dir, err.path)
+      logging.warning('%s Moved to %s; trying the previous checkpoint.', err, moved)
+      print(f'[flan_t5x] WARNING: {err} Moved to {moved} (fallback_to_previous); trying the previous '
+            'checkpoint.', flush=True)
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes('flan_t5x_quarantine')
+    self._manager.reload()
+
+  def _restore_step(self, step: int) -> Restored:
+    step_dir = self.step_dir(step)
+    checkpoint_integrity.verify(step_dir)
+    checkpoint_integrity.raise_if_other_model(step_dir, self.abstract_state.params)
     items = dict(state=ocp.args.StandardRestore(self.abstract_state), run=ocp.args.JsonRestore())
-    if os.path.isdir(os.path.join(self.model_dir, f'{STEP_PREFIX}_{step}', 'input')):
+    if os.path.isdir(os.path.join(step_dir, 'input')):
       items['input'] = InputStateRestore()
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as err:  # pylint: disable=broad-except  (orbax/tensorstore read errors)
+      raise checkpoint_integrity.DamagedCheckpointError(step_dir, f'orbax could not restore it '
+                                                        f'({type(err).__name__}: {err})') from err
     logging.info('Restored step %d from %s.', step, self.model_dir)
     return Restored(restored['state'], RunState(**restored['run']), restored.get('input'))
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Finishes the running save; a failure already raised by `save` is logged, not raised twice."""
+    already_failed = self._save_failed
+    try:
+      self._finish_saves()
+      self._manager.close()
+    except Exception as err:  # pylint: disable=broad-except
+      if not already_failed:
+        raise
+      logging.warning('After a failed save, closing the checkpoint manager also failed: %s', err)
 
 
 def resolve_state_dir(path: str) -> str:
@@ -204,6 +288,23 @@ def read_params(path: str, abstract_params: PyTree = None, dtype: Any = np.float
   directly into those shardings; without, as host numpy arrays of `dtype`.
   """
   state_dir = resolve_state_dir(path)
+  step_dir = os.path.dirname(state_dir)
+  checkpoint_integrity.verify(step_dir)
+  if abstract_params is not None:
+    checkpoint_integrity.raise_if_other_model(step_dir, abstract_params)
+  try:
+    restored = _restore_params(state_dir, abstract_params)
+  except Exception as err:  # pylint: disable=broad-except  (orbax/tensorstore read errors)
+    raise checkpoint_integrity.DamagedCheckpointError(
+        step_dir, f'orbax could not read its parameters ({type(err).__name__}: {err})') from err
+  params = restored['params']
+  if abstract_params is None:
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), params)
+  logging.info('Read parameters from %s.', state_dir)
+  return params, int(restored['step'])
+
+
+def _restore_params(state_dir: str, abstract_params: PyTree) -> dict:
   if abstract_params is None:
     from flan_t5x import t5x_format  # pylint: disable=g-import-not-at-top
     tree = t5x_format.orbax_tree(state_dir)
@@ -213,13 +314,8 @@ def read_params(path: str, abstract_params: PyTree = None, dtype: Any = np.float
     target = {'params': abstract_params, 'step': jax.ShapeDtypeStruct((), 'int32')}
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
   with ocp.PyTreeCheckpointer() as checkpointer:
-    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+    return checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
         item=target, restore_args=restore_args, partial_restore=True))
-  params = restored['params']
-  if abstract_params is None:
-    params = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), params)
-  logging.info('Read parameters from %s.', state_dir)
-  return params, int(restored['step'])
 
 
 def read_run_json(run_dir: str) -> dict:

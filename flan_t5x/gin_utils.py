@@ -39,12 +39,22 @@ def rewrite_gin_args(args: Sequence[str]) -> list[str]:
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
-              gin_search_paths: Sequence[str] = ('.',), finalize: bool = True) -> None:
+              gin_search_paths: Sequence[str] = ('.',), finalize: bool = True,
+              strict_macros: bool = False) -> None:
   """Parses files then bindings with gin's real parser; unknown names raise at parse time."""
+  from flan_t5x import config_checks  # pylint: disable=g-import-not-at-top
   for path in list(gin_search_paths) + [REPO_ROOT]:
     gin.add_config_file_search_path(os.path.abspath(path))
-  gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings), finalize_config=False)
+  # Files first, then the command line (the order gin.parse_config_files_and_bindings uses), so that
+  # with `strict_macros` (the jobs' command lines) a macro the files neither define nor use is
+  # caught as a typo.
+  gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
+  if strict_macros:
+    config_checks.check_macro_overrides(list(gin_bindings), config_checks.known_macros())
+  gin.parse_config_files_and_bindings([], list(gin_bindings), finalize_config=False)
   if finalize:
+    # Before gin's own finalize hook, which names only the first missing one.
+    config_checks.check_required_macros(config_checks.defined_macros())
     gin.finalize()
 
 
@@ -52,7 +62,7 @@ def parse_gin_flags_from_argv(argv: Sequence[str]) -> None:
   del argv
   if not flags.FLAGS.gin_file:
     raise app.UsageError('At least one --gin_file is required, e.g. --gin_file=gin/demo.gin.')
-  parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
+  parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths, strict_macros=True)
 
 
 def add_cache_dirs(cache_dirs: Sequence[str]) -> None:

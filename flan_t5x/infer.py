@@ -51,19 +51,27 @@ MANIFEST = 'manifest.json'
 
 
 def read_jsonl_inputs(path: str, input_field: str) -> list[dict]:
-  """[{'index', 'input'}] for each non-empty line; ValueError naming the line if the field is missing."""
+  """[{'index', 'input'}] for each non-empty line; ValueError naming the file, line and field otherwise."""
   rows = []
-  with open(path) as f:
-    for line_number, line in enumerate(f):
+  with open(path, 'rb') as f:
+    for line_number, raw in enumerate(f):
+      where = f'{path}:{line_number + 1}'
+      try:
+        line = raw.decode('utf-8')
+      except UnicodeDecodeError as err:
+        raise ValueError(f'{where}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); '
+                         'save the file as UTF-8.') from None
       if not line.strip():
         continue
       try:
         record = json.loads(line)
-      except json.JSONDecodeError as err:
-        raise ValueError(f'{path}:{line_number + 1}: not valid JSON ({err}).') from None
+      except (json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f'{where}: not valid JSON ({err}).') from None
       if not isinstance(record, dict) or not isinstance(record.get(input_field), str):
-        raise ValueError(f'{path}:{line_number + 1}: expected an object with a string field '
-                         f'{input_field!r} (INFER_INPUT_FIELD), got {line.strip()[:200]!r}.')
+        got = (f'field {input_field!r} = {record.get(input_field)!r:.80}' if isinstance(record, dict)
+               and input_field in record else f'{line.strip()[:200]!r}')
+        raise ValueError(f'{where}: expected an object with a string field '
+                         f'{input_field!r} (INFER_INPUT_FIELD), got {got}.')
       rows.append({'index': line_number, 'input': record[input_field]})
   return rows
 

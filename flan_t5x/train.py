@@ -20,11 +20,13 @@ from flan_t5x import actions
 from flan_t5x import adapters
 from flan_t5x import checkpoint_import
 from flan_t5x import checkpoints
+from flan_t5x import config_checks
 from flan_t5x import data
 from flan_t5x import evaluation
 from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import run_lock
 from flan_t5x import summaries
 from flan_t5x import task_vocab
 from flan_t5x import trainer as trainer_lib
@@ -38,12 +40,12 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer,
-                     initial_checkpoint_path: str | None, seed: int | None):
+                     initial_checkpoint_path: str | None, seed: int | None, fallback_to_previous: bool):
   """T5X order: latest in MODEL_DIR, else INITIAL_CHECKPOINT_PATH (params only), else fresh.
 
   Returns (state, run state, saved input position or None, what happened).
   """
-  restored = checkpointer.restore_latest()
+  restored = checkpointer.restore_latest(fallback_to_previous)
   if restored is not None:
     adapters.attach_base(trainer, restored.run_state, checkpointer.model_dir)  # PEFT: its base model
     return (restored.state, restored.run_state, restored.input_state,
@@ -126,6 +128,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   Returns (final step, the last `history_length` logged summaries of this invocation).
   Raises FloatingPointError on a non-finite loss or parameters, without saving that state.
   """
+  config_checks.check_arguments(train, locals())  # wrong types fail here, before any work
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
   partitioner = partitioner or partitioning.PjitPartitioner()
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
@@ -136,44 +139,48 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     raise ValueError('early_stopping needs an EVAL_PERIOD (it reads the evaluation metrics).')
   for cfg in (train_dataset_cfg, train_eval_dataset_cfg):
     if cfg is not None:
+      config_checks.check_task_name(cfg.mixture_or_task_name, cfg.module)
       task_vocab.check_vocabularies(model, cfg.mixture_or_task_name, cfg.module)
 
-  trainer = trainer_cls(model=model, partitioner=partitioner, batch_size=train_dataset_cfg.batch_size,
-                        task_feature_lengths=train_dataset_cfg.task_feature_lengths,
-                        seed=random_seed if random_seed is not None else 0)
-  checkpointer = checkpoints.Checkpointer(model_dir, checkpoint_cfg.save, trainer.abstract_state)
-  state, run_state, saved_position, origin = _restore_or_init(
-      trainer, checkpointer, checkpoint_cfg.restore.path, random_seed)
-  trainer.seed = run_state.seed
-  start_step = int(state.step)
-  logging.info('Model %s; %s (seed %d).', model_dir, origin, run_state.seed)
-  if jax.process_index() == 0:
-    print(f'[flan_t5x] MODEL_DIR={model_dir}: {origin}; training to step {total_steps}.', flush=True)
-    if trainer.is_peft:
-      print(f'[flan_t5x] {adapters.summary_line(model.config, state.params, trainer.frozen_params)}', flush=True)
-  inputs = _train_inputs(train_dataset_cfg, model, run_state, saved_position)
-
-  progress = _progress(total_steps, start_step, use_progress_bar and jax.process_index() == 0)
-  logger = actions.LogMetrics(log_period, summaries.SummaryWriter(os.path.join(model_dir, 'train')), progress,
-                              print_lines=progress is None)
-  periodic: list[actions.Action] = [logger]
-  if train_eval_dataset_cfg is not None and eval_period:
-    validation = _validation_action(trainer, model, train_eval_dataset_cfg, run_state.seed, eval_period,
-                                    eval_steps, model_dir)
-    periodic += [validation] if validation else []
-  if inference_eval_cfg is not None and eval_period:
-    periodic.append(_inference_eval_action(model, partitioner, inference_eval_cfg, eval_period, model_dir,
-                                           trainer.full_params))
-  if early_stopping is not None:
-    periodic.append(actions.EarlyStopping(eval_period, early_stopping))
-  periodic.append(actions.SaveCheckpoint(checkpoint_cfg.save.period, logger))
-
-  loop = actions.Loop(step=start_step, total_steps=total_steps, state=state, run_state=run_state,
-                      trainer=trainer, checkpointer=checkpointer, inputs=inputs,
-                      metrics=actions.MetricsAccumulator(), history=collections.deque(maxlen=history_length),
-                      last_saved_step=start_step if checkpointer.latest_step() == start_step else None)
-  stop_reason = None
+  lock = run_lock.lock_model_dir(model_dir)  # before anything in MODEL_DIR is touched
+  progress, checkpointer, periodic = None, None, []  # what `finally` closes
   try:
+    trainer = trainer_cls(model=model, partitioner=partitioner, batch_size=train_dataset_cfg.batch_size,
+                          task_feature_lengths=train_dataset_cfg.task_feature_lengths,
+                          seed=random_seed if random_seed is not None else 0)
+    checkpointer = checkpoints.Checkpointer(model_dir, checkpoint_cfg.save, trainer.abstract_state)
+    state, run_state, saved_position, origin = _restore_or_init(
+        trainer, checkpointer, checkpoint_cfg.restore.path, random_seed,
+        checkpoint_cfg.restore.fallback_to_previous)
+    trainer.seed = run_state.seed
+    start_step = int(state.step)
+    logging.info('Model %s; %s (seed %d).', model_dir, origin, run_state.seed)
+    if jax.process_index() == 0:
+      print(f'[flan_t5x] MODEL_DIR={model_dir}: {origin}; training to step {total_steps}.', flush=True)
+      if trainer.is_peft:
+        print(f'[flan_t5x] {adapters.summary_line(model.config, state.params, trainer.frozen_params)}', flush=True)
+    inputs = _train_inputs(train_dataset_cfg, model, run_state, saved_position)
+
+    progress = _progress(total_steps, start_step, use_progress_bar and jax.process_index() == 0)
+    logger = actions.LogMetrics(log_period, summaries.SummaryWriter(os.path.join(model_dir, 'train')), progress,
+                                print_lines=progress is None)
+    periodic.append(logger)
+    if train_eval_dataset_cfg is not None and eval_period:
+      validation = _validation_action(trainer, model, train_eval_dataset_cfg, run_state.seed, eval_period,
+                                      eval_steps, model_dir)
+      periodic += [validation] if validation else []
+    if inference_eval_cfg is not None and eval_period:
+      periodic.append(_inference_eval_action(model, partitioner, inference_eval_cfg, eval_period, model_dir,
+                                             trainer.full_params))
+    if early_stopping is not None:
+      periodic.append(actions.EarlyStopping(eval_period, early_stopping))
+    periodic.append(actions.SaveCheckpoint(checkpoint_cfg.save.period, logger))
+
+    loop = actions.Loop(step=start_step, total_steps=total_steps, state=state, run_state=run_state,
+                        trainer=trainer, checkpointer=checkpointer, inputs=inputs,
+                        metrics=actions.MetricsAccumulator(), history=collections.deque(maxlen=history_length),
+                        last_saved_step=start_step if checkpointer.latest_step() == start_step else None)
+    stop_reason = None
     while loop.step < total_steps:
       batch = next(inputs)
       loop.state, step_metrics = trainer.train_step(loop.state, batch)
@@ -203,9 +210,14 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   finally:
     if progress is not None:
       progress.close()
-    checkpointer.close()
-    for action in periodic:
-      action.close()
+    try:
+      if checkpointer is not None:
+        checkpointer.close()
+      for action in periodic:
+        action.close()
+    finally:
+      if lock is not None:
+        lock.release()
   if jax.process_index() == 0:
     print(f'[flan_t5x] done at step {loop.step}. Checkpoints: {model_dir}/{checkpoints.STEP_PREFIX}_<step>; '
           f'TensorBoard: tensorboard --logdir {model_dir}', flush=True)

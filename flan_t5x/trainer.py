@@ -36,8 +36,11 @@ class Trainer:
   def __init__(self, model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
                learning_rate_fn: Callable | float, batch_size: int,
                task_feature_lengths: Mapping[str, int], num_microbatches: int | None = None,
-               seed: int = 0, optimizer_def: Any = None):
+               seed: int = 0, optimizer_def: Any = None, skip_nonfinite_grads: bool = False):
     self.model = model
+    # Guard: a step whose gradient norm is not finite leaves params and optimizer state as they
+    # were (the step counter still advances) and is counted in the `skipped_steps` metric.
+    self.skip_nonfinite_grads = skip_nonfinite_grads
     self.partitioner = partitioner
     self.batch_size = batch_size
     self.num_microbatches = int(num_microbatches or 1)
@@ -159,12 +162,20 @@ class Trainer:
     grads, metrics = self._grads_and_metrics(state.params, frozen, batch, dropout_rng)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    skipped = jnp.zeros((), bool)
+    if self.skip_nonfinite_grads:
+      skipped = jnp.logical_not(jnp.isfinite(optax.tree.norm(grads)))
+      keep_old = lambda new, old: jax.tree.map(lambda n, o: jnp.where(skipped, o, n), new, old)
+      params, opt_state = keep_old(params, state.params), keep_old(opt_state, state.opt_state)
+      # The skipped step's (non-finite) loss sums would poison the logged averages.
+      metrics = jax.tree.map(lambda m: jnp.where(skipped, jnp.zeros_like(m), m), metrics)
     lr = self.learning_rate_fn(state.step) if callable(self.learning_rate_fn) else self.learning_rate_fn
     # A non-finite update (e.g. from a NaN learning rate or overflow) must stop
     # training before this state can be checkpointed.
     params_finite = jnp.isfinite(optax.tree.norm(params))
     metrics = dict(metrics, learning_rate=jnp.asarray(lr, jnp.float32), params_finite=params_finite,
-                   finite=jnp.logical_and(params_finite, jnp.isfinite(metrics['loss'])))
+                   finite=jnp.logical_and(params_finite, jnp.isfinite(metrics['loss'])),
+                   skipped_steps=skipped.astype(jnp.float32))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def _eval_step_impl(self, params, frozen, batch):

@@ -41,6 +41,9 @@ def _rating(row: Row, key: str) -> str:
 
 
 def _clothing_row(row: Row) -> Optional[Dict[str, str]]:
+  missing = [c for c in ("Title", "Review Text", "Rating") if c not in row.values]
+  if missing:  # a wrong header would otherwise read as rows with empty text, all dropped
+    raise BadRowError(row.path, row.line, f"missing column(s) {missing}; the header has {sorted(row.values)}")
   text = (row.values.get("Review Text") or "").strip()
   if not text:
     return None

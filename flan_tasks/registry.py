@@ -205,6 +205,9 @@ def _field_mapper(field_map: Mapping[str, str]):
       if value is None or (isinstance(value, str) and not value.strip()):
         raise readers.BadRowError(row.path, row.line, f"field {column!r} is missing or empty "
                                   f"(columns present: {sorted(row.values)})")
+      if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise readers.BadRowError(row.path, row.line, f"field {column!r}: expected a string (or a number), "
+                                  f"got {type(value).__name__} {value!r:.60}")
       out[task_field] = value if isinstance(value, str) else str(value)
     return out
   return to_fields

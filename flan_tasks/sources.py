@@ -61,7 +61,8 @@ _ROW_CACHE: Dict[tuple, Dict[str, List[str]]] = {}
 
 def _load_columns(paths: Sequence[str], spec: FileSpec, fields: Sequence[str],
                   skip_bad_rows: bool, label: str) -> Dict[str, List[str]]:
-  key = (tuple(paths), tuple(os.path.getmtime(p) for p in paths), skip_bad_rows, id(spec))
+  # Size with mtime: a file rewritten within one mtime tick (coarse on some filesystems) is re-read.
+  key = (tuple(paths), tuple((os.path.getmtime(p), os.path.getsize(p)) for p in paths), skip_bad_rows, id(spec))
   if key in _ROW_CACHE:
     return _ROW_CACHE[key]
   columns: Dict[str, List[str]] = {f: [] for f in fields}

@@ -1,0 +1,241 @@
+r"""Kill anywhere: SIGKILL a training process at random moments, restart it each time, compare.
+
+  python bench/soak_kill.py [--kills 20] [--steps 400] [--seed 0]
+
+One uninterrupted run (the peer) and one run that is SIGKILLed `--kills` times and restarted
+after each kill, both `python -m flan_t5x.train` on gin/demo.gin made small (batch 4, lengths
+64/16, dropout 0.1, a checkpoint every step, the last 3 kept, so a save or a deletion is in
+flight most of the time). Each kill is one of:
+  startup  at a random moment before training (imports, lock, restore, compile: uniform up to
+           the time the previous process took to start training);
+  save     as soon as this process's first orbax temporary directory appears (inside a save);
+  random   at a random moment of training (uniform in 0..2.5 s after its first save began).
+After each kill the newest complete checkpoint is noted; the restart must print that it resumed
+from exactly that step. At the end both runs' final parameters and per-step losses are compared,
+and every checkpoint left must pass its checksum manifest. Prints the result and the soak's wall
+time as a ratio of the peer's; writes JSON to bench/results/soak_kill.json.
+
+`run_soak` is also the engine of tests/reliability/test_kill_anywhere.py (a few kills).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TMP_MARK = '.orbax-checkpoint-tmp'
+_STARTED = re.compile(r'MODEL_DIR=.*: (?:resumed from .* at step (\d+)|initialized from scratch);')
+
+
+def command(model_dir: str, steps: int) -> list[str]:
+  bindings = {'MODEL_DIR': repr(str(model_dir)), 'TRAIN_STEPS': steps, 'BATCH_SIZE': 4,
+              'TASK_FEATURE_LENGTHS': "{'inputs': 64, 'targets': 16}", 'EVAL_PERIOD': None, 'DROPOUT_RATE': 0.1,
+              'RANDOM_SEED': 0, 'checkpoints.SaveCheckpointConfig.period': 1,  # a save every step
+              'checkpoints.SaveCheckpointConfig.keep': 3, 'train_script.train.use_progress_bar': False,
+              'train_script.train.log_period': 1}
+  return [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/demo.gin'] + [
+      f'--gin.{k}={v}' for k, v in bindings.items()]
+
+
+def child_env() -> dict:
+  return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]),
+              XLA_FLAGS='--xla_backend_optimization_level=0')
+
+
+def complete_steps(model_dir) -> list[int]:
+  if not os.path.isdir(model_dir):
+    return []
+  return sorted(int(name.split('_', 1)[1]) for name in os.listdir(model_dir)
+                if name.startswith('checkpoint_') and name.split('_', 1)[1].isdigit())
+
+
+def save_in_flight(model_dir, since: float) -> bool:
+  """An orbax temporary directory created or changed since `since` (time.time()): a save running.
+
+  A killed save leaves its temporary directory until the next run's checkpoint manager removes
+  it, so an old one does not count.
+  """
+  if not os.path.isdir(model_dir):
+    return False
+  for name in os.listdir(model_dir):
+    if TMP_MARK in name:
+      try:
+        stat = os.stat(os.path.join(model_dir, name))
+      except FileNotFoundError:
+        continue  # finished (renamed) or cleaned up meanwhile
+      if max(stat.st_mtime, stat.st_ctime) >= since:
+        return True
+  return False
+
+
+class _Life:
+  """One training process; its stdout is read by a thread so the pipe never fills."""
+
+  def __init__(self, model_dir, steps, log):
+    self.proc = subprocess.Popen(command(model_dir, steps), cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
+                                 stderr=log, text=True)
+    self.started_at = time.monotonic()
+    self.started_wall = time.time()
+    self.resumed_step: int | None = None  # -1: initialized from scratch
+    self.training = threading.Event()
+    self.lines: list[str] = []
+    threading.Thread(target=self._read, daemon=True).start()
+
+  def _read(self):
+    for line in self.proc.stdout:
+      self.lines.append(line)
+      match = _STARTED.search(line)
+      if match:
+        self.resumed_step = int(match.group(1)) if match.group(1) else -1
+        self.training.set()
+
+
+@dataclasses.dataclass
+class Kill:
+  mode: str
+  seconds_after_start: float
+  in_save: bool  # an orbax temporary directory existed at the kill
+  newest_complete: int | None
+  resumed_step_of_that_life: int | None
+
+
+def _first_save(life: _Life, model_dir, timeout: float) -> bool:
+  """Waits until this life is saving (compiled and stepping); False if it ended or timed out.
+
+  Waits for the start line first: before it, the checkpoint manager may be deleting an older
+  killed save's temporary directory, which also changes that directory's times.
+  """
+  deadline = time.monotonic() + timeout
+  if not life.training.wait(timeout=timeout):
+    return False
+  before = complete_steps(model_dir)
+  while time.monotonic() < deadline and life.proc.poll() is None:
+    if save_in_flight(model_dir, life.started_wall) or complete_steps(model_dir) != before:
+      return True
+    time.sleep(0.002)
+  return False
+
+
+def _kill_moment(life: _Life, mode: str, model_dir, rng: random.Random, startup_s: float) -> str:
+  """Waits for the moment of `mode`; returns the mode actually used."""
+  if mode == 'startup':  # imports, lock, restore, input position, first compile
+    time.sleep(rng.uniform(0.2, startup_s))
+    return mode
+  if not _first_save(life, model_dir, timeout=600):
+    return 'startup'
+  if mode == 'save':
+    return mode  # an orbax temporary directory exists now, or just did
+  time.sleep(rng.uniform(0.0, 2.5))
+  return mode
+
+
+def run_soak(model_dir, steps: int, kills: int, seed: int, modes=('startup', 'save', 'random', 'random'),
+             log=subprocess.DEVNULL, say=print) -> dict:
+  """Kills a run `kills` times, restarting it each time, then lets it finish; returns the record."""
+  rng = random.Random(seed)
+  record: list[Kill] = []
+  mismatched_resumes: list[str] = []
+  lives, startup_s = 0, 10.0
+  while True:
+    expected = (complete_steps(model_dir) or [-1])[-1]
+    life = _Life(model_dir, steps, log)
+    lives += 1
+    if len(record) >= kills:
+      if life.proc.wait(timeout=1800) != 0:
+        raise RuntimeError(f'the final restart failed (exit {life.proc.returncode}): {"".join(life.lines)[-2000:]}')
+      life.training.wait(timeout=5)
+      if life.resumed_step != expected:
+        mismatched_resumes.append(f'final life resumed at {life.resumed_step}, newest complete was {expected}')
+      break
+    mode = _kill_moment(life, modes[len(record) % len(modes)], model_dir, rng, startup_s)
+    if mode != 'startup':
+      startup_s = time.monotonic() - life.started_at  # how long starting took, for the next startup kill
+    if life.proc.poll() is not None:
+      raise RuntimeError(f'the run ended (exit {life.proc.returncode}) before kill {len(record) + 1}; '
+                         f'use more --steps. {"".join(life.lines)[-1500:]}')
+    in_save = save_in_flight(model_dir, life.started_wall)
+    life.proc.send_signal(signal.SIGKILL)
+    life.proc.wait()
+    if life.training.is_set() and life.resumed_step != expected:
+      mismatched_resumes.append(f'life {lives} resumed at {life.resumed_step}, newest complete was {expected}')
+    kill = Kill(mode, round(time.monotonic() - life.started_at, 2), in_save,
+                (complete_steps(model_dir) or [None])[-1], life.resumed_step)
+    record.append(kill)
+    say(f'kill {len(record)}/{kills}: {kill.mode:7s} after {kill.seconds_after_start:5.1f} s, '
+        f'in a save: {kill.in_save}, newest complete checkpoint: {kill.newest_complete}')
+  return {'kills': len(record), 'restarts': lives - 1,
+          'resumes_checked': sum(k.resumed_step_of_that_life is not None for k in record) + 1,
+          'mismatched_resumes': mismatched_resumes,
+          'kills_by_mode': {m: sum(k.mode == m for k in record) for m in sorted({k.mode for k in record})},
+          'kills_in_save': sum(k.in_save for k in record), 'record': [dataclasses.asdict(k) for k in record]}
+
+
+def compare(reference_dir, soaked_dir) -> dict:
+  """Final parameters and per-step losses of the two runs; checksums of what the soak left."""
+  sys.path.insert(0, str(ROOT))
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from flan_t5x import checkpoint_integrity, checkpoints, summaries  # pylint: disable=g-import-not-at-top
+  reference, ref_step = checkpoints.read_params(str(reference_dir))
+  soaked, soak_step = checkpoints.read_params(str(soaked_dir))
+  param_diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(soaked)))
+  ref_losses = summaries.read_scalars(os.path.join(reference_dir, 'train'), 'loss')
+  soak_losses = summaries.read_scalars(os.path.join(soaked_dir, 'train'), 'loss')
+  damaged = [s for s in complete_steps(soaked_dir)
+             if checkpoint_integrity.problems(os.path.join(soaked_dir, f'checkpoint_{s}'))]
+  return {'final_steps': [ref_step, soak_step], 'final_param_max_abs_diff': param_diff,
+          'logged_steps_equal': sorted(ref_losses) == sorted(soak_losses),
+          'loss_max_abs_diff': max(abs(ref_losses[s] - soak_losses.get(s, float('inf'))) for s in ref_losses),
+          'checkpoints_failing_checksums': damaged}
+
+
+def _timed_reference(model_dir, steps, log) -> float:
+  tick = time.monotonic()
+  done = subprocess.run(command(model_dir, steps), cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=log,
+                        timeout=1800)
+  if done.returncode:
+    raise RuntimeError(f'the uninterrupted reference run failed (exit {done.returncode})')
+  return time.monotonic() - tick
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--kills', type=int, default=20)
+  parser.add_argument('--steps', type=int, default=400)
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'soak_kill.json'))
+  args = parser.parse_args()
+  with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, 'children.log'), 'w') as log:
+    reference_dir, soaked_dir = os.path.join(tmp, 'reference'), os.path.join(tmp, 'soaked')
+    reference_s = _timed_reference(reference_dir, args.steps, log)
+    print(f'peer: uninterrupted run of {args.steps} steps in {reference_s:.1f} s', flush=True)
+    tick = time.monotonic()
+    result = run_soak(soaked_dir, args.steps, args.kills, args.seed, log=log,
+                      say=lambda line: print(line, flush=True))
+    soak_s = time.monotonic() - tick
+    result.update(compare(reference_dir, soaked_dir))
+  result.update(steps=args.steps, seed=args.seed, reference_seconds=round(reference_s, 1),
+                soak_seconds=round(soak_s, 1), soak_to_reference_time_ratio=round(soak_s / reference_s, 2))
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out, 'w') as f:
+    json.dump(result, f, indent=1)
+  print(json.dumps({k: v for k, v in result.items() if k != 'record'}, indent=1))
+  print(f'{result["kills"]} kills ({result["kills_in_save"]} inside a save), {result["restarts"]} restarts, '
+        f'resumes from the newest complete checkpoint: {not result["mismatched_resumes"]}; final parameter '
+        f'max |diff| {result["final_param_max_abs_diff"]:.3g}, loss max |diff| {result["loss_max_abs_diff"]:.3g}; '
+        f'soak/peer wall time {result["soak_to_reference_time_ratio"]}x. Wrote {args.out}')
+
+
+if __name__ == '__main__':
+  main()

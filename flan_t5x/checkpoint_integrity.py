@@ -1,0 +1,153 @@
+"""Checksums of complete checkpoints, checked before a restore.
+
+Orbax makes a save atomic (temporary directory, renamed when every process has
+written), so a killed save never looks complete. It does not notice a file that was
+truncated, deleted or overwritten *after* the save: tensorstore reads whatever bytes
+are there. So once a save has finished, process 0 records every file's size and
+CRC32 in `checkpoint_<step>/flan_t5x_manifest.json` (written atomically), and a
+restore first compares the files with it.
+
+A checkpoint without a manifest (written before this existed, killed between the rename
+and the manifest, or a parameters-only checkpoint from `checkpoint_import`) is left to
+orbax's own checks, and a restore failure is still reported as damage with the path.
+
+CRC32, not a cryptographic hash: the threat is a broken disk or a partial copy, and
+zlib's CRC reads at memory speed, so checking costs one extra read of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+
+MANIFEST = 'flan_t5x_manifest.json'
+_CHUNK_BYTES = 1 << 22
+
+
+class DamagedCheckpointError(RuntimeError):
+  """A checkpoint that exists but cannot be trusted; the message names the path and the reason."""
+
+  def __init__(self, path: str, reason: str, hint: str = ''):
+    message = f'Damaged checkpoint {path}: {reason}.'
+    super().__init__(f'{message} {hint}'.strip())
+    self.path, self.reason = path, reason
+
+
+def _crc32(path: str) -> int:
+  crc = 0
+  with open(path, 'rb') as f:
+    while chunk := f.read(_CHUNK_BYTES):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def _files(step_dir: str) -> list[str]:
+  """Paths relative to `step_dir`, sorted, without the manifest itself."""
+  found = []
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      relative = os.path.relpath(os.path.join(root, name), step_dir)
+      if relative != MANIFEST and not name.startswith(MANIFEST + '.tmp'):
+        found.append(relative)
+  return sorted(found)
+
+
+def describe(step_dir: str) -> dict[str, dict[str, int]]:
+  return {relative: {'size': os.path.getsize(os.path.join(step_dir, relative)),
+                     'crc32': _crc32(os.path.join(step_dir, relative))} for relative in _files(step_dir)}
+
+
+def manifest_text(step_dir: str) -> str:
+  """The manifest of a complete checkpoint (the caller writes it atomically to MANIFEST)."""
+  return json.dumps({'format': 1, 'files': describe(step_dir)}, indent=1, sort_keys=True)
+
+
+def has_manifest(step_dir: str) -> bool:
+  return os.path.isfile(os.path.join(step_dir, MANIFEST))
+
+
+def _read_manifest(step_dir: str) -> dict[str, dict[str, int]]:
+  path = os.path.join(step_dir, MANIFEST)
+  try:
+    with open(path, encoding='utf-8') as f:
+      manifest = json.load(f)
+    files = manifest['files']
+    if not isinstance(files, dict):
+      raise TypeError(f'"files" is a {type(files).__name__}, expected an object')
+    return files
+  except (OSError, ValueError, KeyError, TypeError) as err:
+    raise DamagedCheckpointError(step_dir, f'unreadable checksum manifest {path} ({err})') from None
+
+
+def problems(step_dir: str) -> list[str]:
+  """What differs from the manifest (empty: intact, or no manifest to compare with)."""
+  if not os.path.isdir(step_dir):
+    return [f'{step_dir} does not exist']
+  if not has_manifest(step_dir):
+    return []  # nothing to compare with; orbax's own read errors still name the path
+  found = []
+  for relative, expected in sorted(_read_manifest(step_dir).items()):
+    path = os.path.join(step_dir, relative)
+    if not os.path.isfile(path):
+      found.append(f'{relative} is missing')
+    elif os.path.getsize(path) != expected.get('size'):
+      found.append(f'{relative} has {os.path.getsize(path)} bytes, expected {expected.get("size")} (truncated '
+                   'or overwritten)')
+    elif _crc32(path) != expected.get('crc32'):
+      found.append(f'{relative} has a different CRC32 than when it was saved (corrupted)')
+  return found
+
+
+def verify(step_dir: str, hint: str = '') -> None:
+  """Raises DamagedCheckpointError naming the first few problems of `step_dir`."""
+  found = problems(step_dir)
+  if found:
+    shown = '; '.join(found[:3]) + (f'; and {len(found) - 3} more' if len(found) > 3 else '')
+    raise DamagedCheckpointError(step_dir, shown, hint)
+
+
+def quarantine(model_dir: str, step_dir: str) -> str:
+  """Moves a damaged checkpoint to MODEL_DIR/damaged/ (kept for inspection, out of the step sequence)."""
+  target_root = os.path.join(model_dir, 'damaged')
+  os.makedirs(target_root, exist_ok=True)
+  base = os.path.basename(step_dir.rstrip('/'))
+  target, attempt = os.path.join(target_root, base), 1
+  while os.path.exists(target):
+    attempt += 1
+    target = os.path.join(target_root, f'{base}.{attempt}')
+  os.replace(step_dir, target)
+  return target
+
+
+def shape_mismatches(state_dir: str, abstract_params) -> list[str]:
+  """Parameters whose saved shape differs from this model's (a checkpoint of another model size)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  try:
+    saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(state_dir)).tree
+  except Exception as err:  # pylint: disable=broad-except  (missing or garbled orbax metadata)
+    raise DamagedCheckpointError(os.path.dirname(state_dir), f'orbax could not read its metadata '
+                                 f'({type(err).__name__}: {err})') from err
+  saved_leaves = dict(jax.tree_util.tree_flatten_with_path(dict(saved).get('params', {}))[0])
+  wanted_leaves = dict(jax.tree_util.tree_flatten_with_path(abstract_params)[0])
+  found = []
+  for path, wanted in wanted_leaves.items():
+    name = 'params/' + '/'.join(str(getattr(k, 'key', k)) for k in path)
+    if path not in saved_leaves:
+      found.append(f'{name} is not in the checkpoint')
+    elif tuple(saved_leaves[path].shape) != tuple(wanted.shape):
+      found.append(f'{name} has shape {tuple(saved_leaves[path].shape)} in the checkpoint, '
+                   f'{tuple(wanted.shape)} in this model')
+  return found
+
+
+def raise_if_other_model(step_dir: str, abstract_params) -> None:
+  """A checkpoint of another model size is a configuration mistake, not damage: says what to change."""
+  mismatched = shape_mismatches(os.path.join(step_dir, 'state'), abstract_params)
+  if mismatched:
+    raise ValueError(f'{step_dir} was saved by a model of another size: ' + '; '.join(mismatched[:3]) +
+                     (f'; and {len(mismatched) - 3} more' if len(mismatched) > 3 else '') +
+                     '. Use the model gin file that trained it, or a new MODEL_DIR (with '
+                     'INITIAL_CHECKPOINT_PATH to start from other weights).')

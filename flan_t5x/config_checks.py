@@ -1,0 +1,141 @@
+"""Configuration mistakes caught before any work starts, each with what to change.
+
+- `--gin.NAME=...` for a macro no gin file defines (a typo such as TRAIN_STPES would
+  otherwise define a new, unused macro and leave the intended one at its default);
+- a `%gin.REQUIRED` macro left unset (all of them listed at once);
+- a value of the wrong type for a job argument or a config dataclass field (checked
+  against the annotations, e.g. TRAIN_STEPS='100' or BATCH_SIZE=8.5);
+- an unknown task or mixture name (with the closest registered names).
+
+Gin has no public list of macros; `gin.config_str()` (public) prints them as
+`NAME = value` lines at the top level, which is what `defined_macros` reads.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import inspect
+import re
+import types
+import typing
+from typing import Any, Callable, Collection, Mapping, Sequence
+
+_MACRO_LINE = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*) = (.*)$')
+_MACRO_BINDING = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=')
+
+
+def defined_macros() -> dict[str, str]:
+  """{macro name: value text} of the parsed gin configuration."""
+  import gin  # pylint: disable=g-import-not-at-top
+  macros = {}
+  for line in gin.config_str().splitlines():
+    match = _MACRO_LINE.match(line)
+    if match:
+      macros[match.group(1)] = match.group(2)
+  return macros
+
+
+def known_macros() -> set[str]:
+  """Macros the parsed files define or use (`%NAME`): the names a command line may set."""
+  import gin  # pylint: disable=g-import-not-at-top
+  return set(defined_macros()) | set(re.findall(r'%([A-Za-z_][A-Za-z0-9_]*)', gin.config_str()))
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+  close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+  return f' Did you mean {", ".join(close)}?' if close else ''
+
+
+def check_macro_overrides(bindings: Sequence[str], macros: Collection[str]) -> None:
+  """Each `NAME = value` binding must set a macro the gin files define or use, or a later binding uses."""
+  for index, binding in enumerate(bindings):
+    match = _MACRO_BINDING.match(binding)
+    if not match or match.group(1) in macros:
+      continue
+    name = match.group(1)
+    if any(re.search(rf'%{name}\b', later) for later in bindings[index + 1:]):
+      continue  # a helper macro the command line itself uses
+    raise ValueError(f'--gin.{name} sets a macro that no gin file defines.{_suggest(name, sorted(macros))} '
+                     'Fix the name, or define the macro in a gin file that uses it.')
+
+
+def check_required_macros(macros: Mapping[str, str]) -> None:
+  missing = sorted(name for name, value in macros.items() if value == '%gin.REQUIRED')
+  if missing:
+    flags = ' '.join(f'--gin.{name}=...' for name in missing)
+    raise ValueError(f'Required macro(s) not set: {", ".join(missing)}. Pass them, e.g. {flags} '
+                     '(strings in quotes: --gin.MODEL_DIR="\'/path\'"; None where a path is optional).')
+
+
+# ------------------------------------------------------------------ argument types
+
+
+def _type_ok(value: Any, hint: Any) -> bool | None:
+  """Whether `value` fits `hint`; None where the hint is not one this check understands."""
+  if hint is Any:
+    return True
+  origin = typing.get_origin(hint)
+  if origin in (typing.Union, types.UnionType):
+    verdicts = [_type_ok(value, arg) for arg in typing.get_args(hint)]
+    return True if True in verdicts else (None if None in verdicts else False)
+  if hint is type(None):
+    return value is None
+  if hint is bool:
+    return isinstance(value, bool)
+  if hint is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if hint is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if hint is str:
+    return isinstance(value, str)
+  if origin in (dict, collections.abc.Mapping):
+    if not isinstance(value, Mapping):
+      return False
+    key_hint, value_hint = typing.get_args(hint) or (Any, Any)
+    verdicts = [v for k, val in value.items() for v in (_type_ok(k, key_hint), _type_ok(val, value_hint))]
+    return False if False in verdicts else True
+  return None
+
+
+def _describe(hint: Any) -> str:
+  if typing.get_args(hint):  # Mapping[str, int], int | None
+    return str(hint).replace('typing.', '').replace('collections.abc.', '')
+  return getattr(hint, '__name__', None) or str(hint)
+
+
+def check_arguments(fn: Callable, arguments: Mapping[str, Any], where: str | None = None) -> None:
+  """Checks `arguments` of `fn` (and the fields of dataclass values) against their annotations."""
+  where = where or fn.__name__
+  hints = typing.get_type_hints(fn)
+  for name in inspect.signature(fn).parameters:
+    if name in arguments and name in hints:
+      _check_value(arguments[name], hints[name], f'{where}.{name}')
+
+
+def _check_value(value: Any, hint: Any, where: str) -> None:
+  if _type_ok(value, hint) is False:
+    raise TypeError(f'{where} must be {_describe(hint)}, got {type(value).__name__} {value!r:.80}. '
+                    'Fix the gin binding or macro that sets it (e.g. numbers without quotes).')
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    hints = typing.get_type_hints(type(value))
+    for field in dataclasses.fields(value):
+      if field.name in hints:
+        _check_value(getattr(value, field.name), hints[field.name], f'{type(value).__name__}.{field.name}')
+
+
+# ------------------------------------------------------------------ task names
+
+
+def check_task_name(name: str, module: str | None = None) -> None:
+  """An unknown SeqIO task or mixture name, with the closest registered ones."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  if module:
+    importlib.import_module(module)
+  known = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+  if name not in known:
+    raise ValueError(f'Unknown task or mixture {name!r} (MIXTURE_OR_TASK_NAME).{_suggest(name, sorted(known))} '
+                     f'{len(known)} are registered'
+                     + (f' after importing {module!r}.' if module else '; is MIXTURE_OR_TASK_MODULE set?'))

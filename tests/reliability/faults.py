@@ -1,0 +1,80 @@
+"""Shared by the reliability tests: a training run with every restore option, damage to a file."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+
+import jax
+
+from flan_t5x import checkpoints
+from flan_t5x import partitioning
+from flan_t5x import schedules
+from flan_t5x import train as train_lib
+from flan_t5x import trainer as trainer_lib
+
+import helpers
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEST_PATHS = [REPO, os.path.join(REPO, 'tests', 'engine'), os.path.dirname(os.path.abspath(__file__))]
+
+
+def train(model_dir, total_steps, fallback_to_previous=False, model=None, skip_nonfinite_grads=False,
+          trainer_cls=None, period=1, lr=0.01):
+  """helpers.run_training's tiny setup, with the restore flag and the trainer's guard exposed."""
+  lr_fn = schedules.create_learning_rate_scheduler(factors='constant', base_learning_rate=lr)
+  make = trainer_cls or trainer_lib.Trainer
+  return train_lib.train(
+      model=model or helpers.tiny_model(), model_dir=str(model_dir),
+      train_dataset_cfg=helpers.dataset_cfg(8),
+      checkpoint_cfg=checkpoints.CheckpointConfig(
+          save=checkpoints.SaveCheckpointConfig(period=period),
+          restore=checkpoints.RestoreCheckpointConfig(fallback_to_previous=fallback_to_previous)),
+      partitioner=partitioning.PjitPartitioner(devices=jax.devices()[:1]),
+      trainer_cls=lambda **kw: make(learning_rate_fn=lr_fn, skip_nonfinite_grads=skip_nonfinite_grads, **kw),
+      total_steps=total_steps, eval_steps=None, eval_period=None, random_seed=0, use_progress_bar=False,
+      log_period=1)
+
+
+def child_env() -> dict:
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(TEST_PATHS + [os.environ.get('PYTHONPATH', '')]),
+              XLA_FLAGS='--xla_backend_optimization_level=0')
+
+
+def child_train_command(model_dir, total_steps, file_size_limit: int | None = None) -> list[str]:
+  """The same run as `train(model_dir, total_steps)`, in a child Python process.
+
+  `file_size_limit`: from the first training step on, no file may grow past this many bytes
+  (RLIMIT_FSIZE: writes fail with EFBIG, as they fail with ENOSPC on a full disk). Set there, not
+  at the start, because the restore itself writes the saved input position to a temporary file.
+  """
+  code = (f'import faults; faults.train({str(model_dir)!r}, {total_steps}, '
+          f'trainer_cls=faults.disk_fills_trainer({file_size_limit}))')
+  return [sys.executable, '-c', code]
+
+
+def disk_fills_trainer(file_size_limit: int | None):
+  """A Trainer class whose process gets RLIMIT_FSIZE=`file_size_limit` at its first step."""
+  if file_size_limit is None:
+    return trainer_lib.Trainer
+
+  class DiskFillsTrainer(trainer_lib.Trainer):
+
+    def train_step(self, state, local_batch):
+      if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != file_size_limit:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+      return super().train_step(state, local_batch)
+  return DiskFillsTrainer
+
+
+def largest_file(directory) -> str:
+  paths = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+  return max(paths, key=os.path.getsize)
+
+
+def steps_in(model_dir) -> list[int]:
+  """Complete checkpoint steps (orbax's temporary directories have a suffix after the number)."""
+  prefix = checkpoints.STEP_PREFIX + '_'
+  return sorted(int(name[len(prefix):]) for name in os.listdir(model_dir)
+                if name.startswith(prefix) and name[len(prefix):].isdigit())

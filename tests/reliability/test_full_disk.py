@@ -1,0 +1,83 @@
+"""A save that fails (file too large / full disk) stops training with a clear message, a read-only
+MODEL_DIR is refused before training; the previous checkpoint stays intact and a restart resumes.
+
+No tmpfs without root privileges here, so:
+- "full disk": RLIMIT_FSIZE set in the child at its first training step (writes past the limit
+  fail with EFBIG, as they fail with ENOSPC on a full disk: tensorstore's write inside orbax's save);
+- read-only: MODEL_DIR bind-mounted read-only onto itself in a private mount namespace
+  (`unshare -m`, EROFS; chmod does not stop root); skipped where unshare is not permitted.
+"""
+
+import shutil
+import subprocess
+
+import pytest
+
+from flan_t5x import checkpoint_integrity
+
+import faults
+
+_LIMIT_BYTES = 256 * 1024  # the tiny model's state and input files are larger; TensorBoard events smaller
+
+
+def _errors(stderr: str) -> str:
+  """The child's error lines (orbax's threads add pages of tracebacks at exit)."""
+  return '\n'.join(line for line in stderr.splitlines() if 'Error' in line and 'Event loop' not in line)[-4000:]
+
+
+def _assert_resumes_from_intact(model_dir, capsys, total_steps):
+  last = faults.steps_in(model_dir)[-1]
+  checkpoint_integrity.verify(str(model_dir / f'checkpoint_{last}'))
+  step, _ = faults.train(model_dir, total_steps)
+  assert step == total_steps
+  assert f'resumed from {model_dir} at step {last}' in capsys.readouterr().out
+
+
+def test_file_size_limit_stops_training_and_keeps_the_previous_checkpoint(tmp_path, capsys):
+  model_dir = tmp_path / 'run'
+  faults.train(model_dir, 2)
+  capsys.readouterr()
+  child = subprocess.run(faults.child_train_command(model_dir, 4, file_size_limit=_LIMIT_BYTES),
+                         env=faults.child_env(), capture_output=True, text=True, timeout=600)
+  assert child.returncode != 0
+  assert 'CheckpointSaveError: Saving checkpoint_3' in child.stderr, _errors(child.stderr)
+  assert 'File too large' in child.stderr
+  assert f'The last complete checkpoint, {model_dir}/checkpoint_2, is intact' in child.stderr
+  assert faults.steps_in(model_dir) == [1, 2]
+  _assert_resumes_from_intact(model_dir, capsys, 4)
+  assert faults.steps_in(model_dir) == [1, 2, 3, 4]
+
+
+_READ_ONLY = r'''
+set -e
+mount --bind "$1" "$1"
+mount -o remount,bind,ro "$1"
+shift
+exec "$@"
+'''
+
+
+def _can_remount() -> bool:
+  if not shutil.which('unshare'):
+    return False
+  probe = subprocess.run(['unshare', '-m', 'sh', '-c', 'mount --bind / / && mount -o remount,bind,ro /'],
+                         capture_output=True)
+  return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_remount(), reason='no private mount namespace (unshare -m) here')
+def test_read_only_model_dir_is_refused_before_training_and_a_writable_restart_resumes(tmp_path, capsys):
+  """Remounting read-only while training fails here ('mount point is busy': the run holds files open
+  for writing), so the run starts on a read-only MODEL_DIR: it is refused before any work."""
+  model_dir = tmp_path / 'run'
+  faults.train(model_dir, 2)
+  capsys.readouterr()
+  command = ['unshare', '-m', 'sh', '-c', _READ_ONLY, 'sh', str(model_dir)]
+  child = subprocess.run(command + faults.child_train_command(model_dir, 4), env=faults.child_env(),
+                         capture_output=True, text=True, timeout=600)
+  assert child.returncode != 0
+  assert f'Cannot create the run lock {model_dir}/.lock-process_0-of-1: Read-only file system' in child.stderr, (
+      _errors(child.stderr))
+  assert 'MODEL_DIR must be writable' in child.stderr
+  assert faults.steps_in(model_dir) == [1, 2]
+  _assert_resumes_from_intact(model_dir, capsys, 4)
