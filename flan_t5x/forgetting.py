@@ -86,7 +86,7 @@ def _run(job: str, args: Sequence[str], log_path: str) -> str:
 
 def _train(study_dir: str, name: str, model_dir: str, gin_files: Sequence[str], bindings: Mapping[str, str],
            initial_checkpoint: str | None) -> str | None:
-  """Trains into `model_dir` unless its marker says it finished with these settings; the command or None."""
+  """Trains into `model_dir` unless its marker says it finished with these settings; the command that trained it."""
   marker = os.path.join(model_dir, 'arm.json')
   record = {'name': name, 'gin_files': list(gin_files), 'bindings': dict(bindings),
             'base_checkpoint': initial_checkpoint}
@@ -96,7 +96,7 @@ def _train(study_dir: str, name: str, model_dir: str, gin_files: Sequence[str], 
     if {k: previous.get(k) for k in record} != record:
       raise ValueError(f'{marker}: {name!r} was trained with other settings ({previous}); '
                        f'now {record}. Give the changed arm a new name or delete {model_dir}.')
-    return None
+    return previous.get('command')
   run_bindings = {**record['bindings'], 'MODEL_DIR': repr(model_dir), 'INITIAL_CHECKPOINT_PATH': repr(initial_checkpoint)}
   command = _run('train', _flags(record['gin_files'], run_bindings), os.path.join(study_dir, 'logs', f'train-{name}.log'))
   checkpoints.write_text_atomically(marker, json.dumps({**record, 'command': command}, indent=2) + '\n')
@@ -105,7 +105,7 @@ def _train(study_dir: str, name: str, model_dir: str, gin_files: Sequence[str], 
 
 def _train_arm(study_dir: str, arm: Arm, base_checkpoint: str, train_gin_files: Sequence[str],
                train_bindings: Mapping[str, str]) -> tuple[str, str | None]:
-  """(MODEL_DIR, the command, or None when the arm had finished before)."""
+  """(MODEL_DIR, the command that trained it)."""
   model_dir = os.path.join(study_dir, 'arms', arm.name)
   command = _train(study_dir, arm.name, model_dir, list(train_gin_files) + list(arm.gin_files),
                    {**train_bindings, **arm.bindings}, base_checkpoint)
@@ -113,7 +113,7 @@ def _train_arm(study_dir: str, arm: Arm, base_checkpoint: str, train_gin_files: 
 
 
 def _train_base(study_dir: str, base: BaseTraining) -> tuple[str, str | None]:
-  """(the base MODEL_DIR, STUDY_DIR/base, and the command or None when it had finished before)."""
+  """(the base MODEL_DIR, STUDY_DIR/base, and the command that trained it)."""
   model_dir = os.path.join(study_dir, BASE)
   command = _train(study_dir, BASE, model_dir, base.gin_files, {**base.bindings, 'TRAIN_STEPS': str(base.steps)},
                    None)
@@ -122,20 +122,25 @@ def _train_base(study_dir: str, base: BaseTraining) -> tuple[str, str | None]:
 
 def _evaluate(study_dir: str, model: str, checkpoint: str, eval_gin_files: Sequence[str],
               eval_bindings: Mapping[str, str]) -> tuple[str, str | None]:
-  """(EVAL_OUTPUT_DIR, the command, or None when its results are of this checkpoint already)."""
+  """(EVAL_OUTPUT_DIR, the command that evaluated this checkpoint there; None if not recorded)."""
   out = os.path.join(study_dir, 'eval', model)
   results = os.path.join(out, 'results.json')
+  command_file = os.path.join(out, 'study_command.txt')
   fingerprint = adapters.fingerprint(checkpoint)  # what eval records (an adapter's covers its base)
   if os.path.exists(results):
     with open(results) as f:
       recorded = json.load(f).get('checkpoint')
     if recorded is not None and checkpoint_import.same_checkpoint(recorded, fingerprint):
-      return out, None
+      if not os.path.exists(command_file):
+        return out, None
+      with open(command_file) as f:
+        return out, f.read().strip()
     logging.warning('%s holds results of another checkpoint; evaluating %s again.', out, checkpoint)
     for stale in glob.glob(os.path.join(out, '*.json')) + glob.glob(os.path.join(out, '*.jsonl')):
       os.remove(stale)
   bindings = {**eval_bindings, 'CHECKPOINT_PATH': repr(checkpoint), 'EVAL_OUTPUT_DIR': repr(out)}
   command = _run('eval', _flags(eval_gin_files, bindings), os.path.join(study_dir, 'logs', f'eval-{model}.log'))
+  checkpoints.write_text_atomically(command_file, command + '\n')
   return out, command
 
 
@@ -183,7 +188,8 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
     commands += [command] if command else []
   matrix = {model: forgetting_metrics.read_eval_dir(path) for model, path in eval_dirs.items()}
   derived = forgetting_metrics.derive(matrix, suite, BASE)
-  recorded = _previous_commands(study_dir) + commands
+  # The commands behind every model and evaluation in these results, whichever run made them.
+  recorded = commands
   results = {'base_checkpoint': base_checkpoint, 'suite': dataclasses.asdict(suite), 'matrix': matrix,
              'arms': derived, 'eval_dirs': eval_dirs, 'model_dirs': model_dirs, 'commands': recorded}
   checkpoints.write_text_atomically(os.path.join(study_dir, 'results.json'), json.dumps(results, indent=2) + '\n')
@@ -196,14 +202,6 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
   print(report, flush=True)
   print(f'[flan_t5x] study written to {study_dir} (results.json, report.md, change.png, curves.png)', flush=True)
   return results
-
-
-def _previous_commands(study_dir: str) -> list[str]:
-  path = os.path.join(study_dir, 'results.json')
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return list(json.load(f).get('commands', []))
 
 
 def main(argv: list[str]) -> None:
