@@ -10,6 +10,7 @@ relative_attention_bias is (buckets, heads); T5X's rel_embedding is (heads, buck
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -298,10 +299,13 @@ def load(directory: str, model_config: network.T5Config | None = None,
   return params, checkpoint_config
 
 
-def save(params: PyTree, config: network.T5Config, directory: str, vocab_path: str | None = None,
-         dtype: np.dtype | str = np.float32) -> None:
-  """Writes an HF checkpoint directory atomically (a temp dir renamed into place)."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+@contextlib.contextmanager
+def new_directory_atomically(directory: str):
+  """Yields a temporary directory beside `directory`, renamed to it when the block succeeds.
+
+  Nothing is left half-written: on any error the temporary directory is removed. An existing
+  non-empty `directory` is refused.
+  """
   directory = os.path.abspath(directory)
   if os.path.exists(directory) and os.listdir(directory):
     raise FileExistsError(f'{directory} exists and is not empty')
@@ -309,6 +313,20 @@ def save(params: PyTree, config: network.T5Config, directory: str, vocab_path: s
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(directory) + '.tmp')
   try:
+    yield tmp
+    if os.path.exists(directory):
+      os.rmdir(directory)
+    os.replace(tmp, directory)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def save(params: PyTree, config: network.T5Config, directory: str, vocab_path: str | None = None,
+         dtype: np.dtype | str = np.float32) -> None:
+  """Writes an HF checkpoint directory atomically (a temp dir renamed into place)."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  with new_directory_atomically(directory) as tmp:
     save_file(params_to_tensors(params, config, dtype), os.path.join(tmp, SAFETENSORS_FILE),
               metadata={'format': 'pt'})
     with open(os.path.join(tmp, CONFIG_FILE), 'w') as f:
@@ -320,9 +338,3 @@ def save(params: PyTree, config: network.T5Config, directory: str, vocab_path: s
       with open(os.path.join(tmp, 'tokenizer_config.json'), 'w') as f:
         json.dump({'tokenizer_class': 'T5Tokenizer', 'extra_ids': 100, 'model_max_length': 512,
                    'eos_token': '</s>', 'unk_token': '<unk>', 'pad_token': '<pad>'}, f, indent=2)
-    if os.path.exists(directory):
-      os.rmdir(directory)
-    os.replace(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise

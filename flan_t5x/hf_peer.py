@@ -241,11 +241,19 @@ def cmd_peft_train_timing(request: dict) -> dict:
   model.train()
   trainable = [p for p in model.parameters() if p.requires_grad]
   optimizer = torch.optim.AdamW(trainable, lr=float(request.get('lr', 1e-3)))
+  return {**_timed_train_steps(torch, model, optimizer, arrays, int(request['steps'])),
+          'trainable_params': int(sum(p.numel() for p in trainable)),
+          'params': int(sum(p.numel() for p in model.parameters())),
+          'num_threads': torch.get_num_threads(), **_versions(torch, transformers, peft)}
+
+
+def _timed_train_steps(torch, model, optimizer, arrays: dict, steps: int) -> dict:
+  """Trains `steps` + 1 steps on one fixed batch; times all but the first (the warm-up)."""
   args = dict(input_ids=torch.as_tensor(arrays['encoder_input_tokens'], dtype=torch.long),
               decoder_input_ids=torch.as_tensor(arrays['decoder_input_tokens'], dtype=torch.long),
               labels=torch.as_tensor(arrays['decoder_target_tokens'], dtype=torch.long))
   times, loss = [], None
-  for i in range(int(request['steps']) + 1):
+  for i in range(steps + 1):
     tick = time.perf_counter()
     loss = model(**args).loss
     loss.backward()
@@ -253,10 +261,7 @@ def cmd_peft_train_timing(request: dict) -> dict:
     optimizer.zero_grad()
     if i:
       times.append(time.perf_counter() - tick)
-  return {'step_times_s': times, 'step_time_s': float(np.median(times)), 'loss': float(loss),
-          'trainable_params': int(sum(p.numel() for p in trainable)),
-          'params': int(sum(p.numel() for p in model.parameters())),
-          'num_threads': torch.get_num_threads(), **_versions(torch, transformers, peft)}
+  return {'step_times_s': times, 'step_time_s': float(np.median(times)), 'loss': float(loss)}
 
 
 def cmd_train_timing(request: dict) -> dict:
@@ -271,19 +276,7 @@ def cmd_train_timing(request: dict) -> dict:
   model = transformers.T5ForConditionalGeneration(transformers.T5Config(**request['config']))
   model.train()
   optimizer = torch.optim.AdamW(model.parameters(), lr=float(request.get('lr', 1e-3)))
-  args = dict(input_ids=torch.as_tensor(arrays['encoder_input_tokens'], dtype=torch.long),
-              decoder_input_ids=torch.as_tensor(arrays['decoder_input_tokens'], dtype=torch.long),
-              labels=torch.as_tensor(arrays['decoder_target_tokens'], dtype=torch.long))
-  times, loss = [], None
-  for i in range(int(request['steps']) + 1):
-    tick = time.perf_counter()
-    loss = model(**args).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    if i:  # step 0 is the warm-up
-      times.append(time.perf_counter() - tick)
-  return {'step_times_s': times, 'step_time_s': float(np.median(times)), 'loss': float(loss),
+  return {**_timed_train_steps(torch, model, optimizer, arrays, int(request['steps'])),
           'params': int(sum(p.numel() for p in model.parameters())),
           'num_threads': torch.get_num_threads(), **_versions(torch, transformers)}
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -93,21 +91,10 @@ def export(adapter_params: PyTree, lora_cfg: lora_lib.LoraConfig, config: networ
     tensors[f'{PREFIX}{hf}.lora_A.weight'] = np.ascontiguousarray(np.asarray(node['lora_a'], np.float32).T)
     tensors[f'{PREFIX}{hf}.lora_B.weight'] = np.ascontiguousarray(np.asarray(node['lora_b'], np.float32).T)
   cfg = adapter_config(lora_cfg, _target_modules(adapted, modules), base_model_name_or_path)
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory) and os.listdir(directory):
-    raise FileExistsError(f'{directory} exists and is not empty')
-  os.makedirs(os.path.dirname(directory), exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=os.path.dirname(directory), prefix=os.path.basename(directory) + '.tmp')
-  try:
+  with hf_format.new_directory_atomically(directory) as tmp:
     save_file(tensors, os.path.join(tmp, WEIGHTS_FILE), metadata={'format': 'pt'})
     with open(os.path.join(tmp, CONFIG_FILE), 'w') as f:
       json.dump(cfg, f, indent=2, sort_keys=True)
-    if os.path.exists(directory):
-      os.rmdir(directory)
-    os.replace(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return cfg
 
 
