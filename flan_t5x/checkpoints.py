@@ -171,6 +171,15 @@ class Checkpointer:
       failed = self._unchecksummed[-1] if self._unchecksummed else None
       self._unchecksummed = [s for s in self._unchecksummed if s != failed]
       raise self._save_error(failed, err) from err
+    # An async save can fail without wait_until_finished raising (orbax logs the failed write's
+    # exception from its thread and commits nothing), so what was not committed to disk failed.
+    lost = [s for s in self._unchecksummed if not os.path.isdir(self.step_dir(s))]
+    if lost:
+      self._save_failed = True
+      self._unchecksummed = [s for s in self._unchecksummed if s not in lost]
+      raise self._save_error(lost[0], RuntimeError(
+          'the save was not committed; the write error logged above says why (e.g. no space left on '
+          'the device, or a file too large)'))
     complete = set(self._manager.all_steps())
     for step in self._unchecksummed:
       if step in complete and jax.process_index() == 0:
