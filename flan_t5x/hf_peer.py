@@ -162,21 +162,7 @@ def cmd_forward(request: dict) -> dict:
   torch, transformers = _transformers()
   arrays = _inputs(request)
   model = _load_model(transformers, request['model_dir'])
-  encoder = torch.as_tensor(arrays['encoder_input_tokens'], dtype=torch.long)
-  mask = (encoder > 0).long()
-  out = {}
-  with torch.no_grad():
-    if 'decoder_input_tokens' in arrays:
-      out['logits'] = model(
-          input_ids=encoder, attention_mask=mask,
-          decoder_input_ids=torch.as_tensor(arrays['decoder_input_tokens'], dtype=torch.long)
-      ).logits.float().numpy()
-    steps = int(request.get('greedy_tokens', 0))
-    if steps:
-      generated = model.generate(input_ids=encoder, attention_mask=mask, do_sample=False, num_beams=1,
-                                 max_new_tokens=steps, min_new_tokens=steps)
-      out['greedy_tokens'] = generated.numpy()[:, 1:].astype(np.int32)
-  _save_outputs(request, out)
+  _save_outputs(request, _logits_and_greedy(torch, model, arrays, int(request.get('greedy_tokens', 0))))
   return _versions(torch, transformers)
 
 
