@@ -22,29 +22,15 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
+from synthetic_training import MODEL_DIMS, synthetic_batch, timed_train_steps  # noqa: E402
 
-MODEL_DIMS = {  # emb, heads, layers, head_dim, mlp, vocab
-    'tiny': (32, 2, 2, 16, 64, 384),
-    'flan_t5_small': (512, 6, 8, 64, 1024, 32128),
-    'flan_t5_base': (768, 12, 12, 64, 2048, 32128),
-}
 RANK, ALPHA = 16, 32.0
-
-
-def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int) -> dict[str, np.ndarray]:
-  rng = np.random.RandomState(0)
-  dec_targets = rng.randint(2, vocab, size=(batch, targets)).astype(np.int32)
-  dec_inputs = np.concatenate([np.zeros((batch, 1), np.int32), dec_targets[:, :-1]], axis=1)
-  return {'encoder_input_tokens': rng.randint(2, vocab, size=(batch, inputs)).astype(np.int32),
-          'decoder_input_tokens': dec_inputs, 'decoder_target_tokens': dec_targets,
-          'decoder_loss_weights': np.ones((batch, targets), np.float32)}
 
 
 def _nbytes(tree) -> int:
@@ -78,14 +64,7 @@ def run_arm(name: str, arm: str, batch: int, inputs: int, targets: int, steps: i
   if memory is not None:
     step_bytes = int(memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
                      - memory.alias_size_in_bytes)
-  state, metrics = trainer.train_step(state, local)  # warm-up
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(steps):
-    tick = time.perf_counter()
-    state, metrics = trainer.train_step(state, local)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - tick)
+  state, metrics, times = timed_train_steps(trainer, state, local, steps)
   trainable = sum(x.size for x in jax.tree.leaves(state.params))
   frozen = sum(x.size for x in jax.tree.leaves(trainer.frozen_params))
   return {'model': name, 'arm': arm, 'trainable_params': int(trainable), 'params': int(trainable + frozen),

@@ -26,14 +26,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
+from synthetic_training import MODEL_DIMS, synthetic_batch, timed_train_steps  # noqa: E402
 
 from flan_t5x import hf_peer_client, models, network, optimizers, partitioning, schedules  # noqa: E402
 from flan_t5x import trainer as trainer_lib  # noqa: E402
 
-MODEL_DIMS = {  # emb, heads, layers, head_dim, mlp, vocab
-    'tiny': (32, 2, 2, 16, 64, 384),
-    'flan_t5_small': (512, 6, 8, 64, 1024, 32128),
-}
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
@@ -46,15 +43,6 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
     f(a).block_until_ready()
     best = min(best, time.perf_counter() - tick)
   return 2 * size ** 3 / best
-
-
-def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int) -> dict[str, np.ndarray]:
-  rng = np.random.RandomState(0)
-  dec_targets = rng.randint(2, vocab, size=(batch, targets)).astype(np.int32)
-  dec_inputs = np.concatenate([np.zeros((batch, 1), np.int32), dec_targets[:, :-1]], axis=1)
-  return {'encoder_input_tokens': rng.randint(2, vocab, size=(batch, inputs)).astype(np.int32),
-          'decoder_input_tokens': dec_inputs, 'decoder_target_tokens': dec_targets,
-          'decoder_loss_weights': np.ones((batch, targets), np.float32)}
 
 
 def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int) -> dict:
@@ -75,14 +63,7 @@ def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int) -> 
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   step_flops = float(cost.get('flops', 0.0))
-  state, metrics = trainer.train_step(state, local)  # warm-up
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(steps):
-    tick = time.perf_counter()
-    state, metrics = trainer.train_step(state, local)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - tick)
+  state, metrics, times = timed_train_steps(trainer, state, local, steps)
   step_time = float(np.median(times))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   return {'model': name, 'params': int(num_params), 'step_time_s': step_time,
