@@ -6,6 +6,7 @@ and annotated with logical axes; activations run in `dtype` (bf16 for real
 configs). Dense layers are computed on 2-D `(batch*length, features)` operands
 and attention as `(batch*heads)` batched matmuls: on XLA:CPU this lowers to
 plain GEMMs whose backward pass is several times faster than general einsums.
+Training attention runs `flan_t5x.attention_kernel` (a hand-written backward).
 
 Shape suffixes: B batch, L length (Q query, K key), E embed, H heads,
 D head dim, M mlp, V vocab, N flattened batch*length.
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flan_t5x import attention_kernel
 from flan_t5x import lora as lora_lib
 from flan_t5x import partitioning
 
@@ -167,8 +169,9 @@ class MultiHeadDotProductAttention(nn.Module):
   lora: Any = None  # lora.LoraConfig | None
 
   @nn.compact
-  def __call__(self, inputs_q_BxQxE: Array, inputs_kv_BxKxE: Array, bias_BxHxQxK: Array,
-               deterministic: bool) -> Array:
+  def __call__(self, inputs_q_BxQxE: Array, inputs_kv_BxKxE: Array, mask_bias_Bx1xQxK: Array | None,
+               deterministic: bool, position_bias_1xHxQxK: Array | None = None) -> Array:
+    """`mask_bias` (0 or a large negative number) is shared over heads; `position_bias` over the batch."""
     batch, q_len, emb_dim = inputs_q_BxQxE.shape
     k_len = inputs_kv_BxKxE.shape[1]
     heads, head_dim = self.num_heads, self.head_dim
@@ -187,16 +190,14 @@ class MultiHeadDotProductAttention(nn.Module):
     q_GxQxD = project('query', inputs_q_BxQxE, q_len, query_init)
     k_GxKxD = project('key', inputs_kv_BxKxE, k_len, self.kernel_init)
     v_GxKxD = project('value', inputs_kv_BxKxE, k_len, self.kernel_init)
-
-    batched_matmul = lambda a, b, contract: jax.lax.dot_general(
-        a, b, (((2,), (contract,)), ((0,), (0,))), preferred_element_type=jnp.float32)
-    logits_GxQxK = batched_matmul(q_GxQxD, k_GxKxD, 2)
-    logits_BxHxQxK = logits_GxQxK.reshape(batch, heads, q_len, k_len) + bias_BxHxQxK.astype(jnp.float32)
-    weights_BxHxQxK = jax.nn.softmax(logits_BxHxQxK, axis=-1).astype(self.dtype)
-    # T5 broadcasts attention dropout over the query dimension.
-    weights_BxHxQxK = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
-        weights_BxHxQxK, deterministic=deterministic)
-    context_GxQxD = batched_matmul(weights_BxHxQxK.reshape(batch * heads, q_len, k_len), v_GxKxD, 1)
+    dropout_BxHx1xK = None
+    if not deterministic and self.dropout_rate > 0:
+      # T5 broadcasts attention dropout over the query axis: one keep mask per (batch, head, key).
+      dropout_BxHx1xK = nn.Dropout(self.dropout_rate)(jnp.ones((batch, heads, 1, k_len), jnp.float32),
+                                                      deterministic=False)
+    position_bias_HxQxK = None if position_bias_1xHxQxK is None else position_bias_1xHxQxK[0]
+    context_GxQxD = attention_kernel.dot_product_attention(
+        q_GxQxD, k_GxKxD, v_GxKxD, batch, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK)
     context_NxJ = (context_GxQxD.astype(self.dtype).reshape(batch, heads, q_len, head_dim)
                    .transpose(0, 2, 1, 3).reshape(batch * q_len, joined))
     out_NxE = dense(emb_dim, ('joined_kv', 'embed'), kernel_init=self.kernel_init, name='out')(

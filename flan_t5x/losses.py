@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flan_t5x import vocab_chunked_loss
+
 Array = jax.Array
 
 
@@ -70,19 +72,26 @@ def cross_entropy_with_z_loss(logits_BxTxV: Array, targets_BxT: Array, weights_B
   Returns (total loss incl. z-loss, z-loss, per-token cross entropy). With
   loss_normalizing_factor None the loss is a sum over tokens (T5X default).
   """
-  vocab_size = logits_BxTxV.shape[-1]
+  batch, length, vocab_size = logits_BxTxV.shape
+  stats = vocab_chunked_loss.plain_logit_statistics(logits_BxTxV.reshape(batch * length, vocab_size),
+                                                    targets_BxT.reshape(-1))
+  return cross_entropy_from_statistics(stats, vocab_size, targets_BxT.shape, weights_BxT, label_smoothing,
+                                       z_loss, loss_normalizing_factor)
+
+
+def cross_entropy_from_statistics(stats: vocab_chunked_loss.LogitStatistics, vocab_size: int,
+                                  shape: tuple[int, int], weights_BxT: Array, label_smoothing: float,
+                                  z_loss: float, loss_normalizing_factor):
+  """`cross_entropy_with_z_loss` from per-token logit statistics (flattened `shape` = (B, T))."""
   confidence = 1.0 - label_smoothing
   low_confidence = (1.0 - confidence) / (vocab_size - 1)
   # Entropy of the smoothed target distribution, so a perfect model has loss 0.
   normalizing_constant = -(confidence * np.log(confidence)
                            + (vocab_size - 1) * low_confidence * np.log(low_confidence + 1e-20))
-  logits_BxTxV = logits_BxTxV.astype(jnp.float32)
-  log_z_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
-  target_logit_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
-  nll_BxT = log_z_BxT - target_logit_BxT
+  log_z_BxT = stats.log_z_N.reshape(shape)
+  nll_BxT = log_z_BxT - stats.target_logit_N.reshape(shape)
   if label_smoothing:
-    mean_logit_BxT = jnp.mean(logits_BxTxV, axis=-1)
-    smooth_nll_BxT = log_z_BxT - mean_logit_BxT
+    smooth_nll_BxT = log_z_BxT - stats.mean_logit_N.reshape(shape)
     # soft targets: `confidence` on the label, `low_confidence` on every other token.
     loss_BxT = (confidence - low_confidence) * nll_BxT + low_confidence * vocab_size * smooth_nll_BxT
     loss_BxT = loss_BxT - normalizing_constant

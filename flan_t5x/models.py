@@ -11,6 +11,7 @@ import seqio
 
 from flan_t5x import losses
 from flan_t5x import network
+from flan_t5x import vocab_chunked_loss
 
 Array = jax.Array
 PyTree = Any
@@ -34,9 +35,16 @@ class EncoderDecoderModel:
   def __init__(self, module: network.Transformer, input_vocabulary: seqio.Vocabulary | None = None,
                output_vocabulary: seqio.Vocabulary | None = None, optimizer_def: Any = None,
                z_loss: float = 1e-4, label_smoothing: float = 0.0,
-               loss_normalizing_factor: float | str | None = None):
+               loss_normalizing_factor: float | str | None = None, loss_vocab_chunk_width: int | None = 4096):
+    """`loss_vocab_chunk_width`: the training loss computes `logits_dense` and its softmax statistics
+    in vocabulary chunks of at most this many columns (flan_t5x.vocab_chunked_loss), so the full
+    logits never exist; None computes full logits (as T5X). Tied embeddings
+    (`logits_via_embedding`) and a LoRA adapter on `logits_dense` always take full logits."""
     if not 0.0 <= label_smoothing < 1.0:
       raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing}.')
+    if loss_vocab_chunk_width is not None and loss_vocab_chunk_width <= 0:
+      raise ValueError(f'loss_vocab_chunk_width must be positive or None, got {loss_vocab_chunk_width}.')
+    self.loss_vocab_chunk_width = loss_vocab_chunk_width
     self.module = module
     self.input_vocabulary = input_vocabulary
     self.output_vocabulary = output_vocabulary
@@ -60,13 +68,35 @@ class EncoderDecoderModel:
     return variables['params']
 
   def compute_logits(self, params: PyTree, batch: Mapping[str, Array], dropout_rng: Array | None) -> Array:
+    return self._apply(params, batch, dropout_rng, method=None)
+
+  def _apply(self, params: PyTree, batch: Mapping[str, Array], dropout_rng: Array | None, method):
     _check_batch(batch)
     rngs = {'dropout': dropout_rng} if dropout_rng is not None else None
     return self.module.apply(
         {'params': params}, batch['encoder_input_tokens'], batch['decoder_input_tokens'],
         batch['decoder_target_tokens'], encoder_segment_ids=batch.get('encoder_segment_ids'),
         decoder_segment_ids=batch.get('decoder_segment_ids'), enable_dropout=dropout_rng is not None,
-        rngs=rngs)
+        rngs=rngs, method=method)
+
+  def uses_vocab_chunked_loss(self) -> bool:
+    cfg = self.config
+    return (self.loss_vocab_chunk_width is not None and not cfg.logits_via_embedding
+            and not (cfg.lora is not None and cfg.lora.applies_to(('decoder', 'logits_dense'))))
+
+  def logit_statistics(self, params: PyTree, batch: Mapping[str, Array], dropout_rng: Array | None
+                       ) -> vocab_chunked_loss.LogitStatistics:
+    """Per-token (flattened batch x targets) log Z, target logit, mean and max logit."""
+    targets_N = batch['decoder_target_tokens'].reshape(-1)
+    if not self.uses_vocab_chunked_loss():
+      logits_BxTxV = self.compute_logits(params, batch, dropout_rng)
+      return vocab_chunked_loss.plain_logit_statistics(
+          logits_BxTxV.reshape(targets_N.shape[0], -1), targets_N)
+    hidden_BxTxE = self._apply(params, batch, dropout_rng, method=self.module.hidden_states)
+    kernel_ExV = nn.meta.unbox(params['decoder']['logits_dense']['kernel'])
+    # logits_dense runs in float32 (layers.Dense(dtype=float32) in the full-logits path).
+    hidden_NxE = hidden_BxTxE.reshape(targets_N.shape[0], -1).astype(jnp.float32)
+    return vocab_chunked_loss.logit_statistics(hidden_NxE, kernel_ExV, targets_N, self.loss_vocab_chunk_width)
 
   def normalizing_factor_and_weights(self, batch: Mapping[str, Array]):
     return losses.normalizing_factor_and_weights(self.loss_normalizing_factor, batch)
@@ -79,16 +109,17 @@ class EncoderDecoderModel:
     derived from `batch`; gradient accumulation passes the full batch's so that
     summed microbatch gradients equal the full-batch gradient.
     """
-    logits_BxTxV = self.compute_logits(params, batch, dropout_rng)
+    stats = self.logit_statistics(params, batch, dropout_rng)
     if normalization is None:
       normalization = self.normalizing_factor_and_weights(batch)
     loss_normalizing_factor, weights_BxT = normalization
     targets_BxT = batch['decoder_target_tokens']
-    loss, z_loss, nll_BxT = losses.cross_entropy_with_z_loss(
-        logits_BxTxV, targets_BxT, weights_BxT, self.label_smoothing, self.z_loss,
+    loss, z_loss, nll_BxT = losses.cross_entropy_from_statistics(
+        stats, self.config.vocab_size, targets_BxT.shape, weights_BxT, self.label_smoothing, self.z_loss,
         loss_normalizing_factor)
     real_BxT = jnp.asarray(batch.get('decoder_loss_weights', targets_BxT > 0), jnp.float32)
-    correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32)
+    # The target is the argmax when its logit is the row's maximum (ties count as correct).
+    correct_BxT = (stats.target_logit_N >= stats.max_logit_N).reshape(targets_BxT.shape).astype(jnp.float32)
     metrics = {
         'loss': loss,
         'z_loss': z_loss,

@@ -83,14 +83,14 @@ class EncoderLayer(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BxLxE: Array, bias_BxHxLxL: Array):
+  def __call__(self, x_BxLxE: Array, mask_bias_Bx1xLxL: Array, position_bias_1xHxLxL: Array):
     cfg, dtype = self.config, self.config.activation_dtype
     dropout = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
         y, deterministic=self.deterministic)
     h = layers.RMSNorm(dtype=dtype, name='pre_attention_layer_norm')(x_BxLxE)
     h = layers.MultiHeadDotProductAttention(cfg.num_heads, cfg.head_dim, dtype=dtype,
                                             dropout_rate=cfg.dropout_rate, lora=cfg.lora, name='attention')(
-        h, h, bias_BxHxLxL, deterministic=self.deterministic)
+        h, h, mask_bias_Bx1xLxL, deterministic=self.deterministic, position_bias_1xHxQxK=position_bias_1xHxLxL)
     x_BxLxE = x_BxLxE + dropout(h)
     h = layers.RMSNorm(dtype=dtype, name='pre_mlp_layer_norm')(x_BxLxE)
     h = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, dtype=dtype,
@@ -107,25 +107,25 @@ class DecoderLayer(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, y_BxTxE: Array, encoded_BxLxE: Array | None, self_bias_BxHxTxT: Array,
-               cross_bias_Bx1xTxL: Array):
+  def __call__(self, y_BxTxE: Array, encoded_BxLxE: Array | None, self_mask_bias_Bx1xTxT: Array | None,
+               position_bias_1xHxTxT: Array, cross_bias_Bx1xTxL: Array):
     cfg, dtype = self.config, self.config.activation_dtype
     dropout = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
         y, deterministic=self.deterministic)
 
-    def attention(name, q, kv, bias, cross):
-      if self.decode:
+    def attention(name, q, kv, mask_bias, position_bias, cross):
+      if self.decode:  # self-attention: the position bias (causal masking is the cache's); cross: the mask
         return layers.DecodingAttention(cfg.num_heads, cfg.head_dim, dtype=dtype, lora=cfg.lora, name=name)(
-            q, kv, bias, cross=cross)
+            q, kv, mask_bias if cross else position_bias, cross=cross)
       return layers.MultiHeadDotProductAttention(
           cfg.num_heads, cfg.head_dim, dtype=dtype, dropout_rate=cfg.dropout_rate, lora=cfg.lora, name=name)(
-              q, kv, bias, deterministic=self.deterministic)
+              q, kv, mask_bias, deterministic=self.deterministic, position_bias_1xHxQxK=position_bias)
 
     h = layers.RMSNorm(dtype=dtype, name='pre_self_attention_layer_norm')(y_BxTxE)
-    h = attention('self_attention', h, h, self_bias_BxHxTxT, cross=False)
+    h = attention('self_attention', h, h, self_mask_bias_Bx1xTxT, position_bias_1xHxTxT, cross=False)
     y_BxTxE = y_BxTxE + dropout(h)
     h = layers.RMSNorm(dtype=dtype, name='pre_cross_attention_layer_norm')(y_BxTxE)
-    h = attention('encoder_decoder_attention', h, encoded_BxLxE, cross_bias_Bx1xTxL, cross=True)
+    h = attention('encoder_decoder_attention', h, encoded_BxLxE, cross_bias_Bx1xTxL, None, cross=True)
     y_BxTxE = y_BxTxE + dropout(h)
     h = layers.RMSNorm(dtype=dtype, name='pre_mlp_layer_norm')(y_BxTxE)
     h = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, dtype=dtype,
@@ -167,11 +167,12 @@ class Encoder(nn.Module):
     length = embedded_BxLxE.shape[1]
     position_bias_1xHxLxL = layers.RelativePositionBiases(cfg.num_heads, dtype=dtype, name='relpos_bias')(
         length, length, bidirectional=True)
-    bias_BxHxLxL = layers.mask_to_bias(mask_Bx1xLxL, dtype) + position_bias_1xHxLxL
+    # Mask (per row) and position bias (per head) stay separate: their sum would be (B, H, L, L).
+    mask_bias_Bx1xLxL = layers.mask_to_bias(mask_Bx1xLxL, dtype)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(embedded_BxLxE, deterministic=self.deterministic)
     x = layers.constrain(x.astype(dtype), ('batch', 'length', 'embed'))
-    x = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers, 1, self.deterministic)(
-        x, bias_BxHxLxL)
+    x = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers, 2, self.deterministic)(
+        x, mask_bias_Bx1xLxL, position_bias_1xHxLxL)
     x = layers.RMSNorm(dtype=dtype, name='encoder_norm')(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=self.deterministic)
 
@@ -186,7 +187,7 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, embedded_BxTxE: Array, encoded_BxLxE: Array | None, self_mask_Bx1xTxT: Array | None,
                cross_mask_Bx1xTxL: Array, embedding_VxE: Array | None = None,
-               max_decode_length: int | None = None) -> Array:
+               max_decode_length: int | None = None, return_hidden: bool = False) -> Array:
     cfg, dtype = self.config, self.config.activation_dtype
     batch, target_len, emb_dim = embedded_BxTxE.shape
     bias_len = max_decode_length if self.decode else target_len
@@ -194,18 +195,17 @@ class Decoder(nn.Module):
       raise ValueError('Decoder(decode=True) needs max_decode_length.')
     position_bias_1xHxTxT = layers.RelativePositionBiases(cfg.num_heads, dtype=dtype, name='relpos_bias')(
         bias_len, bias_len, bidirectional=False)
-    if self.decode:
-      self_bias = position_bias_1xHxTxT
-    else:
-      self_bias = layers.mask_to_bias(self_mask_Bx1xTxT, dtype) + position_bias_1xHxTxT
+    self_mask_bias = None if self.decode else layers.mask_to_bias(self_mask_Bx1xTxT, dtype)
     cross_bias = layers.mask_to_bias(cross_mask_Bx1xTxL, dtype)
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(embedded_BxTxE, deterministic=self.deterministic)
     y = layers.constrain(y.astype(dtype), ('batch', 'length', 'embed'))
-    y = _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers, 3, self.deterministic,
+    y = _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers, 4, self.deterministic,
                      decode=self.decode)(
-        y, encoded_BxLxE, self_bias, cross_bias)
+        y, encoded_BxLxE, self_mask_bias, position_bias_1xHxTxT, cross_bias)
     y = layers.RMSNorm(dtype=dtype, name='decoder_norm')(y)
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=self.deterministic)
+    if return_hidden:  # the loss applies logits_dense itself, in vocabulary chunks
+      return y
     y_NxE = y.reshape(batch * target_len, emb_dim)
     if cfg.logits_via_embedding:
       # Tied embeddings need rescaling to keep logits O(1) (T5X convention).
@@ -274,6 +274,17 @@ class Transformer(nn.Module):
                      encoder_segment_ids=encoder_segment_ids, decoder_segment_ids=decoder_segment_ids,
                      enable_dropout=enable_dropout)
 
+  def hidden_states(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+                    decoder_target_tokens: Array, encoder_segment_ids: Array | None = None,
+                    decoder_segment_ids: Array | None = None, enable_dropout: bool = True) -> Array:
+    """As `__call__`, but the decoder output `(batch, target_len, embed)` before `logits_dense`."""
+    if (encoder_segment_ids is None) != (decoder_segment_ids is None):
+      raise ValueError('Packed batches need both encoder_segment_ids and decoder_segment_ids.')
+    return self._run('hidden', encoder_input_tokens=encoder_input_tokens,
+                     decoder_input_tokens=decoder_input_tokens, decoder_target_tokens=decoder_target_tokens,
+                     encoder_segment_ids=encoder_segment_ids, decoder_segment_ids=decoder_segment_ids,
+                     enable_dropout=enable_dropout)
+
   def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False) -> Array:
     """Encoder outputs `(batch, input_len, embed)` of an unpacked batch."""
     return self._run('encode', encoder_input_tokens=encoder_input_tokens, enable_dropout=enable_dropout)
@@ -325,4 +336,5 @@ class Transformer(nn.Module):
     self_mask, cross_mask = decoder_masks(decoder_target_tokens, encoder_input_tokens,
                                           decoder_segment_ids, encoder_segment_ids)
     return Decoder(cfg, deterministic, name='decoder')(
-        embedder(decoder_tokens), encoded, self_mask, cross_mask, embedding_VxE)
+        embedder(decoder_tokens), encoded, self_mask, cross_mask, embedding_VxE,
+        return_hidden=mode == 'hidden')

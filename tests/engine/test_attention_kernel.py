@@ -1,0 +1,70 @@
+"""The custom-VJP attention equals autodiff of the plain formula (values and every gradient)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flan_t5x import attention_kernel
+
+
+def _inputs(batch, heads, q_len, k_len, head_dim, dtype, seed=0):
+  rng = np.random.RandomState(seed)
+  qkv = [jnp.asarray(rng.randn(batch * heads, length, head_dim), dtype)
+         for length in (q_len, k_len, k_len)]
+  position_bias_HxQxK = jnp.asarray(rng.randn(heads, q_len, k_len), dtype)
+  keep_Bx1xQxK = rng.rand(batch, 1, q_len, k_len) > 0.2
+  keep_Bx1xQxK[:, :, :, 0] = True  # every row sees at least one key
+  mask_bias_Bx1xQxK = jnp.asarray(np.where(keep_Bx1xQxK, 0.0, -1e10), dtype)
+  dropout_BxHx1xK = jnp.asarray((rng.rand(batch, heads, 1, k_len) > 0.3) / 0.7, jnp.float32)
+  cotangent_GxQxD = jnp.asarray(rng.randn(batch * heads, q_len, head_dim), jnp.float32)
+  return qkv, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK, cotangent_GxQxD
+
+
+def _value_and_grads(fn, qkv, batch, position_bias, mask_bias, dropout, cotangent):
+  def objective(q, k, v, bias):
+    context = fn(q, k, v, batch, bias, mask_bias, dropout)
+    return jnp.sum(context.astype(jnp.float32) * cotangent), context
+  (_, context), grads = jax.jit(jax.value_and_grad(objective, argnums=(0, 1, 2, 3), has_aux=True))(
+      *qkv, position_bias)
+  return context, grads
+
+
+@pytest.mark.parametrize('use_bias,use_mask,use_dropout', [
+    (True, True, False), (False, True, False), (True, True, True), (True, False, True)])
+@pytest.mark.parametrize('shape', [(2, 3, 5, 7, 4), (40, 1, 3, 3, 2)])  # (B, H, Q, K, D); B=40 > 32 sums with jnp.sum
+def test_matches_reference_in_float32(shape, use_bias, use_mask, use_dropout):
+  batch = shape[0]
+  qkv, bias, mask, dropout, cotangent = _inputs(*shape, jnp.float32)
+  bias = bias if use_bias else None
+  mask = mask if use_mask else None
+  dropout = dropout if use_dropout else None
+  expected = _value_and_grads(attention_kernel.reference_attention, qkv, batch, bias, mask, dropout, cotangent)
+  actual = _value_and_grads(attention_kernel.dot_product_attention, qkv, batch, bias, mask, dropout, cotangent)
+  for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
+  if not use_bias:
+    assert actual[1][3] is None
+
+
+def test_matches_reference_in_bfloat16():
+  qkv, bias, mask, dropout, cotangent = _inputs(2, 2, 6, 6, 8, jnp.bfloat16, seed=1)
+  expected = _value_and_grads(attention_kernel.reference_attention, qkv, 2, bias, mask, dropout, cotangent)
+  actual = _value_and_grads(attention_kernel.dot_product_attention, qkv, 2, bias, mask, dropout, cotangent)
+  for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual)):
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=0.05, atol=0.05)
+
+
+def test_fully_masked_rows_stay_finite():
+  qkv, bias, _, _, cotangent = _inputs(1, 2, 3, 4, 2, jnp.float32)
+  mask = jnp.full((1, 1, 3, 4), -1e10, jnp.float32)
+  context, grads = _value_and_grads(attention_kernel.dot_product_attention, qkv, 1, bias, mask, None, cotangent)
+  assert np.all(np.isfinite(np.asarray(context)))
+  assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+
+
+def test_rejects_rows_that_are_not_batch_times_heads():
+  qkv, *_ = _inputs(2, 3, 4, 4, 2, jnp.float32)
+  with pytest.raises(ValueError, match='batch=4'):
+    attention_kernel.dot_product_attention(*qkv, batch=4)
