@@ -138,6 +138,27 @@ def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,
   return bucket + np.where(is_small, distance, large_bucket)
 
 
+@jax.custom_vjp
+def _bucket_lookup(table_HxR: Array, bucket_P: Array) -> Array:
+  """table[:, bucket]: each of P (query, key) pairs reads its bucket's per-head bias."""
+  return jnp.take(table_HxR, bucket_P, axis=1)
+
+
+def _bucket_lookup_fwd(table_HxR, bucket_P):
+  return jnp.take(table_HxR, bucket_P, axis=1), (bucket_P, table_HxR.shape[1])
+
+
+def _bucket_lookup_bwd(residuals, dbias_HxP):
+  # Autodiff's scatter-add went through a (P, H) transposed layout (the slowest op of a T5-small
+  # step on CPU); a matmul with the one-hot bucket matrix reads the (H, P) gradient as it is.
+  bucket_P, num_buckets = residuals
+  one_hot_PxR = (bucket_P[:, None] == jnp.arange(num_buckets)[None, :]).astype(dbias_HxP.dtype)
+  return jnp.dot(dbias_HxP, one_hot_PxR, preferred_element_type=jnp.float32).astype(dbias_HxP.dtype), None
+
+
+_bucket_lookup.defvjp(_bucket_lookup_fwd, _bucket_lookup_bwd)
+
+
 class RelativePositionBiases(nn.Module):
   """Per-head learned bias over relative position buckets, shared by all layers."""
   num_heads: int
@@ -155,8 +176,8 @@ class RelativePositionBiases(nn.Module):
     rel_embedding_HxR = logical_param(self, 'rel_embedding', self.embedding_init,
                                       (self.num_heads, self.num_buckets),
                                       ('heads', 'relpos_buckets'))
-    bias_HxQxK = jnp.take(rel_embedding_HxR.astype(self.dtype), jnp.asarray(bucket_QxK), axis=1)
-    return bias_HxQxK[None]
+    bias_HxQK = _bucket_lookup(rel_embedding_HxR.astype(self.dtype), jnp.asarray(bucket_QxK.reshape(-1)))
+    return bias_HxQK.reshape(1, self.num_heads, query_length, key_length)
 
 
 class MultiHeadDotProductAttention(nn.Module):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from flan_t5x import attention_kernel
+from flan_t5x import layers
 
 
 def _inputs(batch, heads, q_len, k_len, head_dim, dtype, seed=0):
@@ -68,3 +69,22 @@ def test_rejects_rows_that_are_not_batch_times_heads():
   qkv, *_ = _inputs(2, 3, 4, 4, 2, jnp.float32)
   with pytest.raises(ValueError, match='batch=4'):
     attention_kernel.dot_product_attention(*qkv, batch=4)
+
+
+def test_relative_position_bias_gradient_matches_autodiff_of_take():
+  module = layers.RelativePositionBiases(num_heads=3, num_buckets=8, max_distance=16)
+  params = module.init(jax.random.PRNGKey(0), 5, 7, bidirectional=True)
+  cotangent_1xHxQxK = jnp.asarray(np.random.RandomState(0).randn(1, 3, 5, 7), jnp.float32)
+  bucket_QxK = layers.relative_position_bucket(np.arange(7)[None, :] - np.arange(5)[:, None], True, 8, 16)
+
+  def plain(table_HxR):
+    return jnp.sum(jnp.take(table_HxR, jnp.asarray(bucket_QxK), axis=1)[None] * cotangent_1xHxQxK)
+
+  def ours(table_HxR):
+    bias = module.apply({'params': {'rel_embedding': table_HxR}}, 5, 7, bidirectional=True)
+    return jnp.sum(bias * cotangent_1xHxQxK)
+
+  table_HxR = params['params']['rel_embedding'].value
+  np.testing.assert_allclose(np.asarray(jax.grad(ours)(table_HxR)), np.asarray(jax.grad(plain)(table_HxR)),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(ours(table_HxR)), float(plain(table_HxR)), rtol=1e-6)
