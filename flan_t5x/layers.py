@@ -294,12 +294,16 @@ class DecodingAttention(nn.Module):
   decoder's trained parameters apply unchanged. Cache variables (collection
   'cache'), batch first so beam search can reorder them:
 
-  - self-attention: `cached_key`/`cached_value` `(B, H, T, D)` for all decoder
-    positions and the scalar `cache_index`; `bias_1xHxTxT` is the full relative
-    position bias, sliced at the current row here and masked causally.
+  - self-attention: `cached_key`/`cached_value` `(N, H, T, D)` for all decoder
+    positions of the N = B * K decoded sequences (K beams or samples per input,
+    consecutive) and the scalar `cache_index`; `bias_1xHxTxT` is the full
+    relative position bias, sliced at the current row here and masked causally.
+    The new key/value is written in place (`dynamic_update_slice`).
   - cross-attention (`cross=True`): `cached_key`/`cached_value` `(B, H, L, D)`,
-    the projected encoder output, written when `inputs_kv_BxLxE` is given and
-    read when it is None, so the encoder projections run once per sequence.
+    the projected encoder output, ONE row per input: the K sequences decoded
+    from an input are its K query positions (the training layout), so the
+    encoder projections run once per input and beam search never copies them.
+    Written when `inputs_kv_BxLxE` is given, read when it is None.
 
   The first call (`init`) sees full-length inputs and only creates the cache.
   """
@@ -316,26 +320,42 @@ class DecodingAttention(nn.Module):
     return x_NxJ.reshape(batch, length, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
   @nn.compact
-  def __call__(self, inputs_q_BxQxE: Array, inputs_kv_BxKxE: Array | None, bias: Array,
+  def __call__(self, inputs_q_NxQxE: Array, inputs_kv_BxKxE: Array | None, bias: Array,
                cross: bool) -> Array:
-    batch, q_len, emb_dim = inputs_q_BxQxE.shape
+    rows, q_len, emb_dim = inputs_q_NxQxE.shape
     depth_scale = np.sqrt(self.head_dim).astype(np.float32)
-    q_BxHxQxD = self._project('query', inputs_q_BxQxE,
-                              lambda *args: self.kernel_init(*args) / depth_scale)
+    q_NxHxQxD = self._project('query', inputs_q_NxQxE, lambda *args: self.kernel_init(*args) / depth_scale)
     initialized = self.has_variable('cache', 'cached_key')
     if cross:
-      (k_BxHxKxD, v_BxHxKxD), bias_BxHxQxK = self._cross_cache(inputs_kv_BxKxE, initialized), bias
+      k_BxHxLxD, v_BxHxLxD = self._cross_cache(inputs_kv_BxKxE, initialized)
+      context_NxHxQxD = self._grouped_attention(q_NxHxQxD, k_BxHxLxD, v_BxHxLxD, bias)
     else:
-      k_BxHxKxD, v_BxHxKxD, bias_BxHxQxK = self._self_cache(inputs_q_BxQxE, bias, initialized)
-    logits_BxHxQxK = jnp.einsum('bhqd,bhkd->bhqk', q_BxHxQxD, k_BxHxKxD,
-                                preferred_element_type=jnp.float32)
-    weights_BxHxQxK = jax.nn.softmax(logits_BxHxQxK + bias_BxHxQxK.astype(jnp.float32), axis=-1)
-    context_BxHxQxD = jnp.einsum('bhqk,bhkd->bhqd', weights_BxHxQxK.astype(self.dtype), v_BxHxKxD,
-                                 preferred_element_type=jnp.float32).astype(self.dtype)
-    context_NxJ = context_BxHxQxD.transpose(0, 2, 1, 3).reshape(batch * q_len, -1)
+      k_NxHxTxD, v_NxHxTxD, bias_1xHxQxT = self._self_cache(inputs_q_NxQxE, bias, initialized)
+      logits_NxHxQxT = jnp.einsum('nhqd,nhkd->nhqk', q_NxHxQxD, k_NxHxTxD, preferred_element_type=jnp.float32)
+      weights_NxHxQxT = jax.nn.softmax(logits_NxHxQxT + bias_1xHxQxT.astype(jnp.float32), axis=-1)
+      context_NxHxQxD = jnp.einsum('nhqk,nhkd->nhqd', weights_NxHxQxT.astype(self.dtype), v_NxHxTxD,
+                                   preferred_element_type=jnp.float32).astype(self.dtype)
+    context_NxJ = context_NxHxQxD.transpose(0, 2, 1, 3).reshape(rows * q_len, -1)
     out_NxE = Dense(emb_dim, ('joined_kv', 'embed'), dtype=self.dtype, kernel_init=self.kernel_init,
                     lora=self.lora, name='out')(context_NxJ)
-    return out_NxE.reshape(batch, q_len, emb_dim)
+    return out_NxE.reshape(rows, q_len, emb_dim)
+
+  def _grouped_attention(self, q_NxHxQxD: Array, k_BxHxLxD: Array, v_BxHxLxD: Array,
+                         mask_bias_Bx1x1xL: Array) -> Array:
+    """The N = B * K query rows attend to their input's keys as K * Q query positions."""
+    rows, heads, q_len, head_dim = q_NxHxQxD.shape
+    batch = k_BxHxLxD.shape[0]
+    if rows % batch:
+      raise ValueError(f'{rows} decoded sequences are not a multiple of the {batch} cached inputs.')
+    per_input = rows // batch
+    q_BxHxMxD = (q_NxHxQxD.reshape(batch, per_input, heads, q_len, head_dim).transpose(0, 2, 1, 3, 4)
+                 .reshape(batch, heads, per_input * q_len, head_dim))
+    logits_BxHxMxL = jnp.einsum('bhmd,bhld->bhml', q_BxHxMxD, k_BxHxLxD, preferred_element_type=jnp.float32)
+    weights_BxHxMxL = jax.nn.softmax(logits_BxHxMxL + mask_bias_Bx1x1xL.astype(jnp.float32), axis=-1)
+    context_BxHxMxD = jnp.einsum('bhml,bhld->bhmd', weights_BxHxMxL.astype(self.dtype), v_BxHxLxD,
+                                 preferred_element_type=jnp.float32).astype(self.dtype)
+    return (context_BxHxMxD.reshape(batch, heads, per_input, q_len, head_dim).transpose(0, 2, 1, 3, 4)
+            .reshape(rows, heads, q_len, head_dim))
 
   def _cross_cache(self, inputs_kv_BxLxE: Array | None, initialized: bool):
     if inputs_kv_BxLxE is None:
@@ -350,24 +370,24 @@ class DecodingAttention(nn.Module):
     cached_key.value, cached_value.value = k_BxHxLxD, v_BxHxLxD
     return k_BxHxLxD, v_BxHxLxD
 
-  def _self_cache(self, inputs_BxQxE: Array, bias_1xHxTxT: Array, initialized: bool):
-    k_BxHxQxD = self._project('key', inputs_BxQxE, self.kernel_init)
-    v_BxHxQxD = self._project('value', inputs_BxQxE, self.kernel_init)
-    cached_key = self.variable('cache', 'cached_key', jnp.zeros, k_BxHxQxD.shape, self.dtype)
-    cached_value = self.variable('cache', 'cached_value', jnp.zeros, v_BxHxQxD.shape, self.dtype)
+  def _self_cache(self, inputs_NxQxE: Array, bias_1xHxTxT: Array, initialized: bool):
+    k_NxHxQxD = self._project('key', inputs_NxQxE, self.kernel_init)
+    v_NxHxQxD = self._project('value', inputs_NxQxE, self.kernel_init)
+    cached_key = self.variable('cache', 'cached_key', jnp.zeros, k_NxHxQxD.shape, self.dtype)
+    cached_value = self.variable('cache', 'cached_value', jnp.zeros, v_NxHxQxD.shape, self.dtype)
     cache_index = self.variable('cache', 'cache_index', lambda: jnp.array(0, dtype=jnp.int32))
     max_len = bias_1xHxTxT.shape[-1]
     if not initialized:  # init: full-length causal attention, shapes only matter.
       causal_bias = mask_to_bias(causal_mask(max_len), bias_1xHxTxT.dtype)
-      return k_BxHxQxD, v_BxHxQxD, bias_1xHxTxT + causal_bias
-    if inputs_BxQxE.shape[1] != 1:
-      raise ValueError(f'Decode steps take one token per sequence, got inputs {inputs_BxQxE.shape}.')
+      return k_NxHxQxD, v_NxHxQxD, bias_1xHxTxT + causal_bias
+    if inputs_NxQxE.shape[1] != 1:
+      raise ValueError(f'Decode steps take one token per sequence, got inputs {inputs_NxQxE.shape}.')
     index = cache_index.value
     zero = jnp.zeros((), jnp.int32)
     cached_key.value = jax.lax.dynamic_update_slice(
-        cached_key.value, k_BxHxQxD.astype(self.dtype), (zero, zero, index, zero))
+        cached_key.value, k_NxHxQxD.astype(self.dtype), (zero, zero, index, zero))
     cached_value.value = jax.lax.dynamic_update_slice(
-        cached_value.value, v_BxHxQxD.astype(self.dtype), (zero, zero, index, zero))
+        cached_value.value, v_NxHxQxD.astype(self.dtype), (zero, zero, index, zero))
     cache_index.value = index + 1
     bias_1xHx1xT = jax.lax.dynamic_slice_in_dim(bias_1xHxTxT, index, 1, axis=2)
     visible_T = jnp.arange(max_len) <= index

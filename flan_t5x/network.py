@@ -295,7 +295,9 @@ class Transformer(nn.Module):
 
     `encoded` is given on the first step (and at cache init), which stores the
     encoder-decoder attention keys/values in the cache; later steps pass None.
-    At cache init `decoder_input_tokens` is `(batch, max_decode_length)`.
+    `encoder_input_tokens` and `encoded` have one row per input (B); `decoder_input_tokens`
+    one per decoded sequence (N = B * K: K beams or samples per input, consecutive).
+    At cache init `decoder_input_tokens` is `(N, max_decode_length)`.
     """
     return self._run('decode', encoded=encoded, encoder_input_tokens=encoder_input_tokens,
                      decoder_input_tokens=decoder_input_tokens, max_decode_length=max_decode_length,
@@ -328,8 +330,8 @@ class Transformer(nn.Module):
     if embedding_VxE is not None:
       embedding_VxE = nn.meta.unbox(embedding_VxE)
     decoder_tokens = decoder_input_tokens.astype(jnp.int32)
-    if mode == 'decode':
-      cross_mask = layers.attention_mask(jnp.ones(decoder_tokens.shape, bool), encoder_input_tokens > 0)
+    if mode == 'decode':  # one mask row per input: the cross-attention cache is per input, not per decode
+      cross_mask = (encoder_input_tokens > 0)[:, None, None, :]
       return Decoder(cfg, True, decode=True, name='decoder')(
           embedder(decoder_tokens), encoded, None, cross_mask, embedding_VxE,
           max_decode_length=max_decode_length)

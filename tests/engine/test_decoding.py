@@ -5,6 +5,7 @@ import os
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -157,3 +158,9 @@ def test_cached_greedy_reproduces_hugging_face_generate():
   assert not np.any(expected == decoding.EOS_ID), 'fixture generated EOS; the comparison would need a stop'
   np.testing.assert_array_equal(np.asarray(tokens)[:, 0], expected)
   np.testing.assert_array_equal(decoding.greedy_without_cache(model, params, inputs, new_tokens), expected)
+
+
+def test_argmax_last_axis_equals_jnp_argmax_with_ties():
+  logits_BxV = np.random.RandomState(0).randint(0, 4, size=(6, 50)).astype(np.float32)  # many ties
+  np.testing.assert_array_equal(np.asarray(decoding.argmax_last_axis(jnp.asarray(logits_BxV))),
+                                logits_BxV.argmax(axis=-1))
