@@ -9,8 +9,10 @@ both sides (min length = max length) so every run generates exactly
 while_loop (compile excluded, timed after a warm-up call). Peer:
 transformers T5ForConditionalGeneration.generate (use_cache=True) loaded from
 our weights exported with `flan_t5x.hf_format.save`, run after ours in a child
-process (flan_t5x.hf_peer: torch next to JAX/TensorFlow segfaults). Writes
-bench/results/decode_throughput_<time>.json.
+process (flan_t5x.hf_peer: torch next to JAX/TensorFlow segfaults). MFU: the
+matmul FLOPs of the decode (`model_flops`, counted from the config) per second
+over the best fp32 2048^2 matmul rate; memory: XLA's compiled plan per case
+and each process's peak RSS. Writes bench/results/decode_throughput_<time>.json.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import tempfile
 import time
 
@@ -28,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bench_results  # bench/ is on sys.path when run as a script
+from hardware import compiled_peak_bytes, matmul_peak_flops
 
 from flan_t5x import decoding
 from flan_t5x import hf_format
@@ -55,16 +59,37 @@ def _time(fn, repeats: int) -> float:
   return best
 
 
+def model_flops(config: network.T5Config, batch: int, input_length: int, decodes: int, new_tokens: int
+                ) -> float:
+  """Matmul FLOPs of one decode call (the encoder once, then `new_tokens` cached decoder steps for
+  `batch * decodes` sequences); the loop's trip count is not in XLA's cost analysis, so counted here."""
+  emb, joined, mlp = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
+  mlp_params = (len(config.mlp_activations) + 1) * emb * mlp
+  enc_tokens, seqs = batch * input_length, batch * decodes
+  encoder = config.num_encoder_layers * (2 * enc_tokens * (4 * emb * joined + mlp_params)
+                                         + 4 * batch * input_length ** 2 * joined)
+  cross_kv = config.num_decoder_layers * 2 * enc_tokens * 2 * emb * joined
+  per_token_params = 6 * emb * joined + mlp_params  # self q,k,v,o + cross q,o + mlp
+  decoder = 0
+  for step in range(1, new_tokens + 1):
+    attention = 4 * seqs * joined * (step + input_length)
+    decoder += config.num_decoder_layers * (2 * seqs * per_token_params + attention)
+    decoder += 2 * seqs * emb * config.vocab_size
+  return float(encoder + cross_kv + decoder)
+
+
 def ours(module, params, inputs_BxL, new_tokens, cfg, repeats):
   fn = decoding.make_predict_fn(module, new_tokens, cfg)
   params = jax.device_put(params)
   inputs = jnp.asarray(inputs_BxL)
-  run = lambda: jax.block_until_ready(fn(params, inputs, jax.random.PRNGKey(0)))
+  key = jax.random.PRNGKey(0)
+  peak_bytes = compiled_peak_bytes(fn.lower(params, inputs, key).compile())
+  run = lambda: jax.block_until_ready(fn(params, inputs, key))
   seconds = _time(run, repeats)
   tokens = np.asarray(run()[0])
   eos = tokens[:, 0] == decoding.EOS_ID  # best decode per row; the loop stops at EOS
   generated = int(sum(np.argmax(row) + 1 if row.any() else new_tokens for row in eos))
-  return seconds, generated
+  return seconds, generated, peak_bytes
 
 
 def peer(model_dir: str, cases: list[tuple[np.ndarray, int]], new_tokens: int, repeats: int
@@ -79,7 +104,7 @@ def peer(model_dir: str, cases: list[tuple[np.ndarray, int]], new_tokens: int, r
     response, _ = hf_peer_client.call('generate-timing', request, arrays, timeout=None)
   except hf_peer_client.HFPeerUnavailable:
     return None
-  return [(r['seconds'], r['tokens']) for r in response['results']]
+  return [(r['seconds'], r['tokens'], response['peak_rss_mib']) for r in response['results']]
 
 
 def main() -> None:
@@ -100,6 +125,7 @@ def main() -> None:
   kernel[:, decoding.EOS_ID] = 0.0
   params['decoder']['logits_dense']['kernel'] = jnp.asarray(kernel)
 
+  peak_flops = matmul_peak_flops()
   rng = np.random.RandomState(0)
   results, cases = [], []
   for batch in [int(b) for b in args.batch_sizes.split(',')]:
@@ -107,10 +133,13 @@ def main() -> None:
     inputs[:, -1] = decoding.EOS_ID
     for method, beams in (('greedy', 1), ('beam', 4)):
       cfg = decoding.DecodingConfig(method, beams, alpha=0.6)
-      ours_s, ours_tokens = ours(module, params, inputs, args.new_tokens, cfg, args.repeats)
+      ours_s, ours_tokens, peak_bytes = ours(module, params, inputs, args.new_tokens, cfg, args.repeats)
+      flops = model_flops(config, batch, args.input_length, beams, args.new_tokens)
       results.append({'method': f'{method}-{beams}' if beams > 1 else method, 'batch': batch,
                       'ours_seconds': ours_s, 'ours_tokens': ours_tokens,
-                      'ours_tokens_per_s': ours_tokens / ours_s})
+                      'ours_tokens_per_s': ours_tokens / ours_s, 'model_flops': flops,
+                      'ours_mfu': flops / ours_s / peak_flops,
+                      'ours_compiled_peak_mib': peak_bytes / 2**20 if peak_bytes is not None else None})
       cases.append((inputs, beams))
       print(json.dumps(results[-1]), flush=True)
 
@@ -122,16 +151,23 @@ def main() -> None:
       timings = peer(tmp, cases, args.new_tokens, args.repeats)
     if timings is None:
       print('HF peer not installed (pip install -e .[bench])', flush=True)
-  for row, (peer_s, peer_tokens) in zip(results, timings or []):
+  for row, (peer_s, peer_tokens, peer_rss) in zip(results, timings or []):
     row.update(peer_seconds=peer_s, peer_tokens=peer_tokens, peer_tokens_per_s=peer_tokens / peer_s,
+               peer_mfu=row['model_flops'] / peer_s / peak_flops, peer_process_peak_rss_mib=peer_rss,
                ratio_ours_over_peer=row['ours_tokens_per_s'] / (peer_tokens / peer_s))
 
-  print('\n| method | batch | ours tok/s | peer tok/s | ours/peer |\n|---|---|---|---|---|')
+  print('\n| method | batch | ours tok/s | MFU | peer tok/s | MFU | ours/peer |\n|---|---|---|---|---|---|---|')
+  nan = float('nan')
   for r in results:
-    print(f"| {r['method']} | {r['batch']} | {r['ours_tokens_per_s']:.1f} | "
-          f"{r.get('peer_tokens_per_s', float('nan')):.1f} | {r.get('ratio_ours_over_peer', float('nan')):.2f} |")
+    print(f"| {r['method']} | {r['batch']} | {r['ours_tokens_per_s']:.1f} | {r['ours_mfu']:.1%} | "
+          f"{r.get('peer_tokens_per_s', nan):.1f} | {r.get('peer_mfu', nan):.1%} | "
+          f"{r.get('ratio_ours_over_peer', nan):.2f} |")
+  # Memory: ours per case from XLA's compiled memory plan; the process high-water mark (ours, and the
+  # torch child's over all its cases) as an upper bound.
   payload = {'config': dataclasses.asdict(config), 'input_length': args.input_length,
              'new_tokens': args.new_tokens, 'device': str(jax.devices()[0]), 'cpu_count': os.cpu_count(),
+             'matmul_peak_flops': peak_flops,
+             'ours_process_peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
              'results': results}
   print(f"wrote {bench_results.write_json('decode_throughput', payload)}")
 

@@ -17,32 +17,19 @@ import argparse
 import os
 import resource
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
+from hardware import compiled_peak_bytes, matmul_peak_flops  # noqa: E402
 from synthetic_training import MODEL_DIMS, synthetic_batch, timed_train_steps  # noqa: E402
 
 from flan_t5x import hf_peer_client, models, network, optimizers, partitioning, schedules  # noqa: E402
 from flan_t5x import trainer as trainer_lib  # noqa: E402
 
-
-
-def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-  a = jnp.ones((size, size), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best = float('inf')
-  for _ in range(repeats):
-    tick = time.perf_counter()
-    f(a).block_until_ready()
-    best = min(best, time.perf_counter() - tick)
-  return 2 * size ** 3 / best
 
 
 def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int) -> dict:
@@ -63,12 +50,14 @@ def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int) -> 
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   step_flops = float(cost.get('flops', 0.0))
+  step_memory = compiled_peak_bytes(compiled)
   state, metrics, times = timed_train_steps(trainer, state, local, steps)
   step_time = float(np.median(times))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   return {'model': name, 'params': int(num_params), 'step_time_s': step_time,
           'tokens_per_s': batch * (inputs + targets) / step_time, 'step_flops': step_flops,
-          'achieved_flops_per_s': step_flops / step_time, 'loss': float(metrics['loss'])}
+          'achieved_flops_per_s': step_flops / step_time, 'loss': float(metrics['loss']),
+          'compiled_step_peak_mib': step_memory / 2**20 if step_memory is not None else None}
 
 
 def bench_peer(name: str, batch: int, inputs: int, targets: int, steps: int) -> dict | None:

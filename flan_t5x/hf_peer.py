@@ -45,6 +45,19 @@ def _set_child_environment() -> None:
   os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
 
+def peak_rss_mib() -> float:
+  """This process's resident-set high-water mark. VmHWM, not getrusage: Linux keeps ru_maxrss across
+  exec, so a child started by a large parent would report the parent's peak as its own."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def forbidden_modules() -> list[str]:
   return sorted(m for m in sys.modules if m.split('.')[0] in FORBIDDEN_ROOTS)
 
@@ -344,7 +357,7 @@ def main(argv: list[str]) -> int:
     traceback.print_exc()
     return 1
   response = {**response, 'forbidden_modules': forbidden_modules(), 'command': command,
-              'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+              'peak_rss_mib': peak_rss_mib()}
   payload = json.dumps(response)
   if request.get('response_path'):
     with open(request['response_path'], 'w') as f:
