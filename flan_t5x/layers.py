@@ -138,25 +138,34 @@ def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,
   return bucket + np.where(is_small, distance, large_bucket)
 
 
-@jax.custom_vjp
-def _bucket_lookup(table_HxR: Array, bucket_P: Array) -> Array:
-  """table[:, bucket]: each of P (query, key) pairs reads its bucket's per-head bias."""
-  return jnp.take(table_HxR, bucket_P, axis=1)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _toeplitz(bias_HxJ: Array, query_length: int, key_length: int) -> Array:
+  """(H, Q, K) with [h, q, k] = bias[h, k - q + Q - 1]: one value per relative position."""
+  return _toeplitz_fwd(bias_HxJ, query_length, key_length)[0]
 
 
-def _bucket_lookup_fwd(table_HxR, bucket_P):
-  return jnp.take(table_HxR, bucket_P, axis=1), (bucket_P, table_HxR.shape[1])
+def _toeplitz_fwd(bias_HxJ, query_length, key_length):
+  relative_QxK = np.arange(key_length)[None, :] - np.arange(query_length)[:, None] + query_length - 1
+  return jnp.take(bias_HxJ, jnp.asarray(relative_QxK), axis=1), None
 
 
-def _bucket_lookup_bwd(residuals, dbias_HxP):
-  # Autodiff's scatter-add went through a (P, H) transposed layout (the slowest op of a T5-small
-  # step on CPU); a matmul with the one-hot bucket matrix reads the (H, P) gradient as it is.
-  bucket_P, num_buckets = residuals
-  one_hot_PxR = (bucket_P[:, None] == jnp.arange(num_buckets)[None, :]).astype(dbias_HxP.dtype)
-  return jnp.dot(dbias_HxP, one_hot_PxR, preferred_element_type=jnp.float32).astype(dbias_HxP.dtype), None
+def _toeplitz_bwd(query_length, key_length, _, dbias_HxQxK):
+  """Sums each diagonal (k - q constant) of the gradient by skewing rows instead of scattering.
+
+  Autodiff's scatter-add went through a (Q*K, H) transposed layout, the slowest op of a T5-small
+  step on CPU. Reversed rows padded to K + Q and re-read with row length K + Q - 1 shift row q'
+  right by q', so column j of the skewed matrix holds the diagonal k - q = j - (Q - 1).
+  """
+  heads = dbias_HxQxK.shape[0]
+  width = key_length + query_length - 1
+  padded_HxQxW = jnp.pad(dbias_HxQxK[:, ::-1, :], ((0, 0), (0, 0), (0, query_length)))
+  flat = padded_HxQxW.reshape(heads, query_length * (width + 1))
+  rows = -(-flat.shape[1] // width)
+  flat = jnp.pad(flat, ((0, 0), (0, rows * width - flat.shape[1])))
+  return (jnp.sum(flat.reshape(heads, rows, width)[:, :query_length], axis=1),)
 
 
-_bucket_lookup.defvjp(_bucket_lookup_fwd, _bucket_lookup_bwd)
+_toeplitz.defvjp(_toeplitz_fwd, _toeplitz_bwd)
 
 
 class RelativePositionBiases(nn.Module):
@@ -169,15 +178,14 @@ class RelativePositionBiases(nn.Module):
 
   @nn.compact
   def __call__(self, query_length: int, key_length: int, bidirectional: bool) -> Array:
-    query_pos = np.arange(query_length, dtype=np.int32)[:, None]
-    key_pos = np.arange(key_length, dtype=np.int32)[None, :]
-    bucket_QxK = relative_position_bucket(key_pos - query_pos, bidirectional,
-                                          self.num_buckets, self.max_distance)
+    # The bias depends on k - q only: look up the Q + K - 1 relative positions, then expand.
+    relative_J = np.arange(key_length + query_length - 1, dtype=np.int32) - (query_length - 1)
+    bucket_J = relative_position_bucket(relative_J, bidirectional, self.num_buckets, self.max_distance)
     rel_embedding_HxR = logical_param(self, 'rel_embedding', self.embedding_init,
                                       (self.num_heads, self.num_buckets),
                                       ('heads', 'relpos_buckets'))
-    bias_HxQK = _bucket_lookup(rel_embedding_HxR.astype(self.dtype), jnp.asarray(bucket_QxK.reshape(-1)))
-    return bias_HxQK.reshape(1, self.num_heads, query_length, key_length)
+    bias_HxJ = jnp.take(rel_embedding_HxR.astype(self.dtype), jnp.asarray(bucket_J), axis=1)
+    return _toeplitz(bias_HxJ, query_length, key_length)[None]
 
 
 class MultiHeadDotProductAttention(nn.Module):

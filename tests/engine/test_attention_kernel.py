@@ -71,17 +71,19 @@ def test_rejects_rows_that_are_not_batch_times_heads():
     attention_kernel.dot_product_attention(*qkv, batch=4)
 
 
-def test_relative_position_bias_gradient_matches_autodiff_of_take():
+@pytest.mark.parametrize('q_len,k_len,bidirectional', [(5, 7, True), (7, 5, True), (6, 6, False), (1, 4, False)])
+def test_relative_position_bias_and_gradient_match_autodiff_of_take(q_len, k_len, bidirectional):
   module = layers.RelativePositionBiases(num_heads=3, num_buckets=8, max_distance=16)
-  params = module.init(jax.random.PRNGKey(0), 5, 7, bidirectional=True)
-  cotangent_1xHxQxK = jnp.asarray(np.random.RandomState(0).randn(1, 3, 5, 7), jnp.float32)
-  bucket_QxK = layers.relative_position_bucket(np.arange(7)[None, :] - np.arange(5)[:, None], True, 8, 16)
+  params = module.init(jax.random.PRNGKey(0), q_len, k_len, bidirectional=bidirectional)
+  cotangent_1xHxQxK = jnp.asarray(np.random.RandomState(0).randn(1, 3, q_len, k_len), jnp.float32)
+  bucket_QxK = layers.relative_position_bucket(np.arange(k_len)[None, :] - np.arange(q_len)[:, None],
+                                               bidirectional, 8, 16)
 
   def plain(table_HxR):
     return jnp.sum(jnp.take(table_HxR, jnp.asarray(bucket_QxK), axis=1)[None] * cotangent_1xHxQxK)
 
   def ours(table_HxR):
-    bias = module.apply({'params': {'rel_embedding': table_HxR}}, 5, 7, bidirectional=True)
+    bias = module.apply({'params': {'rel_embedding': table_HxR}}, q_len, k_len, bidirectional=bidirectional)
     return jnp.sum(bias * cotangent_1xHxQxK)
 
   table_HxR = params['params']['rel_embedding'].value
