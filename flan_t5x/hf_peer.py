@@ -324,6 +324,83 @@ def cmd_from_pretrained_timing(request: dict) -> dict:
           'params': int(sum(p.numel() for p in model.parameters())), **_versions(torch, transformers)}
 
 
+def cmd_train_to_quality(request: dict) -> dict:
+  """Trains the exported model in `model_dir` for `budget_s` seconds of training time (evaluation
+  excluded) with transformers' Adafactor, on the parent's batches in the parent's order.
+
+  Inputs: train_{inputs,decoder_inputs,targets} (rows), `order` (row indices, batch after batch),
+  val_{inputs,decoder_inputs,targets}. Request: lr, batch_size, budget_s, eval_every_s,
+  decode_length, eval_batch_size, seed. Every `eval_every_s` training seconds (and at the end) the
+  validation cross entropy per target token goes into `curve`; at the end the validation inputs are
+  greedy-decoded (output `val_decoded`, decoder start token removed, 0-padded).
+  """
+  torch, transformers = _transformers()
+  arrays = _inputs(request)
+  torch.manual_seed(int(request.get('seed', 0)))
+  model = _load_model(transformers, request['model_dir'])
+  # T5X's Adafactor defaults: beta2 = 1 - t^-0.8, update clipping 1.0, lr scaled by the parameter RMS.
+  optimizer = transformers.optimization.Adafactor(
+      model.parameters(), lr=float(request['lr']), eps=(1e-30, 1e-3), clip_threshold=1.0,
+      decay_rate=-0.8, beta1=None, weight_decay=0.0, scale_parameter=True, relative_step=False,
+      warmup_init=False)
+  tensor = lambda a: torch.as_tensor(a, dtype=torch.long)
+  batch_size, order = int(request['batch_size']), arrays['order']
+
+  def val_loss() -> float:
+    model.eval()
+    total, count = 0.0, 0
+    eval_batch = int(request['eval_batch_size'])
+    with torch.no_grad():
+      for start in range(0, len(arrays['val_inputs']), eval_batch):
+        rows = slice(start, start + eval_batch)
+        inputs = tensor(arrays['val_inputs'][rows])
+        targets = tensor(arrays['val_targets'][rows])
+        logits = model(input_ids=inputs, attention_mask=(inputs > 0).long(),
+                       decoder_input_ids=tensor(arrays['val_decoder_inputs'][rows])).logits
+        total += float(torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.masked_fill(targets == 0, -100).reshape(-1),
+            ignore_index=-100, reduction='sum'))
+        count += int((targets > 0).sum())
+    model.train()
+    return total / max(count, 1)
+
+  curve = [{'train_seconds': 0.0, 'step': 0, 'val_loss': val_loss()}]
+  model.train()
+  train_seconds, step, next_eval = 0.0, 0, float(request['eval_every_s'])
+  while train_seconds < float(request['budget_s']) and (step + 1) * batch_size <= len(order):
+    rows = order[step * batch_size:(step + 1) * batch_size]
+    inputs, targets = tensor(arrays['train_inputs'][rows]), tensor(arrays['train_targets'][rows])
+    tick = time.perf_counter()
+    loss = model(input_ids=inputs, attention_mask=(inputs > 0).long(),
+                 decoder_input_ids=tensor(arrays['train_decoder_inputs'][rows]),
+                 labels=targets.masked_fill(targets == 0, -100)).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    train_seconds += time.perf_counter() - tick
+    step += 1
+    if train_seconds >= next_eval:
+      curve.append({'train_seconds': train_seconds, 'step': step, 'val_loss': val_loss(),
+                    'train_loss': float(loss)})
+      print(f'hf_peer train-to-quality: step {step}, {train_seconds:.0f} s, val loss '
+            f'{curve[-1]["val_loss"]:.3f}', file=sys.stderr, flush=True)
+      next_eval += float(request['eval_every_s'])
+  if curve[-1]['step'] != step:
+    curve.append({'train_seconds': train_seconds, 'step': step, 'val_loss': val_loss()})
+  model.eval()
+  decode_length = int(request['decode_length'])
+  decoded = np.zeros((len(arrays['val_inputs']), decode_length), np.int32)
+  with torch.no_grad():
+    for start in range(0, len(arrays['val_inputs']), int(request['eval_batch_size'])):
+      inputs = tensor(arrays['val_inputs'][start:start + int(request['eval_batch_size'])])
+      out = model.generate(input_ids=inputs, attention_mask=(inputs > 0).long(), max_new_tokens=decode_length,
+                           num_beams=1, do_sample=False).numpy()[:, 1:]
+      decoded[start:start + len(out), :out.shape[1]] = out
+  _save_outputs(request, {'val_decoded': decoded})
+  return {'curve': curve, 'steps': step, 'train_seconds': train_seconds,
+          'num_threads': torch.get_num_threads(), **_versions(torch, transformers)}
+
+
 COMMANDS = {
     'probe': cmd_probe,
     'read-bin': cmd_read_bin,
@@ -335,6 +412,7 @@ COMMANDS = {
     'peft-forward': cmd_peft_forward,
     'peft-make-adapter': cmd_peft_make_adapter,
     'peft-train-timing': cmd_peft_train_timing,
+    'train-to-quality': cmd_train_to_quality,
 }
 
 
