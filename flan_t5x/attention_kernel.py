@@ -62,7 +62,8 @@ def _sum_over_batch(x_BxHxQxK: Array) -> Array:
   """Sum over the leading axis; for small batches as a chain of adds, which XLA fuses into the
   pass that computes x (XLA:CPU's reduce over a leading axis of (B, H*Q*K) took longer than the
   rest of the attention backward)."""
-  if x_BxHxQxK.shape[0] > _MAX_UNROLLED_BATCH:
+  # Only on CPU: elsewhere (and for large batches, which a mesh shards) jnp.sum is the fast form.
+  if jax.default_backend() != 'cpu' or x_BxHxQxK.shape[0] > _MAX_UNROLLED_BATCH:
     return jnp.sum(x_BxHxQxK, axis=0)
   total_HxQxK = x_BxHxQxK[0]
   for row in range(1, x_BxHxQxK.shape[0]):

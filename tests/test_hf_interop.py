@@ -231,3 +231,35 @@ def test_peer_crash_by_signal_is_reported_as_a_segfault(tmp_path, monkeypatch):
   with pytest.raises(hf_peer_client.HFPeerError,
                      match=r"(?s)hf_peer probe crashed with a segmentation fault \(SIGSEGV\).*stderr tail"):
     hf_peer_client.call("probe", {"extra_imports": ["flan_segfault_on_import"]})
+
+
+@pytest.mark.hf
+@pytest.mark.skipif(not HAS_TORCH_PEER, reason="torch + transformers not installed (pip install -e '.[bench]')")
+def test_train_to_quality_starts_from_our_weights_and_trains(tmp_path):
+  """The time-to-quality peer: same initial validation loss as ours, then 3 Adafactor steps."""
+  config = network.T5Config(vocab_size=384, emb_dim=32, num_heads=2, num_encoder_layers=2, num_decoder_layers=2,
+                            head_dim=16, mlp_dim=64, dropout_rate=0.0, dtype="float32")
+  model = models.EncoderDecoderModel(network.Transformer(config), z_loss=0.0,
+                                     loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")
+  params = jax.tree_util.tree_map(np.asarray, models.unbox(model.init_params(jax.random.PRNGKey(0), 2, 12, 6)))
+  hf_format.save(params, config, str(tmp_path / "init"))
+  rng = np.random.RandomState(0)
+  targets = rng.randint(2, 384, size=(6, 6)).astype(np.int32)
+  targets[:, -1] = 0
+  inputs = rng.randint(2, 384, size=(6, 12)).astype(np.int32)
+  decoder_inputs = np.concatenate([np.zeros((6, 1), np.int32), targets[:, :-1]], axis=1)
+  arrays = {"order": np.asarray([0, 1, 2, 3, 4, 5], np.int32), "train_inputs": inputs,
+            "train_decoder_inputs": decoder_inputs, "train_targets": targets, "val_inputs": inputs[:4],
+            "val_decoder_inputs": decoder_inputs[:4], "val_targets": targets[:4]}
+  request = {"model_dir": str(tmp_path / "init"), "lr": 1e-2, "batch_size": 2, "budget_s": 600,
+             "eval_every_s": 600, "decode_length": 5, "eval_batch_size": 2, "seed": 0, "num_threads": 1}
+  response, outputs = hf_peer_client.call("train-to-quality", request, arrays)
+  batch = {"encoder_input_tokens": inputs[:4], "decoder_input_tokens": decoder_inputs[:4],
+           "decoder_target_tokens": targets[:4]}
+  _, metrics = model.loss_fn(jax.tree_util.tree_map(jnp.asarray, params), batch, None)
+  ours_initial = float(metrics["cross_ent_sum"]) / float(metrics["num_tokens"])
+  curve = response["curve"]
+  assert response["steps"] == 3  # the order holds 3 batches of 2
+  assert abs(curve[0]["val_loss"] - ours_initial) < 1e-4
+  assert curve[-1]["step"] == 3 and curve[-1]["val_loss"] < curve[0]["val_loss"]
+  assert outputs["val_decoded"].shape == (4, 5)
