@@ -1,6 +1,6 @@
 """Time to quality on DialogSum: flan-t5x vs Hugging Face transformers, same model, data and optimizer.
 
-  .venv/bin/python bench/time_to_quality.py [--budget_minutes 20] [--eval_every_s 120]
+  .venv/bin/python bench/time_to_quality.py [--budget_minutes 20] [--eval_every_s 120] [--plot curves.png]
 
 Both sides train the same small T5.1.1 (4+4 layers, d_model 256, 4 heads x 64, gated-GELU MLP 1024,
 the 32k T5 vocabulary, dropout 0.1, fp32) from the SAME initial weights (ours, exported with
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -117,6 +118,33 @@ def time_to_target(curve: list[dict], target: float) -> float | None:
   return next((point['train_seconds'] for point in curve if point['val_loss'] <= target), None)
 
 
+def plot_curves(results: dict, path: str) -> str | None:
+  """Validation loss against training seconds, both sides, with the target line; None without matplotlib."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  for side, label in (('ours', 'flan-t5x'), ('peer', 'Hugging Face transformers')):
+    if results.get(side):
+      curve = results[side]['curve'][1:]  # step 0 (10.98 on both) would flatten the plot
+      ax.plot([p['train_seconds'] / 60 for p in curve], [p['val_loss'] for p in curve], marker='o',
+              label=f"{label} (ROUGE-Lsum {results[side]['rouge']['rougeLsum']:.1f})")
+  if results.get('target_loss') is not None:
+    ax.axhline(results['target_loss'], color='gray', linestyle='--', linewidth=1, label='target loss')
+  ax.set_xlabel('training minutes (evaluation excluded)')
+  ax.set_ylabel('DialogSum validation loss per token')
+  ax.set_title('Time to quality: same model, init, data order, Adafactor')
+  ax.legend()
+  fig.tight_layout()
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=120)
+  os.replace(tmp, path)
+  return path
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--budget_minutes', type=float, default=20.0)
@@ -130,7 +158,13 @@ def main():
   parser.add_argument('--data_dir', default=os.path.join(SHARED, 'datasets'))
   parser.add_argument('--vocab', default=os.path.join(SHARED, 'checkpoints', 't5-spiece', 'spiece.model'))
   parser.add_argument('--no_peer', action='store_true')
+  parser.add_argument('--plot', default=None, help='also draw both curves into this PNG')
+  parser.add_argument('--plot_from', default=None, help='only draw --plot from an earlier run\'s JSON')
   args = parser.parse_args()
+  if args.plot_from:
+    with open(args.plot_from) as f:
+      print(f'wrote {plot_curves(json.load(f), args.plot or args.plot_from.replace(".json", ".png"))}')
+    return
   for path in (os.path.join(args.data_dir, 'dialogsum'), args.vocab):
     if not os.path.exists(path):
       raise SystemExit(f'time_to_quality: {path} does not exist; it needs DialogSum and the T5 '
@@ -211,6 +245,8 @@ def main():
       print(f"| {a['train_seconds']:.0f} / {b['train_seconds']:.0f} | {a['val_loss']:.3f} (step {a['step']}) | "
             f"{b['val_loss']:.3f} (step {b['step']}) |")
   print(f"wrote {bench_results.write_json('time_to_quality', results)}")
+  if args.plot:
+    print(f'wrote {plot_curves(results, args.plot)}')
 
 
 if __name__ == '__main__':
