@@ -25,8 +25,6 @@ from absl import logging
 from flan_t5x import checkpoint_import
 from flan_t5x import checkpoints
 from flan_t5x import lora as lora_lib
-from flan_t5x import models
-from flan_t5x import network
 from flan_t5x import prompt_tuning
 from flan_t5x import train_state
 
@@ -115,11 +113,7 @@ def with_adapters(model, record: dict, source: str):
   if is_peft(config):
     raise ValueError(f'{source}: the checkpoint holds adapters {describe_record(record)} but the model '
                      f'is configured with {describe(config)}; drop the PEFT gin file or make them agree')
-  config = dataclasses.replace(config, lora=lora_cfg, prompt_tuning=pt_cfg)
-  return models.EncoderDecoderModel(
-      network.Transformer(config), input_vocabulary=model.input_vocabulary,
-      output_vocabulary=model.output_vocabulary, optimizer_def=model.optimizer_def, z_loss=model.z_loss,
-      label_smoothing=model.label_smoothing, loss_normalizing_factor=model.loss_normalizing_factor)
+  return model.with_config(dataclasses.replace(config, lora=lora_cfg, prompt_tuning=pt_cfg))
 
 
 def describe_record(record: dict) -> str:

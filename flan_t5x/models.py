@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -56,6 +57,12 @@ class EncoderDecoderModel:
   @property
   def config(self) -> network.T5Config:
     return self.module.config
+
+  def with_config(self, config: network.T5Config) -> 'EncoderDecoderModel':
+    """This model (vocabularies, optimizer, loss settings) around a Transformer of `config`."""
+    model = copy.copy(self)
+    model.module = network.Transformer(config)
+    return model
 
   def feature_converter(self, pack: bool) -> seqio.FeatureConverter:
     return self.FEATURE_CONVERTER_CLS(pack=pack)

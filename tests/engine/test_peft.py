@@ -16,6 +16,8 @@ from flan_t5x import checkpoints
 from flan_t5x import decoding
 from flan_t5x import inference
 from flan_t5x import lora
+from flan_t5x import models
+from flan_t5x import network
 from flan_t5x import optimizers
 from flan_t5x import partitioning
 from flan_t5x import prompt_tuning
@@ -266,3 +268,14 @@ def test_eight_devices_model_parallel_shard_adapters_and_match_one_device():
   assert spec['query_kernel'] == ['None', 'model'] and spec['query_lora_a'] == ['None', 'None']
   assert spec['wo_lora_a'] == ['model', 'None']
   np.testing.assert_allclose(report['adapter_sums']['dp4_mp2'], report['adapter_sums']['1'], rtol=1e-4)
+
+
+def test_adapter_model_keeps_the_loss_settings_of_the_configured_model():
+  base = models.EncoderDecoderModel(network.Transformer(helpers.tiny_config()), z_loss=0.0, label_smoothing=0.1,
+                                    loss_normalizing_factor='NUM_REAL_TARGET_TOKENS', loss_vocab_chunk_width=None)
+  record = {'lora': lora.LoraConfig(rank=2).to_json(), 'prompt_tuning': None}
+  adapted = adapters.with_adapters(base, record, 'test')
+  assert adapted.config.lora == lora.LoraConfig(rank=2) and base.config.lora is None
+  for name in ('z_loss', 'label_smoothing', 'loss_normalizing_factor', 'loss_vocab_chunk_width',
+               'optimizer_def', 'input_vocabulary'):
+    assert getattr(adapted, name) == getattr(base, name), name
