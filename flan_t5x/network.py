@@ -267,8 +267,6 @@ class Transformer(nn.Module):
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Array, encoder_segment_ids: Array | None = None,
                decoder_segment_ids: Array | None = None, enable_dropout: bool = True) -> Array:
-    if (encoder_segment_ids is None) != (decoder_segment_ids is None):
-      raise ValueError('Packed batches need both encoder_segment_ids and decoder_segment_ids.')
     return self._run('train', encoder_input_tokens=encoder_input_tokens,
                      decoder_input_tokens=decoder_input_tokens, decoder_target_tokens=decoder_target_tokens,
                      encoder_segment_ids=encoder_segment_ids, decoder_segment_ids=decoder_segment_ids,
@@ -278,8 +276,6 @@ class Transformer(nn.Module):
                     decoder_target_tokens: Array, encoder_segment_ids: Array | None = None,
                     decoder_segment_ids: Array | None = None, enable_dropout: bool = True) -> Array:
     """As `__call__`, but the decoder output `(batch, target_len, embed)` before `logits_dense`."""
-    if (encoder_segment_ids is None) != (decoder_segment_ids is None):
-      raise ValueError('Packed batches need both encoder_segment_ids and decoder_segment_ids.')
     return self._run('hidden', encoder_input_tokens=encoder_input_tokens,
                      decoder_input_tokens=decoder_input_tokens, decoder_target_tokens=decoder_target_tokens,
                      encoder_segment_ids=encoder_segment_ids, decoder_segment_ids=decoder_segment_ids,
@@ -308,6 +304,8 @@ class Transformer(nn.Module):
            decoder_target_tokens: Array | None = None, encoder_segment_ids: Array | None = None,
            decoder_segment_ids: Array | None = None, enable_dropout: bool = True,
            encoded: Array | None = None, max_decode_length: int | None = None) -> Array:
+    if (encoder_segment_ids is None) != (decoder_segment_ids is None):
+      raise ValueError('Packed batches need both encoder_segment_ids and decoder_segment_ids.')
     cfg, dtype = self.config, self.config.activation_dtype
     deterministic = not enable_dropout
     embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, name='token_embedder')

@@ -132,3 +132,14 @@ def test_dropout_changes_training_loss_but_not_eval():
 def test_config_validation():
   with pytest.raises(ValueError, match='remat_policy'):
     helpers.tiny_config(remat_policy='sometimes')
+
+
+@pytest.mark.parametrize('chunk_width', [4096, None])  # the hidden-states path and the full-logits path
+def test_half_packed_batch_is_refused(chunk_width):
+  model = helpers.tiny_model()
+  model.loss_vocab_chunk_width = chunk_width
+  params = _init(model, 0, 2, 8, 4)
+  batch = {'encoder_input_tokens': np.ones((2, 8), np.int32), 'decoder_input_tokens': np.ones((2, 4), np.int32),
+           'decoder_target_tokens': np.ones((2, 4), np.int32), 'encoder_segment_ids': np.ones((2, 8), np.int32)}
+  with pytest.raises(ValueError, match='both encoder_segment_ids and decoder_segment_ids'):
+    model.loss_fn(params, batch, None)
