@@ -55,16 +55,21 @@ def model_config(vocab_size: int) -> network.T5Config:
                           num_decoder_layers=4, head_dim=64, mlp_dim=1024, dropout_rate=0.1, dtype='float32')
 
 
-def load_split(split: str, limit: int | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
-  """Model features (unpacked, padded to LENGTHS) and the target texts of `dialogsum_zs`."""
-  task = seqio.get_mixture_or_task('dialogsum_zs')
-  ds = task.get_dataset(LENGTHS, split=split, shuffle=False, seed=0)
-  if limit:
-    ds = ds.take(limit)
-  texts = [ex['targets_pretokenized'].decode() for ex in ds.as_numpy_iterator()]
-  converted = seqio.EncDecFeatureConverter(pack=False)(ds, LENGTHS)
+def _task_dataset(split: str, limit: int | None):
+  ds = seqio.get_mixture_or_task('dialogsum_zs').get_dataset(LENGTHS, split=split, shuffle=False, seed=0)
+  return ds.take(limit) if limit else ds
+
+
+def load_split(split: str, limit: int | None = None) -> dict[str, np.ndarray]:
+  """Model features (unpacked, padded to LENGTHS) of `dialogsum_zs`."""
+  converted = seqio.EncDecFeatureConverter(pack=False)(_task_dataset(split, limit), LENGTHS)
   rows = list(converted.as_numpy_iterator())
-  return {k: np.stack([r[k] for r in rows]).astype(np.int32) for k in FEATURES}, texts
+  return {k: np.stack([r[k] for r in rows]).astype(np.int32) for k in FEATURES}
+
+
+def target_texts(split: str, limit: int | None = None) -> list[str]:
+  """The reference summaries, in `load_split`'s order (for ROUGE)."""
+  return [ex['targets_pretokenized'].decode() for ex in _task_dataset(split, limit).as_numpy_iterator()]
 
 
 def batch_order(num_rows: int, batch: int, steps: int, seed: int) -> np.ndarray:
@@ -173,8 +178,8 @@ def main():
   vocabulary = flan_tasks.t5_vocabulary()
 
   tick = time.perf_counter()
-  train, _ = load_split('train')
-  val, val_texts = load_split('validation', args.val_examples)
+  train = load_split('train')
+  val, val_texts = load_split('validation', args.val_examples), target_texts('validation', args.val_examples)
   print(f'data: {len(train["encoder_input_tokens"])} train / {len(val_texts)} validation examples '
         f'({time.perf_counter() - tick:.0f} s)', flush=True)
   # Enough batches for the faster side at up to 50 steps/s: the order never runs out first.
