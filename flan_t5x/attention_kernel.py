@@ -74,9 +74,8 @@ def _sum_over_batch(x_BxHxQxK: Array) -> Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _attention(q_GxQxD, k_GxKxD, v_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK,
                batch):
-  weights_BxHxQxK = _weights(q_GxQxD, k_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, batch)
-  context_GxQxD, _ = _context(weights_BxHxQxK, dropout_BxHx1xK, v_GxKxD)
-  return context_GxQxD.astype(q_GxQxD.dtype)
+  return _attention_fwd(q_GxQxD, k_GxKxD, v_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK,
+                        batch)[0]
 
 
 def _attention_fwd(q_GxQxD, k_GxKxD, v_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK,
