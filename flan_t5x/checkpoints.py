@@ -73,6 +73,8 @@ class RunState:
   batches_consumed: int = 0
   # PEFT runs (flan_t5x.adapters): adapter configuration and the base checkpoint's fingerprint.
   peft: dict | None = None
+  # TRAIN_STEPS_RELATIVE: the step it resolved to when the run first started (fixed across restarts).
+  relative_total_steps: int | None = None
 
 
 class _InputStateHandler(ocp.CheckpointHandler):

@@ -31,7 +31,7 @@ import tensorflow as tf
 class DatasetConfig:
   """Which SeqIO task/mixture to read and how (field names as T5X's utils.DatasetConfig)."""
   mixture_or_task_name: str
-  task_feature_lengths: Mapping[str, int]
+  task_feature_lengths: Mapping[str, int] | None  # None: each task's full lengths (evaluation only)
   split: str
   batch_size: int
   shuffle: bool

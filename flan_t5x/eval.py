@@ -61,9 +61,10 @@ def main(argv: list[str]) -> None:
   del argv
   import gin  # pylint: disable=g-import-not-at-top
   from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
-  gin_utils.start_run('%EVAL_OUTPUT_DIR')
-  from flan_t5x import eval as eval_module  # pylint: disable=g-import-not-at-top  (gin binds this module)
-  gin.get_configurable(eval_module.evaluate)()
+  gin_utils.start_run('%EVAL_OUTPUT_DIR', job='eval')
+  # The gin files bind T5X's entry point (`import __main__ as eval_script`): flan_t5x/t5x_names.
+  from flan_t5x.t5x_names import eval_script  # pylint: disable=g-import-not-at-top
+  gin.get_configurable(eval_script.evaluate)()
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, Sequence
 
 import gin
@@ -38,31 +39,94 @@ def rewrite_gin_args(args: Sequence[str]) -> list[str]:
   return out
 
 
+def _serve_t5x_names(job: str) -> None:
+  """T5X's gin names in this process (flan_t5x/t5x_names): `t5x.*`, `__main__` and T5X's includes."""
+  from flan_t5x import t5x_names  # pylint: disable=g-import-not-at-top
+  t5x_names.install()
+  # `import __main__ as <job>_script` in T5X-form files names T5X's entry point of this job; flan_t5x
+  # runs one job per process, as T5X does, so it stays set (gin re-resolves it to print the config).
+  sys.modules['__main__'] = t5x_names.script_module(job)
+  # T5X's include paths (`t5x/configs/runs/finetune.gin`, ...) are read from flan_t5x's versions,
+  # ahead of every search path, so a T5X checkout in the current directory does not shadow them.
+  # gin only appends file readers, hence its list directly.
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  if _read_served_t5x_file not in [reader for reader, _ in readers]:
+    readers.insert(0, (_read_served_t5x_file, _is_served_t5x_file))
+
+
+def _served_t5x_path(path: str) -> str | None:
+  from flan_t5x import t5x_names  # pylint: disable=g-import-not-at-top
+  if os.path.isabs(path) or not path.startswith('t5x/'):
+    return None
+  served = os.path.join(t5x_names.GIN_DIR, path)
+  return served if os.path.isfile(served) else None
+
+
+def _is_served_t5x_file(path: str) -> bool:
+  return _served_t5x_path(path) is not None
+
+
+def _read_served_t5x_file(path: str):
+  return open(_served_t5x_path(path), encoding='utf-8')
+
+
+def _check_unsupported_bindings() -> None:
+  """A binding of a T5X-only configurable (seqio.Evaluator, ...) would be silently ignored: refuse it."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  from flan_t5x import t5x_names  # pylint: disable=g-import-not-at-top
+  for scope, selector in list(gin.config._CONFIG):  # pylint: disable=protected-access
+    wrapped = gin.config._REGISTRY[selector].wrapped  # pylint: disable=protected-access
+    module = getattr(wrapped, '__module__', '') or ''
+    if module.split('.')[0] != 'seqio' or (isinstance(wrapped, type) and issubclass(wrapped, seqio.Vocabulary)):
+      continue
+    name = f'seqio.{getattr(wrapped, "__name__", selector)}'
+    where = f'{scope}/{selector}' if scope else selector
+    raise ValueError(f'Gin binds {where}: ' + (t5x_names.unsupported_binding_hint(name)
+                                                or f'flan_t5x never calls {name}, so the binding would be ignored.'))
+
+
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
               gin_search_paths: Sequence[str] = ('.',), finalize: bool = True,
-              strict_macros: bool = False) -> None:
-  """Parses files then bindings with gin's real parser; unknown names raise at parse time."""
+              strict_macros: bool = False, job: str = 'train') -> None:
+  """Parses files then bindings with gin's real parser; unknown names raise at parse time.
+
+  `job` ('train', 'eval' or 'infer') is what `import __main__` means in the files, as under T5X's
+  scripts. A T5X binding flan_t5x lacks fails here, naming the flan_t5x equivalent if there is one.
+  """
   from flan_t5x import config_checks  # pylint: disable=g-import-not-at-top
+  from flan_t5x import t5x_names  # pylint: disable=g-import-not-at-top
+  _serve_t5x_names(job)
   for path in list(gin_search_paths) + [REPO_ROOT]:
     gin.add_config_file_search_path(os.path.abspath(path))
-  # Files first, then the command line (the order gin.parse_config_files_and_bindings uses), so that
-  # with `strict_macros` (the jobs' command lines) a macro the files neither define nor use is
-  # caught as a typo.
-  gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
-  if strict_macros:
-    config_checks.check_macro_overrides(list(gin_bindings), config_checks.known_macros())
-  gin.parse_config_files_and_bindings([], list(gin_bindings), finalize_config=False)
+  try:
+    # Files first, then the command line (the order gin.parse_config_files_and_bindings uses), so
+    # that with `strict_macros` (the jobs' command lines) a macro the files neither define nor use
+    # is caught as a typo.
+    gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
+    if strict_macros:
+      config_checks.check_macro_overrides(list(gin_bindings), config_checks.known_macros())
+    gin.parse_config_files_and_bindings([], list(gin_bindings), finalize_config=False)
+  except (ValueError, AttributeError, ImportError) as e:
+    hint = t5x_names.unsupported_binding_hint(str(e))
+    if hint is None and isinstance(e, ImportError) and 't5x' in str(e):
+      hint = ('flan_t5x serves these T5X modules: t5x.utils, t5x.partitioning, t5x.trainer, t5x.adafactor, '
+              't5x.models, t5x.examples.t5.network; other T5X modules run on upstream T5X only.')
+    if hint is None:
+      raise
+    raise ValueError(f'{e}\n{hint}') from e
+  _check_unsupported_bindings()
   if finalize:
     # Before gin's own finalize hook, which names only the first missing one.
     config_checks.check_required_macros(config_checks.defined_macros())
     gin.finalize()
 
 
-def parse_gin_flags_from_argv(argv: Sequence[str]) -> None:
+def parse_gin_flags_from_argv(argv: Sequence[str], job: str = 'train') -> None:
   del argv
   if not flags.FLAGS.gin_file:
     raise app.UsageError('At least one --gin_file is required, e.g. --gin_file=gin/demo.gin.')
-  parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths, strict_macros=True)
+  parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths, strict_macros=True,
+            job=job)
 
 
 def add_cache_dirs(cache_dirs: Sequence[str]) -> None:
@@ -76,7 +140,8 @@ def add_cache_dirs(cache_dirs: Sequence[str]) -> None:
   seqio.add_global_cache_dirs(list(cache_dirs))
 
 
-def start_run(output_dir_macro: str, every_host: bool = False, write_config: bool = True) -> str:
+def start_run(output_dir_macro: str, every_host: bool = False, write_config: bool = True,
+              job: str = 'train') -> str:
   """What every entry point does first: quiet logs, start the runtime (jax.distributed when this is
   one of several processes), parse gin, record the config; returns the dir.
 
@@ -91,7 +156,7 @@ def start_run(output_dir_macro: str, every_host: bool = False, write_config: boo
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   runtime.initialize()
-  parse_gin_flags_from_argv(())
+  parse_gin_flags_from_argv((), job)
   add_cache_dirs(flags.FLAGS.seqio_additional_cache_dirs)
   output_dir = gin.query_parameter(output_dir_macro)
   if write_config and (every_host or jax.process_index() == 0):

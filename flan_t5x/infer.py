@@ -416,9 +416,10 @@ def main(argv: list[str]) -> None:
   import gin  # pylint: disable=g-import-not-at-top
   from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
   # The config is written by infer() into the directory it chooses, never over a finished job's.
-  gin_utils.start_run('%INFER_OUTPUT_DIR', every_host=True, write_config=False)
-  from flan_t5x import infer as infer_module  # pylint: disable=g-import-not-at-top  (gin binds this module)
-  gin.get_configurable(infer_module.infer)(run_config=gin.config_str())
+  gin_utils.start_run('%INFER_OUTPUT_DIR', every_host=True, write_config=False, job='infer')
+  # The gin files bind T5X's entry point (`import __main__ as infer_script`): flan_t5x/t5x_names.
+  from flan_t5x.t5x_names import infer_script  # pylint: disable=g-import-not-at-top
+  gin.get_configurable(infer_script.infer)(run_config=gin.config_str())
 
 
 if __name__ == '__main__':

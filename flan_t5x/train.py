@@ -9,6 +9,7 @@ T5X run files do; `train()` itself is plain Python.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import random
 from typing import Any, Callable
@@ -104,18 +105,40 @@ def _inference_eval_action(model, partitioner, cfg, period: int, model_dir: str,
                                      summaries.SummaryWriter(os.path.join(model_dir, 'inference_eval')))
 
 
+def _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, num_examples):
+  """flan_t5x's InferenceEvalConfig, or T5X's infer_eval DatasetConfig turned into one."""
+  if infer_eval_dataset_cfg is None:
+    return inference_eval_cfg
+  if inference_eval_cfg is not None:
+    raise ValueError('Both train.inference_eval_cfg and train.infer_eval_dataset_cfg are set: keep one '
+                     '(train_script.train.infer_eval_dataset_cfg = None turns T5X\'s off).')
+  from flan_t5x.t5x_names import eval_script  # pylint: disable=g-import-not-at-top
+  cfg = infer_eval_dataset_cfg
+  if cfg.use_cached:  # flan_t5x's evaluator reads the tasks uncached: the same examples
+    logging.warning('Inference evaluation reads %s uncached (USE_CACHED_TASKS applies to training).',
+                    cfg.mixture_or_task_name)
+    cfg = dataclasses.replace(cfg, use_cached=False)
+  eval_script.check_eval_dataset(cfg, 'infer_eval/utils.DatasetConfig')
+  return evaluation.InferenceEvalConfig(cfg.mixture_or_task_name, cfg.split, cfg.task_feature_lengths,
+                                        cfg.batch_size, num_examples, module=cfg.module)
+
+
 def train(*, model: models.EncoderDecoderModel, model_dir: str,
           train_dataset_cfg: data.DatasetConfig,
           train_eval_dataset_cfg: data.DatasetConfig | None = None,
           checkpoint_cfg: checkpoints.CheckpointConfig | None = None,
           partitioner: partitioning.PjitPartitioner | None = None,
           trainer_cls: Callable[..., trainer_lib.Trainer] = trainer_lib.Trainer,
-          total_steps: int, eval_steps: int | None = 20, eval_period: int | None = 1000,
+          total_steps: int | None, eval_steps: int | None = 20, eval_period: int | None = 1000,
           random_seed: int | None = None, log_period: int = 10, use_progress_bar: bool = True,
           stop_at_loss: float | None = None,
           inference_eval_cfg: evaluation.InferenceEvalConfig | None = None,
           early_stopping: actions.EarlyStoppingConfig | None = None,
-          history_length: int = 1000) -> tuple[int, list[dict[str, Any]]]:
+          history_length: int = 1000,
+          infer_eval_dataset_cfg: data.DatasetConfig | None = None,
+          infer_eval_num_examples: int | None = None,
+          relative_steps: int | None = None,
+          use_hardware_rng: bool = False) -> tuple[int, list[dict[str, Any]]]:
   """Trains until `total_steps`, resuming from MODEL_DIR if it holds a checkpoint.
 
   Every process of a multi-host run calls this; each reads its own shard of the data.
@@ -124,6 +147,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   `eval_period`, `early_stopping` after each evaluation, checkpoints every
   `checkpoint_cfg.save.period` and at the end. The host never waits on the device between
   those. `stop_at_loss` ends training at the first log whose per-token loss is at or below it.
+
+  T5X's arguments: `infer_eval_dataset_cfg` (T5X's inference evaluation, run by flan_t5x's
+  evaluator on at most `infer_eval_num_examples` examples per task; exclusive with
+  `inference_eval_cfg`), `relative_steps` (train that many steps past the step the run first
+  started from; recorded, so a restart does not extend it), `use_hardware_rng` (False only).
 
   Returns (final step, the last `history_length` logged summaries of this invocation).
   Raises FloatingPointError on a non-finite loss or parameters, without saving that state.
@@ -135,8 +163,22 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   os.makedirs(model_dir, exist_ok=True)
   if log_period < 1:
     raise ValueError(f'log_period must be at least 1, got {log_period}.')
+  if use_hardware_rng:
+    raise ValueError('USE_HARDWARE_RNG = True: flan_t5x always uses the software RNG, which keeps data order '
+                     'and dropout identical across restarts; set it to False.')
+  if (total_steps is None) == (relative_steps is None):
+    raise ValueError(f'TRAIN_STEPS = {total_steps} and TRAIN_STEPS_RELATIVE = {relative_steps}: set exactly one '
+                     '(TRAIN_STEPS counts the initial checkpoint\'s steps, TRAIN_STEPS_RELATIVE counts from it), '
+                     'e.g. --gin.TRAIN_STEPS=1194000 --gin.TRAIN_STEPS_RELATIVE=None.')
+  if relative_steps is not None and relative_steps < 1:
+    raise ValueError(f'TRAIN_STEPS_RELATIVE must be a positive number of steps or None, got {relative_steps}.')
+  inference_eval_cfg = _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, infer_eval_num_examples)
   if early_stopping is not None and not eval_period:
     raise ValueError('early_stopping needs an EVAL_PERIOD (it reads the evaluation metrics).')
+  for cfg, where in ((train_dataset_cfg, 'train'), (train_eval_dataset_cfg, 'train_eval')):
+    if cfg is not None and cfg.task_feature_lengths is None:
+      raise ValueError(f'{where}/utils.DatasetConfig.task_feature_lengths is None: training batches need '
+                       "TASK_FEATURE_LENGTHS, e.g. {'inputs': 1024, 'targets': 128}.")
   for cfg in (train_dataset_cfg, train_eval_dataset_cfg):
     if cfg is not None:
       config_checks.check_task_name(cfg.mixture_or_task_name, cfg.module)
@@ -154,6 +196,10 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
         checkpoint_cfg.restore.fallback_to_previous)
     trainer.seed = run_state.seed
     start_step = int(state.step)
+    if relative_steps is not None:
+      if run_state.relative_total_steps is None:  # first start: relative to where it starts from
+        run_state.relative_total_steps = start_step + relative_steps
+      total_steps = run_state.relative_total_steps
     logging.info('Model %s; %s (seed %d).', model_dir, origin, run_state.seed)
     if jax.process_index() == 0:
       print(f'[flan_t5x] MODEL_DIR={model_dir}: {origin}; training to step {total_steps}.', flush=True)
@@ -228,9 +274,9 @@ def main(argv: list[str]) -> None:
   del argv
   import gin
   from flan_t5x import gin_utils
-  model_dir = gin_utils.start_run('%MODEL_DIR')
-  # Gin binds `train` in the importable module (gin files say
-  # `from flan_t5x import train as train_script`), not in __main__.
+  model_dir = gin_utils.start_run('%MODEL_DIR', job='train')
+  # Gin binds `train` of the importable module: T5X-form files name it `__main__.train`
+  # (flan_t5x/t5x_names/train_script.py), flan_t5x's `flan_t5x.train.train`: one function.
   from flan_t5x import train as train_module
   train_module.train_with_gin()
   if jax.process_index() == 0:

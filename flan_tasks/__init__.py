@@ -3,7 +3,7 @@
 `import flan_tasks` registers every built-in task and mixture with SeqIO (no data is read until a
 dataset is built). See README.md for the naming scheme and how to add your own data.
 """
-from flan_tasks.config import configure
+from flan_tasks.config import absolute_path, configure
 from flan_tasks.flan_collection import (HeldOutLeakError, add_flan_collection, add_weighted_mixture,
                                         check_no_leak)
 from flan_tasks.formatting import METADATA_FEATURES
@@ -38,6 +38,7 @@ def _register_gin_configurables():
                                                     "flan_tasks.add_weighted_mixture")
   _gin.external_configurable(demo_vocabulary, "flan_tasks.demo_vocabulary")
   _gin.external_configurable(t5_vocabulary, "flan_tasks.t5_vocabulary")
+  _gin.external_configurable(absolute_path, "flan_tasks.absolute_path")
 
 
 if _gin is not None:
@@ -52,5 +53,5 @@ if _gin is not None:
 
 __all__ = ["configure", "add_instruction_task", "add_mixture", "add_replay_mixture", "examples_proportional_rates",
            "mixture_rates", "task_info", "all_task_info", "DataNotFoundError", "METADATA_FEATURES", "demo_vocabulary",
-           "t5_vocabulary", "add_flan_collection", "add_weighted_mixture", "check_no_leak",
+           "t5_vocabulary", "absolute_path", "add_flan_collection", "add_weighted_mixture", "check_no_leak",
            "HeldOutLeakError"]

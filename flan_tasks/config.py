@@ -101,3 +101,14 @@ def missing_data_policy() -> str:
   if policy not in MISSING_DATA_POLICIES:
     raise ValueError(f"${MISSING_DATA_ENV} must be one of {MISSING_DATA_POLICIES}, got {policy!r}")
   return policy
+
+
+def absolute_path(path: Optional[str]) -> Optional[str]:
+  """`path` relative to the current directory made absolute; None, `~` and URLs (gs://...) as given.
+
+  The shared gin files pass MODEL_DIR, CHECKPOINT_PATH and the output directories through it, so a
+  path typed relative to where the job runs works in both engines (T5X's orbax refuses relative ones).
+  """
+  if path is None or "://" in str(path):
+    return path
+  return os.path.abspath(os.path.expanduser(str(path)))

@@ -2,14 +2,17 @@
 # Usage: launch/eval_rouge.sh CHECKPOINT_PATH OUTPUT_DIR [GIN_FILE] [extra --gin flags...]
 #   e.g. launch/eval_rouge.sh runs/demo runs/demo/eval gin/eval_demo.gin
 #        FLAN_DATA_DIR=... FLAN_VOCAB_PATH=.../spiece.model launch/eval_rouge.sh ckpt out
-# GIN_FILE defaults to gin/eval_heldout.gin (FLAN held-out tasks, FLAN-T5 Small).
+# GIN_FILE defaults to gin/eval_heldout.gin (FLAN held-out tasks, Flan-T5 Base).
 # CHECKPOINT_PATH: flan-t5x MODEL_DIR or checkpoint_<step>, Hugging Face dir, or T5X checkpoint.
 # Expected result: a markdown table of ROUGE-1/2/Lsum (summarization) and accuracy (ratings)
 # per task and per template on stdout, and OUTPUT_DIR/{<task>.json,<task>-predictions.jsonl,
 # results.json,results.md,inference_eval/}.
+# ENGINE=t5x runs upstream T5X's python -m t5x.<job> with the same gin file (default ENGINE=flan_t5x).
 set -euo pipefail
-if [[ $# -lt 2 ]]; then sed -n '2,10p' "$0"; exit 2; fi
+ENGINE=${ENGINE:-flan_t5x}
+case "$ENGINE" in flan_t5x|t5x) ;; *) echo "ENGINE=$ENGINE: expected flan_t5x or t5x (upstream T5X)" >&2; exit 2;; esac
+if [[ $# -lt 2 ]]; then sed -n '2,11p' "$0"; exit 2; fi
 CHECKPOINT_PATH=$1; OUTPUT_DIR=$2; GIN_FILE=${3:-gin/eval_heldout.gin}; shift $(( $# >= 3 ? 3 : 2 ))
 PYTHON=${PYTHON:-$(dirname "$0")/../.venv/bin/python}
-exec "$PYTHON" -m flan_t5x.eval --gin_file="$GIN_FILE" --gin.CHECKPOINT_PATH="'$CHECKPOINT_PATH'" \
+exec "$PYTHON" -m "$ENGINE.eval" --gin_file="$GIN_FILE" --gin.CHECKPOINT_PATH="'$CHECKPOINT_PATH'" \
   --gin.EVAL_OUTPUT_DIR="'$OUTPUT_DIR'" "$@"

@@ -15,13 +15,16 @@
 # predictions-<rank>-of-<n>.jsonl per node). If a node dies, the others exit with
 # "Terminating process because the JAX distributed service detected fatal errors" within
 # --heartbeat_timeout_seconds; starting all nodes again resumes.
+# ENGINE=t5x runs upstream T5X's python -m t5x.<job> with the same gin file (default ENGINE=flan_t5x).
 set -euo pipefail
+ENGINE=${ENGINE:-flan_t5x}
+case "$ENGINE" in flan_t5x|t5x) ;; *) echo "ENGINE=$ENGINE: expected flan_t5x or t5x (upstream T5X)" >&2; exit 2;; esac
 if [[ $# -lt 2 || -z "${COORDINATOR:-}" || -z "${NUM_NODES:-}" || -z "${NODE_RANK:-}" ]]; then
-  sed -n '2,19p' "$0"; exit 2
+  sed -n '2,20p' "$0"; exit 2
 fi
 JOB=$1; GIN_FILE=$2; shift 2
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 cd "$REPO"
-exec "$PYTHON" -m "flan_t5x.$JOB" --gin_file="$GIN_FILE" --multiprocess_gpu \
+exec "$PYTHON" -m "$ENGINE.$JOB" --gin_file="$GIN_FILE" --multiprocess_gpu \
   --coordinator_address="$COORDINATOR" --process_count="$NUM_NODES" --process_index="$NODE_RANK" "$@"

@@ -15,11 +15,14 @@
 # checkpoint.
 #SBATCH --job-name=flan-t5x
 #SBATCH --ntasks-per-node=1
+# ENGINE=t5x runs upstream T5X's python -m t5x.<job> with the same gin file (default ENGINE=flan_t5x).
 set -euo pipefail
-if [[ $# -lt 2 ]]; then sed -n '2,16p' "$0"; exit 2; fi
+ENGINE=${ENGINE:-flan_t5x}
+case "$ENGINE" in flan_t5x|t5x) ;; *) echo "ENGINE=$ENGINE: expected flan_t5x or t5x (upstream T5X)" >&2; exit 2;; esac
+if [[ $# -lt 2 ]]; then sed -n '2,17p' "$0"; exit 2; fi
 GIN_FILE=$1; MODEL_DIR=$2; shift 2
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 cd "$REPO"
-exec srun --kill-on-bad-exit=1 "$PYTHON" -m flan_t5x.train --gin_file="$GIN_FILE" \
+exec srun --kill-on-bad-exit=1 "$PYTHON" -m "$ENGINE.train" --gin_file="$GIN_FILE" \
   --gin.MODEL_DIR="'$MODEL_DIR'" "$@"

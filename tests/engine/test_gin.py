@@ -15,9 +15,12 @@ from flan_t5x import network
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = gin_utils.REPO_ROOT
-ALL_GIN_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'gin', '**', '*.gin'), recursive=True))
-# gin/t5x/ configures upstream T5X (parsed by tests/test_upstream_t5x.py where t5x is importable).
-GIN_FILES = [p for p in ALL_GIN_FILES if not p.startswith('gin/t5x/')]
+# One tree for both engines: every file parses under flan_t5x (tests/test_upstream_t5x.py parses the
+# shared ones under upstream T5X where it is installed).
+GIN_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'gin', '**', '*.gin'), recursive=True))
+EVAL_FILES = ('gin/eval_demo.gin', 'gin/eval_heldout.gin', 'gin/runs/eval.gin', 'gin/runs/flan_eval.gin',
+              'gin/forgetting/eval_suite.gin', 'gin/forgetting/eval_demo_suite.gin')
+INFER_FILES = ('gin/infer.gin', 'gin/infer_jsonl.gin', 'gin/runs/infer.gin')
 T5X_DIMS = {  # emb_dim, num_heads, layers, head_dim, mlp_dim from t5x/examples/t5/t5_1_1/*.gin
     'tiny': (8, 4, 2, 3, 16), 'small': (512, 6, 8, 64, 1024), 'base': (768, 12, 12, 64, 2048),
     'large': (1024, 16, 24, 64, 2816), 'xl': (2048, 32, 24, 64, 5120), 'xxl': (4096, 64, 24, 64, 10240)}
@@ -34,12 +37,24 @@ def clean_gin():
   gin.clear_config(clear_constants=True)
 
 
+@pytest.fixture(autouse=True)
+def restore_main():
+  main = sys.modules['__main__']  # parse_gin points `__main__` at the job's T5X entry point
+  yield
+  sys.modules['__main__'] = main
+
+
 def _files_for(path):
-  """Run files need a model file before them, as on the command line."""
-  if path.startswith('gin/runs/') or path in ('gin/flan_mix.gin', 'gin/dialogsum.gin', 'gin/flan2022.gin',
-                                               'gin/forgetting/eval_suite.gin'):
+  """Building blocks need a model file before them, size files a run file, as on the command line."""
+  if path.startswith('gin/runs/') or path == 'gin/forgetting/eval_suite.gin':
     return ['gin/models/t5_1_1_tiny.gin', path]
+  if path.startswith('gin/sizes/'):
+    return ['gin/flan_mix.gin', path]
   return [path]
+
+
+def _job_for(path):
+  return 'eval' if path in EVAL_FILES else 'infer' if path in INFER_FILES else 'train'
 
 
 def test_all_expected_gin_files_exist():
@@ -48,8 +63,9 @@ def test_all_expected_gin_files_exist():
   for size in ('small', 'base', 'large', 'xl', 'xxl'):
     assert f'gin/models/flan_t5_{size}.gin' in GIN_FILES
   for name in ('gin/runs/finetune.gin', 'gin/runs/pretrain.gin', 'gin/flan_mix.gin', 'gin/demo.gin',
-               'gin/dialogsum.gin', 'gin/eval_heldout.gin', 'gin/infer.gin', 'gin/eval_demo.gin'):
+               'gin/dialogsum.gin', 'gin/eval_heldout.gin', 'gin/infer.gin', 'gin/eval_demo.gin', 'gin/flan2022.gin'):
     assert name in GIN_FILES
+  assert not [p for p in GIN_FILES if p.startswith('gin/t5x/')]  # one tree
 
 
 @pytest.mark.parametrize('path', GIN_FILES)
@@ -57,7 +73,7 @@ def test_gin_file_parses(path):
   with open(os.path.join(REPO, path)) as f:
     if 'import flan_tasks' in f.read() and not HAS_FLAN_TASKS:
       pytest.skip('flan_tasks (task registry) is not importable yet')
-  gin_utils.parse_gin(_files_for(path), ['DROPOUT_RATE = 0.0'], finalize=False)
+  gin_utils.parse_gin(_files_for(path), ['DROPOUT_RATE = 0.0'], finalize=False, job=_job_for(path))
   if path.startswith('gin/models/'):
     model = gin.query_parameter('%MODEL').scoped_configurable_fn()
     assert isinstance(model, models.EncoderDecoderModel)
@@ -98,7 +114,7 @@ def test_command_line_trains_saves_and_writes_config(tmp_path):
       'TRAIN_STEPS': '2', 'BATCH_SIZE': '4', 'USE_CACHED_TASKS': 'False', 'INITIAL_CHECKPOINT_PATH': 'None',
       'EVAL_PERIOD': '2', 'EVAL_STEPS': '1', 'RANDOM_SEED': '0', 'DROPOUT_RATE': '0.0',
       'network.T5Config.vocab_size': '384', 'network.T5Config.dtype': "'float32'",
-      'checkpoints.SaveCheckpointConfig.period': '1'}
+      'utils.SaveCheckpointConfig.period': '1'}
   cmd = [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/models/t5_1_1_tiny.gin',
          '--gin_file=gin/runs/finetune.gin'] + [f'--gin.{k}={v}' for k, v in bindings.items()] + BYTE_VOCABULARY
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -117,7 +133,7 @@ def test_command_line_trains_saves_and_writes_config(tmp_path):
 @pytest.mark.parametrize('peft_file', ['gin/runs/lora.gin', 'gin/runs/prompt_tuning.gin'])
 def test_peft_run_files_compose_with_a_model_and_a_run_file(peft_file):
   from flan_t5x import lora, prompt_tuning  # pylint: disable=g-import-not-at-top
-  gin_utils.parse_gin(['gin/models/flan_t5_small.gin', 'gin/flan_mix.gin', peft_file],
+  gin_utils.parse_gin(['gin/flan_mix.gin', 'gin/sizes/small.gin', peft_file],
                       ['DROPOUT_RATE = 0.0', 'LORA_TARGETS = "all"' if 'lora' in peft_file else 'PROMPT_LENGTH = 20'],
                       finalize=False)
   cfg = gin.query_parameter('%MODEL').scoped_configurable_fn().config
@@ -126,5 +142,5 @@ def test_peft_run_files_compose_with_a_model_and_a_run_file(peft_file):
     assert cfg.prompt_tuning is None
   else:
     assert cfg.prompt_tuning == prompt_tuning.PromptTuningConfig(length=20, init='vocab') and cfg.lora is None
-    assert gin.query_parameter('train/data.DatasetConfig.pack') is False
-  assert gin.query_parameter('optimizers.Adafactor.multiply_by_parameter_scale') is False
+    assert gin.query_parameter('train/DatasetConfig.pack') is False
+  assert gin.query_parameter('Adafactor.multiply_by_parameter_scale') is False

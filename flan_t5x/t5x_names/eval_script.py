@@ -1,0 +1,41 @@
+"""What `import __main__ as eval_script` names under `python -m flan_t5x.eval`: T5X's `evaluate`.
+
+T5X's arguments (a DatasetConfig and a RestoreCheckpointConfig) mapped onto flan_t5x's evaluation.
+"""
+
+from __future__ import annotations
+
+from flan_t5x import checkpoints
+from flan_t5x import data
+from flan_t5x import decoding
+from flan_t5x import eval as eval_lib
+from flan_t5x import models
+from flan_t5x import partitioning
+
+
+def check_eval_dataset(cfg: data.DatasetConfig, where: str) -> None:
+  """flan_t5x decodes unpacked, uncached, in file order: other settings are refused, not ignored."""
+  if cfg.pack:
+    raise ValueError(f'{where}.pack = True: flan_t5x decodes unpacked examples; set it to False.')
+  if cfg.shuffle:
+    raise ValueError(f'{where}.shuffle = True: flan_t5x evaluates examples in order; set it to False.')
+  if cfg.use_cached:
+    raise ValueError(f'{where}.use_cached = True: flan_t5x evaluates tasks uncached; set it to False.')
+
+
+def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: data.DatasetConfig,
+             restore_checkpoint_cfg: checkpoints.RestoreCheckpointConfig, output_dir: str,
+             partitioner: partitioning.PjitPartitioner | None = None, max_examples: int | None = None,
+             rank_classification: bool = True,
+             decoding_config: decoding.DecodingConfig | None = None) -> dict[str, dict]:
+  """T5X's eval entry point: decodes `dataset_cfg`'s tasks with the checkpoint at its path."""
+  check_eval_dataset(dataset_cfg, 'utils.DatasetConfig')
+  if not restore_checkpoint_cfg.path:
+    raise ValueError('CHECKPOINT_PATH (utils.RestoreCheckpointConfig.path) is empty: give the checkpoint '
+                     'to evaluate, e.g. --gin.CHECKPOINT_PATH="\'runs/demo\'".')
+  return eval_lib.evaluate(
+      model=model, checkpoint_path=restore_checkpoint_cfg.path, output_dir=output_dir,
+      mixture_or_task_name=dataset_cfg.mixture_or_task_name, split=dataset_cfg.split,
+      task_feature_lengths=dataset_cfg.task_feature_lengths, batch_size=dataset_cfg.batch_size,
+      max_examples=max_examples, rank_classification=rank_classification, decoding_config=decoding_config,
+      partitioner=partitioner, module=dataset_cfg.module)

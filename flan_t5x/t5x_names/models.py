@@ -1,0 +1,3 @@
+"""`t5x.models` names served by flan_t5x (see flan_t5x/t5x_names/__init__.py)."""
+# pylint: disable=unused-import
+from flan_t5x.models import EncoderDecoderModel
