@@ -14,6 +14,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["flan_tasks", "flan_tasks.*", "flan_t5x", "flan_t5x.*"]),
+    # flan_t5x's versions of T5X's include files (t5x/configs/runs/*.gin, t5x/examples/t5/t5_1_1/*.gin).
+    package_data={"flan_t5x": ["t5x_names/gin/t5x/configs/runs/*.gin", "t5x_names/gin/t5x/examples/t5/t5_1_1/*.gin"]},
     install_requires=[
         "jax>=0.4.35",
         "flax>=0.10",

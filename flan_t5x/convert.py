@@ -8,10 +8,13 @@
   python -m flan_t5x.convert merge-lora SRC_ADAPTER DST [--hf [--vocab PATH]] [--gin_file=...]
   python -m flan_t5x.convert export-peft SRC_ADAPTER DST_PEFT_DIR [--base_model_name_or_path NAME]
   python -m flan_t5x.convert import-peft SRC_PEFT_DIR DST_MODEL_DIR --base BASE_CHECKPOINT
+  python -m flan_t5x.convert to-upstream-t5x SRC DST_MODEL_DIR --gin_file=gin/models/flan_t5_small.gin
 
 `hf-to-t5x` writes DST_MODEL_DIR/checkpoint_0 usable as INITIAL_CHECKPOINT_PATH (an HF directory is
 also accepted there directly). `t5x-to-hf` reads a flan-t5x MODEL_DIR / checkpoint_<step>, or a
-classic T5X checkpoint, and needs the model's gin file for its configuration.
+classic T5X checkpoint, and needs the model's gin file for its configuration. `to-upstream-t5x` writes
+SRC's parameters and step as DST_MODEL_DIR/checkpoint_<step> in upstream T5X's orbax layout (fresh
+Adafactor statistics), which `python -m t5x.train|eval` take as INITIAL_CHECKPOINT_PATH / CHECKPOINT_PATH.
 
 LoRA (flan_t5x.lora): SRC_ADAPTER is a LoRA run's MODEL_DIR or checkpoint_<step>; its base checkpoint
 is the one it records (fingerprint checked). `merge-lora` folds the adapters into the base kernels
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m flan_t5x.convert', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('direction', choices=('hf-to-t5x', 't5x-to-hf', 't5x-classic-to-t5x', 'merge-lora',
-                                            'export-peft', 'import-peft'))
+                                            'export-peft', 'import-peft', 'to-upstream-t5x'))
   parser.add_argument('src')
   parser.add_argument('dst')
   parser.add_argument('--gin_file', action='append', default=[],
@@ -129,8 +132,17 @@ def main(argv=None) -> int:
       if not args.gin_file:
         parser.error(f'{args.direction} needs --gin_file with the model configuration')
       config = _model_config(args.gin_file, args.gin_bindings)
-      params = checkpoint_import.load_params(args.src, config, dtype=args.dtype)
-      if args.direction == 't5x-to-hf':
+      params, step, _ = checkpoint_import.load_params_and_step(args.src, config, dtype=args.dtype)
+      if args.direction == 'to-upstream-t5x':
+        import jax  # pylint: disable=g-import-not-at-top
+        from flax import linen as nn  # pylint: disable=g-import-not-at-top
+        from flan_t5x import models, train_state, upstream_t5x_export  # pylint: disable=g-import-not-at-top
+        from flan_t5x import network as network_lib  # pylint: disable=g-import-not-at-top
+        model = models.EncoderDecoderModel(network_lib.Transformer(config))
+        boxed = jax.eval_shape(lambda r: model.init_params(r, *train_state._INIT_SHAPE), jax.random.PRNGKey(0))  # pylint: disable=protected-access
+        summary = {'wrote': upstream_t5x_export.save(params, nn.get_partition_spec(boxed), step, args.dst),
+                   'step': step}
+      elif args.direction == 't5x-to-hf':
         hf_format.save(params, config, args.dst, vocab_path=args.vocab, dtype=args.dtype)
         summary = {'wrote': os.path.abspath(args.dst)}
       else:

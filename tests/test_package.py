@@ -63,3 +63,25 @@ print("OK")
   proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
                         text=True, timeout=300)
   assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_the_wheel_carries_flan_t5x_versions_of_t5x_include_files(tmp_path):
+  """A pip-installed flan_t5x (no checkout, no T5X) resolves `include 't5x/configs/runs/finetune.gin'`."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import zipfile  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  source = tmp_path / "source"  # setuptools writes build/ beside setup.py: not into the checkout
+  for name in ("setup.py", "README.md"):
+    source.mkdir(exist_ok=True)
+    shutil.copy(repo / name, source / name)
+  for package in ("flan_t5x", "flan_tasks"):
+    shutil.copytree(repo / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                  str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=600)
+  names = zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))).namelist()
+  for include in ("configs/runs/finetune.gin", "configs/runs/eval.gin", "configs/runs/infer.gin",
+                  "configs/runs/pretrain.gin", "examples/t5/t5_1_1/base.gin", "examples/t5/t5_1_1/xxl.gin"):
+    assert f"flan_t5x/t5x_names/gin/t5x/{include}" in names, include

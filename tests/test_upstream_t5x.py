@@ -126,7 +126,7 @@ def test_flan_mix_and_flan2022_as_the_readme_writes_them(repo_copy, tmp_path, ti
   _run(repo_copy, "t5x.train", "--gin_file=gin/flan_mix.gin", "--gin.MODEL_DIR='runs/flan_mix'", *TINY,
        "--gin.INITIAL_CHECKPOINT_PATH=None", *SHORT_TRAIN, env=env)
   assert (repo_copy / "runs" / "flan_mix" / "checkpoint_2").is_dir()
-  collection = synthetic_collection.write_collection(str(tmp_path / "collection"), 20, 400)
+  collection = synthetic_collection.write_collection(str(tmp_path / "collection"), 20, 400).root
   _run(repo_copy, "t5x.train", "--gin_file=gin/flan2022.gin", f"--gin.FLAN_COLLECTION_DIR='{collection}'",
        "--gin.MODEL_DIR='runs/flan2022'", *TINY, "--gin.INITIAL_CHECKPOINT_PATH=None", *SHORT_TRAIN, env=env)
   assert (repo_copy / "runs" / "flan2022" / "checkpoint_2").is_dir()
@@ -173,3 +173,50 @@ def test_t5x_train_from_the_seqio_cache(repo_copy, tmp_path):
   model_dir = repo_copy / "runs" / "demo"
   assert (model_dir / "checkpoint_3").is_dir()
   assert sorted(os.listdir(model_dir / "training_eval")) == sorted(tasks + ["demo_mix"])
+
+
+def _t5x_train_losses(model_dir: pathlib.Path) -> dict[int, float]:
+  """T5X's per-token training loss by step, from its TensorBoard events (LOSS_NORMALIZING_FACTOR per token)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  losses = {}
+  for path in (model_dir / "train").glob("events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.tag == "loss":
+          losses[event.step] = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+  return losses
+
+
+def _flan_t5x_losses(stdout: str) -> dict[int, float]:
+  import re  # pylint: disable=g-import-not-at-top
+  return {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"step (\d+) loss/token ([0-9.]+)", stdout)}
+
+
+def test_checkpoints_move_between_engines_and_the_loss_continues(repo_copy):
+  no_bar = ["--gin.EVAL_PERIOD=None", "--gin.BATCH_SIZE=8", "--gin.train_script.train.use_progress_bar=False",
+            "--gin.train_script.train.log_period=2"]
+  # flan_t5x trains the demo model 24 steps (the loss falls from ~6.3), then upstream T5X continues it.
+  flan = _run(repo_copy, "flan_t5x.train", "--gin_file=gin/demo.gin", "--gin.MODEL_DIR='runs/flan'",
+              "--gin.TRAIN_STEPS=24", "--gin.utils.SaveCheckpointConfig.period=24", *no_bar)
+  flan_losses = _flan_t5x_losses(flan.stdout)
+  assert flan_losses[2] > 5 and flan_losses[24] < 0.7 * flan_losses[2], flan_losses
+  _run(repo_copy, "flan_t5x.convert", "to-upstream-t5x", "runs/flan/checkpoint_24", "runs/flan_as_t5x",
+       "--gin_file=gin/demo_model.gin")
+  _run(repo_copy, "t5x.train", "--gin_file=gin/demo.gin", "--gin.MODEL_DIR='runs/t5x'", "--gin.TRAIN_STEPS=28",
+       "--gin.INITIAL_CHECKPOINT_PATH='runs/flan_as_t5x/checkpoint_24'", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2",
+       "--gin.EVAL_STEPS=1", *NO_DECODING_IN_TRAINING)
+  t5x_losses = _t5x_train_losses(repo_copy / "runs" / "t5x")
+  first_t5x = t5x_losses[min(t5x_losses)]
+  assert min(t5x_losses) > 24 and first_t5x < 1.25 * flan_losses[24], (flan_losses, t5x_losses)
+  # ... and flan_t5x continues T5X's own checkpoint (T5X's orbax layout) as INITIAL_CHECKPOINT_PATH.
+  back = _run(repo_copy, "flan_t5x.train", "--gin_file=gin/demo.gin", "--gin.MODEL_DIR='runs/flan_again'",
+              "--gin.INITIAL_CHECKPOINT_PATH='runs/t5x/checkpoint_28'", "--gin.TRAIN_STEPS=30", *no_bar)
+  back_losses = _flan_t5x_losses(back.stdout)
+  assert list(back_losses) == [30] and back_losses[30] < 1.25 * t5x_losses[max(t5x_losses)], (t5x_losses, back_losses)
+  # Each engine evaluates the other's checkpoint.
+  _run(repo_copy, "t5x.eval", "--gin_file=gin/eval_demo.gin", "--gin.CHECKPOINT_PATH='runs/flan_as_t5x/checkpoint_24'",
+       "--gin.EVAL_OUTPUT_DIR='runs/t5x_eval'", *FEW_EXAMPLES)
+  assert "demo_support_zs" in _metrics(repo_copy / "runs" / "t5x_eval")
+  _run(repo_copy, "flan_t5x.eval", "--gin_file=gin/eval_demo.gin", "--gin.CHECKPOINT_PATH='runs/t5x/checkpoint_28'",
+       "--gin.EVAL_OUTPUT_DIR='runs/flan_eval'", "--gin.EVAL_MAX_EXAMPLES=8")
+  assert "demo_support_zs" in (repo_copy / "runs" / "flan_eval" / "results.md").read_text()

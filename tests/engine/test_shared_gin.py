@@ -88,7 +88,7 @@ def test_flan_mix_dialogsum_eval_heldout_and_infer_run_on_flan_t5x(repo_copy, tm
 
 def test_flan2022_trains_on_flan_t5x(repo_copy, tmp_path, tiny_spm):
   from flan_tasks import synthetic_collection  # pylint: disable=g-import-not-at-top
-  collection = synthetic_collection.write_collection(str(tmp_path / 'collection'), 20, 400)
+  collection = synthetic_collection.write_collection(str(tmp_path / "collection"), 20, 400).root
   _run(repo_copy, 'flan_t5x.train', '--gin_file=gin/flan2022.gin', f"--gin.FLAN_COLLECTION_DIR='{collection}'",
        "--gin.MODEL_DIR='runs/flan2022'", *TINY, *SHORT_TRAIN, env={'FLAN_VOCAB_PATH': tiny_spm})
   assert (repo_copy / 'runs' / 'flan2022' / 'checkpoint_2').is_dir()
