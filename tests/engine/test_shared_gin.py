@@ -174,3 +174,36 @@ def test_train_steps_and_relative_steps_are_exclusive(tmp_path):
     train_lib.train(model=helpers.tiny_model(), model_dir=str(tmp_path), train_dataset_cfg=helpers.dataset_cfg(),
                     total_steps=5, relative_steps=5)
   assert not list(tmp_path.iterdir())
+
+
+MY_SUPPORT_TASK = """
+from __gin__ import dynamic_registration
+import flan_tasks
+MIXTURE_OR_TASK_NAME = @flan_tasks.add_instruction_task()
+flan_tasks.add_instruction_task:
+  name = 'support_chats'
+  source_files = {'train': '%(data)s/chats.train.jsonl', 'validation': '%(data)s/chats.dev.jsonl'}
+  input_field = 'chat'
+  target_field = 'summary'
+  family = 'dialogue_summarization'
+VOCAB_PATH = '%(vocab)s'  # sets the model's and flan_tasks' vocabulary
+"""
+
+
+def test_your_own_task_trains_then_evaluates_as_the_readme_writes(repo_copy, tmp_path, tiny_spm):
+  from tests.conftest import DIALOGUES  # pylint: disable=g-import-not-at-top
+  data = tmp_path / 'data'
+  data.mkdir()
+  for split in ('train', 'dev'):
+    (data / f'chats.{split}.jsonl').write_text(''.join(
+        json.dumps({'chat': d['dialogue'], 'summary': d['summary']}) + '\n' for d in DIALOGUES))
+  (repo_copy / 'my_support_task.gin').write_text(MY_SUPPORT_TASK % {'data': data, 'vocab': tiny_spm})
+  _run(repo_copy, 'flan_t5x.train', '--gin_file=gin/dialogsum.gin', '--gin_file=my_support_task.gin',
+       "--gin.MODEL_DIR='runs/support'", "--gin.INITIAL_CHECKPOINT_PATH='/models/flan-t5-base'",
+       '--gin.TRAIN_STEPS_RELATIVE=1000', *TINY, *SHORT_TRAIN, '--gin.INITIAL_CHECKPOINT_PATH=None')
+  assert (repo_copy / 'runs' / 'support' / 'checkpoint_2').is_dir()
+  _run(repo_copy, 'flan_t5x.eval', '--gin_file=gin/eval_heldout.gin', '--gin_file=my_support_task.gin',
+       "--gin.CHECKPOINT_PATH='runs/support'", "--gin.EVAL_OUTPUT_DIR='runs/eval_support'", *TINY,
+       '--gin.EVAL_MAX_EXAMPLES=4')
+  results = json.loads((repo_copy / 'runs' / 'eval_support' / 'results.json').read_text())
+  assert 'support_chats_zs' in json.dumps(results) and 'dialogsum' not in json.dumps(results)
