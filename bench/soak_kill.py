@@ -41,8 +41,8 @@ _STARTED = re.compile(r'MODEL_DIR=.*: (?:resumed from .* at step (\d+)|initializ
 def command(model_dir: str, steps: int) -> list[str]:
   bindings = {'MODEL_DIR': repr(str(model_dir)), 'TRAIN_STEPS': steps, 'BATCH_SIZE': 4,
               'TASK_FEATURE_LENGTHS': "{'inputs': 64, 'targets': 16}", 'EVAL_PERIOD': None, 'DROPOUT_RATE': 0.1,
-              'RANDOM_SEED': 0, 'checkpoints.SaveCheckpointConfig.period': 1,  # a save every step
-              'checkpoints.SaveCheckpointConfig.keep': 3, 'train_script.train.use_progress_bar': False,
+              'RANDOM_SEED': 0, 'utils.SaveCheckpointConfig.period': 1,  # a save every step
+              'utils.SaveCheckpointConfig.keep': 3, 'train_script.train.use_progress_bar': False,
               'train_script.train.log_period': 1}
   return [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/demo.gin'] + [
       f'--gin.{k}={v}' for k, v in bindings.items()]

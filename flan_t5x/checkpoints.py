@@ -233,7 +233,7 @@ class Checkpointer:
         if not fallback_to_previous:
           raise checkpoint_integrity.DamagedCheckpointError(
               err.path, err.reason, 'Training did not start. Restore the file, delete the directory, or set '
-              'checkpoints.RestoreCheckpointConfig.fallback_to_previous = True to move it to '
+              'utils.RestoreCheckpointConfig.fallback_to_previous = True to move it to '
               'MODEL_DIR/damaged/ and resume from the previous checkpoint.') from None
         self._quarantine(err)
     return None

@@ -89,7 +89,7 @@ def test_flan_t5x_trains_from_the_cache(cache, tmp_path):
   bindings = {
       "MODEL_DIR": f"'{tmp_path}'", "USE_CACHED_TASKS": "True", "TRAIN_STEPS": "2", "BATCH_SIZE": "4",
       "EVAL_PERIOD": "2", "EVAL_STEPS": "1", "TASK_FEATURE_LENGTHS": "{'inputs': 128, 'targets': 32}",
-      "checkpoints.SaveCheckpointConfig.period": "2", "network.T5Config.emb_dim": "32",
+      "utils.SaveCheckpointConfig.period": "2", "network.T5Config.emb_dim": "32",
       "network.T5Config.num_heads": "2", "network.T5Config.head_dim": "16",
       "network.T5Config.mlp_dim": "64"}
   proc = subprocess.run(

@@ -30,7 +30,7 @@ def _command(model_dir, extra=()):
       'TRAIN_STEPS': str(TRAIN_STEPS), 'BATCH_SIZE': '4', 'USE_CACHED_TASKS': 'False',
       'INITIAL_CHECKPOINT_PATH': 'None', 'EVAL_PERIOD': 'None', 'RANDOM_SEED': '0', 'DROPOUT_RATE': '0.1',
       'network.T5Config.vocab_size': '384', 'network.T5Config.dtype': "'float32'",
-      'checkpoints.SaveCheckpointConfig.period': '1', 'train_script.train.log_period': '1',
+      'utils.SaveCheckpointConfig.period': '1', 'train_script.train.log_period': '1',
       'train_script.train.use_progress_bar': 'False'}
   return [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/models/t5_1_1_tiny.gin',
           '--gin_file=gin/runs/finetune.gin'] + [f'--gin.{k}={v}' for k, v in bindings.items()] + [

@@ -61,7 +61,7 @@ def test_misspelled_binding_fails_at_parse(tmp_path):
     ({'BATCH_SIZE': '4.5'}, r'DatasetConfig.batch_size must be int, got float 4.5'),
     ({'TASK_FEATURE_LENGTHS': "{'inputs': '32', 'targets': 16}"},
      r'DatasetConfig.task_feature_lengths must be Mapping\[str, int\]'),
-    ({'checkpoints.SaveCheckpointConfig.keep': "'3'"}, r'SaveCheckpointConfig.keep must be int \| None'),
+    ({'utils.SaveCheckpointConfig.keep': "'3'"}, r'SaveCheckpointConfig.keep must be int \| None'),
     ({'RANDOM_SEED': 'True'}, r'train.random_seed must be int \| None, got bool'),
 ])
 def test_wrong_types_fail_before_model_dir_is_touched(tmp_path, override, message):
