@@ -41,6 +41,16 @@ class DatasetConfig:
   module: str | None = None
 
 
+def check_decoding_dataset(config: DatasetConfig, where: str) -> None:
+  """Evaluation and inference decode unpacked, uncached examples in order: other settings are refused."""
+  if config.pack:
+    raise ValueError(f'{where}.pack = True: flan_t5x decodes unpacked examples; set it to False.')
+  if config.shuffle:
+    raise ValueError(f'{where}.shuffle = True: flan_t5x evaluates examples in order; set it to False.')
+  if config.use_cached:
+    raise ValueError(f'{where}.use_cached = True: flan_t5x evaluates tasks uncached; set it to False.')
+
+
 def import_task_module(config: DatasetConfig) -> None:
   """Registers tasks from `config.module` (T5X's MIXTURE_OR_TASK_MODULE), if given."""
   if config.module:

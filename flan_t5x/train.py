@@ -112,13 +112,12 @@ def _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, num_examp
   if inference_eval_cfg is not None:
     raise ValueError('Both train.inference_eval_cfg and train.infer_eval_dataset_cfg are set: keep one '
                      '(train_script.train.infer_eval_dataset_cfg = None turns T5X\'s off).')
-  from flan_t5x.t5x_names import eval_script  # pylint: disable=g-import-not-at-top
   cfg = infer_eval_dataset_cfg
   if cfg.use_cached:  # flan_t5x's evaluator reads the tasks uncached: the same examples
     logging.warning('Inference evaluation reads %s uncached (USE_CACHED_TASKS applies to training).',
                     cfg.mixture_or_task_name)
     cfg = dataclasses.replace(cfg, use_cached=False)
-  eval_script.check_eval_dataset(cfg, 'infer_eval/utils.DatasetConfig')
+  data.check_decoding_dataset(cfg, 'infer_eval/utils.DatasetConfig')
   return evaluation.InferenceEvalConfig(cfg.mixture_or_task_name, cfg.split, cfg.task_feature_lengths,
                                         cfg.batch_size, num_examples, module=cfg.module)
 

@@ -13,23 +13,13 @@ from flan_t5x import models
 from flan_t5x import partitioning
 
 
-def check_eval_dataset(cfg: data.DatasetConfig, where: str) -> None:
-  """flan_t5x decodes unpacked, uncached, in file order: other settings are refused, not ignored."""
-  if cfg.pack:
-    raise ValueError(f'{where}.pack = True: flan_t5x decodes unpacked examples; set it to False.')
-  if cfg.shuffle:
-    raise ValueError(f'{where}.shuffle = True: flan_t5x evaluates examples in order; set it to False.')
-  if cfg.use_cached:
-    raise ValueError(f'{where}.use_cached = True: flan_t5x evaluates tasks uncached; set it to False.')
-
-
 def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: data.DatasetConfig,
              restore_checkpoint_cfg: checkpoints.RestoreCheckpointConfig, output_dir: str,
              partitioner: partitioning.PjitPartitioner | None = None, max_examples: int | None = None,
              rank_classification: bool = True,
              decoding_config: decoding.DecodingConfig | None = None) -> dict[str, dict]:
   """T5X's eval entry point: decodes `dataset_cfg`'s tasks with the checkpoint at its path."""
-  check_eval_dataset(dataset_cfg, 'utils.DatasetConfig')
+  data.check_decoding_dataset(dataset_cfg, 'utils.DatasetConfig')
   if not restore_checkpoint_cfg.path:
     raise ValueError('CHECKPOINT_PATH (utils.RestoreCheckpointConfig.path) is empty: give the checkpoint '
                      'to evaluate, e.g. --gin.CHECKPOINT_PATH="\'runs/demo\'".')

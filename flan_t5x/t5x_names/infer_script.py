@@ -12,7 +12,6 @@ from flan_t5x import decoding
 from flan_t5x import infer as infer_lib
 from flan_t5x import models
 from flan_t5x import partitioning
-from flan_t5x.t5x_names import eval_script
 
 
 def infer(*, model: models.EncoderDecoderModel, output_dir: str,
@@ -40,7 +39,7 @@ def infer(*, model: models.EncoderDecoderModel, output_dir: str,
     raise ValueError(f'infer_script.infer.checkpoint_period must be at least 1, got {checkpoint_period}.')
   task_name = split = module = None
   if dataset_cfg is not None and dataset_cfg.mixture_or_task_name is not None:
-    eval_script.check_eval_dataset(dataset_cfg, 'utils.DatasetConfig')
+    data.check_decoding_dataset(dataset_cfg, 'utils.DatasetConfig')
     task_name, split, batch_size = dataset_cfg.mixture_or_task_name, dataset_cfg.split, dataset_cfg.batch_size
     module = dataset_cfg.module
     if module:
