@@ -212,7 +212,7 @@ def summary_html(summary, show_pieces: int = 24) -> str:
              for f in summary.sequence_length]
     rows.append([html.escape(r["task"]), *cells, html.escape(" ".join(r["unencodable"])) or "none"])
   out.append("<h4>Vocabulary</h4>" + _table_html(
-      ["task", *(f"&lt;unk&gt; in {f}" for f in summary.sequence_length), "characters it cannot encode"], rows))
+      ["task", *(f"<unk> in {f}" for f in summary.sequence_length), "characters it cannot encode"], rows))
   out.append("</div>")
   return "".join(out)
 
@@ -257,7 +257,10 @@ def _examples(task: seqio.Task, split: str) -> object:
   source = task.source
   if hasattr(source, "available") and not source.available(split):
     return "not here"
-  return task.num_input_examples(split)
+  try:
+    return task.num_input_examples(split)
+  except (ValueError, OSError) as err:  # e.g. a bad row in a user's file: shown in its cell
+    return f"error: {err}"
 
 
 class TaskTable:
