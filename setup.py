@@ -5,6 +5,9 @@ import setuptools
 # older than 7 (seqio then fails to import), so with Beam sentencepiece stays at 0.2.2, whose code
 # runs on either. [tfrecord] brings the CRC that Beam's TFRecord writer needs.
 CACHE_REQUIRES = ["apache-beam[tfrecord]>=2.50", "sentencepiece>=0.2,<0.2.3"]
+# notebooks/: pandas for the DataFrame views (flan_tasks.inspect_views, flan_t5x.interactive), a Jupyter
+# kernel and nbclient to run them headless (`jupyter execute`, tests/test_notebooks.py).
+NOTEBOOK_REQUIRES = ["pandas>=2", "ipykernel>=6", "nbclient>=0.9", "nbformat>=5.9"]
 
 setuptools.setup(
     name="flan-t5x",
@@ -36,7 +39,9 @@ setuptools.setup(
         "matplotlib>=3.7",  # study and compare charts
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100", *CACHE_REQUIRES],  # hypothesis: reader fuzzing
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100", *CACHE_REQUIRES,  # hypothesis: reader fuzzing
+                 *NOTEBOOK_REQUIRES],
+        "notebook": NOTEBOOK_REQUIRES,
         # SeqIO's offline cache (python -m seqio.scripts.cache_tasks_main) runs on Apache Beam.
         "cache": CACHE_REQUIRES,
         # The Hugging Face peer for benchmarks and export parity; never needed by the default tests.

@@ -4,11 +4,11 @@ Each dataset reads `<FLAN_DATA_DIR>/<folder>/<file>` when present, else its TFDS
 turn raw rows into the family's fields and raise BadRowError (file:line) for rows they cannot use.
 """
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import tensorflow as tf
 
-from flan_tasks import readers, sources
+from flan_tasks import code_escape, readers, sources
 from flan_tasks.readers import BadRowError, Row
 
 
@@ -64,9 +64,10 @@ def _ner_row(row: Row) -> Dict[str, str]:
 
 
 def _code_row(source_key: str, target_key: str):
+  """Code with the characters T5's vocabulary lacks escaped (flan_tasks.code_escape)."""
   def to_fields(row: Row) -> Dict[str, str]:
-    return {"source_code": _text(row, source_key).strip(),
-            "target_code": _text(row, target_key).strip()}
+    return {"source_code": code_escape.escape(_text(row, source_key).strip()),
+            "target_code": code_escape.escape(_text(row, target_key).strip())}
   return to_fields
 
 
@@ -114,6 +115,7 @@ class BuiltinDataset:
   tfds: Optional[sources.TfdsSpec]
   held_out: bool
   constant_fields: Tuple[Tuple[str, str], ...] = ()
+  postprocess: Optional[Callable] = None  # None: the family's
 
   def source(self) -> sources.InstructionDataSource:
     return sources.InstructionDataSource(self.name, self.fields, files=self.files,
@@ -207,8 +209,10 @@ BUILTIN_DATASETS = (
     # Code: Java->C# trains; the reverse direction is held out (same functions, other direction).
     BuiltinDataset(
         "code_java2cs", "code_translation", _CODE, _code_files("java", "cs", "java", "cs"), None,
-        held_out=False, constant_fields=(("source_lang", "Java"), ("target_lang", "C#"))),
+        held_out=False, constant_fields=(("source_lang", "Java"), ("target_lang", "C#")),
+        postprocess=code_escape.unescape_postprocessor),
     BuiltinDataset(
         "code_cs2java", "code_translation", _CODE, _code_files("cs", "java", "cs", "java"), None,
-        held_out=True, constant_fields=(("source_lang", "C#"), ("target_lang", "Java"))),
+        held_out=True, constant_fields=(("source_lang", "C#"), ("target_lang", "Java")),
+        postprocess=code_escape.unescape_postprocessor),
 )

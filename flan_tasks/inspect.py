@@ -1,27 +1,47 @@
-"""Look at a task or mixture: formatted examples, template usage, token lengths, mixture rates.
+"""Look at a task or mixture: formatted examples, template usage, token lengths, mixture rates,
+unknown tokens and the characters the vocabulary cannot encode.
 
   python -m flan_tasks.inspect NAME [--split train] [--n 3] [--sample 200] [--show-tokens]
   python -m flan_tasks.inspect flan2022 --collection_dir DIR   # the Flan Collection's mixture
+  python -m flan_tasks.inspect --file chats.jsonl --input_field chat --target_field summary \
+      --family dialogue_summarization                          # a file of your own, as a task
 
-The functions are importable for a notebook: `summarize(name)`, `format_report(summary)`.
+The functions are importable for a notebook: `summarize(name)` returns a Summary, which renders as
+HTML in Jupyter and has pandas views (`flan_tasks.inspect_views`); `format_report(summary)` is the
+text the command prints.
 """
 import argparse
 import collections
 import dataclasses
+import os
+import re
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import seqio
 
 import flan_tasks  # registers the tasks  # pylint: disable=unused-import
-from flan_tasks import config, flan_collection, mixtures
+from flan_tasks import config, flan_collection, inspect_views, mixtures, registry, vocab as vocab_lib
 
 DEFAULT_LENGTHS = {"inputs": 2048, "targets": 512}
 
 
 @dataclasses.dataclass
+class VocabularyCheck:
+  """One task's text against its vocabulary: <unk> tokens and the characters that do not survive."""
+  tokens: Dict[str, int] = dataclasses.field(default_factory=lambda: collections.Counter())
+  unknown: Dict[str, int] = dataclasses.field(default_factory=lambda: collections.Counter())
+  # character -> occurrences in the sampled text, for characters encode-then-decode changes
+  unencodable: Dict[str, int] = dataclasses.field(default_factory=lambda: collections.Counter())
+
+  def unknown_rate(self, feature: str) -> float:
+    return self.unknown[feature] / max(self.tokens[feature], 1)
+
+
+@dataclasses.dataclass
 class Summary:
+  """What `summarize` read. Renders as HTML in a notebook; `inspect_views` has the pandas views."""
   name: str
   split: str
   examples: List[Dict[str, object]]
@@ -32,6 +52,48 @@ class Summary:
   rates: Optional[Dict[str, float]] = None
   unavailable: List[str] = dataclasses.field(default_factory=list)
   style_counts: Dict[str, int] = dataclasses.field(default_factory=dict)
+  # The feature lengths the truncation counts are against.
+  sequence_length: Dict[str, int] = dataclasses.field(default_factory=lambda: dict(DEFAULT_LENGTHS))
+  token_lengths: Dict[str, List[int]] = dataclasses.field(default_factory=dict)  # untrimmed, per example
+  vocabulary: Dict[str, VocabularyCheck] = dataclasses.field(default_factory=dict)  # per task
+
+  def _repr_html_(self) -> str:
+    return inspect_views.summary_html(self)
+
+
+def token_pieces(vocabulary: seqio.Vocabulary, ids: Sequence[int]) -> List[str]:
+  """Each id as the vocabulary's piece: SentencePiece pieces (with ▁), bytes as characters."""
+  ids = [int(i) for i in ids]
+  tokenizer = getattr(vocabulary, "tokenizer", None) if isinstance(
+      vocabulary, seqio.SentencePieceVocabulary) else None
+  if tokenizer is not None:
+    size = tokenizer.get_piece_size()
+    return [tokenizer.id_to_piece(i) if i < size else f"<extra_id_{vocabulary.vocab_size - 1 - i}>"
+            for i in ids]
+  special = {0: "<pad>", 1: "</s>", 2: "<unk>"}
+  return [special.get(i) or vocabulary.decode([i]) or f"<{i}>" for i in ids]
+
+
+_ROUND_TRIPS: Dict[tuple, bool] = {}
+
+
+def _survives(vocabulary: seqio.Vocabulary, char: str) -> bool:
+  key = (id(vocabulary), char)
+  if key not in _ROUND_TRIPS:
+    text = f"a{char}a"  # inside a word: SentencePiece treats a leading character differently
+    _ROUND_TRIPS[key] = vocabulary.decode(vocabulary.encode(text)) == text
+  return _ROUND_TRIPS[key]
+
+
+def check_text(check: VocabularyCheck, vocabulary: seqio.Vocabulary, feature: str, text: str,
+               ids: Sequence[int]) -> None:
+  """Adds one text's token and <unk> counts and its characters the vocabulary cannot encode."""
+  check.tokens[feature] += len(ids)
+  unk_id = getattr(vocabulary, "unk_id", None)
+  check.unknown[feature] += sum(int(i) == unk_id for i in ids) if unk_id is not None else 0
+  for char, count in collections.Counter(text).items():
+    if not char.isspace() and not _survives(vocabulary, char):
+      check.unencodable[char] += count
 
 
 def _decode(value):
@@ -55,15 +117,21 @@ def summarize(name: str, split: str = "train", n: int = 3, sample: int = 200,
   examples, token_lengths = [], collections.defaultdict(list)
   templates = collections.defaultdict(collections.Counter)
   styles = collections.Counter()
+  checks = collections.defaultdict(VocabularyCheck)
   for example in ds.take(sample).as_numpy_iterator():
-    if len(examples) < n:
-      examples.append({k: _decode(v) for k, v in example.items()})
+    task = _decode(example.get("_task_name", name.encode()))
+    decoded = {k: _decode(v) for k, v in example.items()} if len(examples) < n else None
     for feature in lengths:
       # The pipeline trims to the given lengths; re-encode the text to see the untrimmed length.
       vocabulary = provider.output_features[feature].vocabulary
       text = _decode(example[f"{feature}_pretokenized"])
-      token_lengths[feature].append(len(vocabulary.encode(text)) + 1)
-    task = _decode(example.get("_task_name", name.encode()))
+      ids = vocabulary.encode(text)
+      token_lengths[feature].append(len(ids) + 1)
+      check_text(checks[task], vocabulary, feature, text, ids)
+      if decoded is not None:
+        decoded[f"{feature}_pieces"] = token_pieces(vocabulary, example[feature])
+    if decoded is not None:
+      examples.append(decoded)
     templates[task][int(example.get("_template_idx", -1))] += 1
     styles[_decode(example.get("_template_type", b"?"))] += 1
   percentiles = {f: {p: float(np.percentile(v, p)) for p in (50, 90, 95, 99, 100)}
@@ -75,7 +143,8 @@ def summarize(name: str, split: str = "train", n: int = 3, sample: int = 200,
     listed = getattr(provider, "listed_tasks", provider.tasks)  # flan mixtures: with those left out
     unavailable = sorted(t.name for t in listed if not mixtures.task_available(t, split))
   return Summary(name, split, examples, dict(templates), percentiles, truncated,
-                 len(token_lengths["targets"]), rates, unavailable, dict(styles))
+                 len(token_lengths["targets"]), rates, unavailable, dict(styles), lengths,
+                 dict(token_lengths), dict(checks))
 
 
 def _collection_sample_lines(summary: Summary) -> List[str]:
@@ -95,9 +164,30 @@ def _collection_sample_lines(summary: Summary) -> List[str]:
   return out
 
 
+def _char_list(counts: Dict[str, int], limit: int = 12) -> str:
+  top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+  text = ", ".join(f"{c!r} x{n}" for c, n in top[:limit])
+  return text + (f", ... ({len(top) - limit} more)" if len(top) > limit else "")
+
+
+def _vocabulary_lines(summary: Summary) -> List[str]:
+  out = ["\n-- vocabulary: <unk> tokens in the sampled text, and characters encode-then-decode loses"]
+  for task, check in sorted(summary.vocabulary.items()):
+    cells = "  ".join(f"{f} {check.unknown[f]}/{check.tokens[f]} ({100 * check.unknown_rate(f):.2f}%)"
+                      for f in summary.sequence_length)
+    out.append(f"{task}: <unk> {cells}")
+    if check.unencodable:
+      out.append(f"  cannot encode: {_char_list(check.unencodable)}")
+  return out
+
+
 def format_report(summary: Summary, show_tokens: bool = False,
                   sequence_length: Optional[Dict[str, int]] = None) -> str:
-  lengths = dict(sequence_length or DEFAULT_LENGTHS)
+  """The text report. The truncation counts are against the lengths `summarize` was given."""
+  lengths = dict(summary.sequence_length)
+  if sequence_length is not None and dict(sequence_length) != lengths:
+    raise ValueError(f"sequence_length {dict(sequence_length)} differs from the lengths the summary's "
+                     f"truncation counts were made with, {lengths}: pass it to summarize() instead")
   out = [f"== {summary.name} ({summary.split}) — {summary.sampled} examples sampled"]
   collection = flan_collection.registered(summary.name)
   if collection:
@@ -118,8 +208,9 @@ def format_report(summary: Summary, show_tokens: bool = False,
     out.append("INPUTS:\n" + str(example.get("inputs_pretokenized", "")))
     out.append("TARGETS:\n" + str(example.get("targets_pretokenized", "")))
     if show_tokens:
-      out.append(f"input ids ({len(example['inputs'])}): {example['inputs']}")
-      out.append(f"target ids ({len(example['targets'])}): {example['targets']}")
+      for feature, label in (("inputs", "input"), ("targets", "target")):
+        out.append(f"{label} ids ({len(example[feature])}): {example[feature]}")
+        out.append(f"{label} pieces: {example.get(f'{feature}_pieces')}")
   if not collection:
     out.append("\n-- template usage (task: {template index: count})")
     for task, counts in sorted(summary.template_counts.items()):
@@ -130,13 +221,27 @@ def format_report(summary: Summary, show_tokens: bool = False,
     cells = "  ".join(f"p{p}={v:.0f}" for p, v in pct.items())
     out.append(f"{feature:8s} {cells}   longer than {lengths[feature]}: "
                f"{summary.truncated[feature]}/{summary.sampled}")
+  out += _vocabulary_lines(summary)
   return "\n".join(out)
+
+
+def register_file(path: str, input_field: str, target_field: str, family: str,
+                  name: Optional[str] = None, vocabulary: Optional[seqio.Vocabulary] = None) -> str:
+  """Registers a JSONL/JSON/CSV/TSV file (as its train split) as a task; returns `<name>_zs`."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--file {path}: no such file")
+  if family not in registry.FAMILY_DEFAULTS:
+    raise ValueError(f"--family {family!r}: expected one of {sorted(registry.FAMILY_DEFAULTS)}")
+  name = name or re.sub(r"\W+", "_", os.path.splitext(os.path.basename(path))[0]).strip("_") or "file"
+  return flan_tasks.add_instruction_task(name, {"train": path}, input_field, target_field,
+                                         family=family, vocabulary=vocabulary)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m flan_tasks.inspect", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("name", help="a task or mixture name, e.g. flan_mix or dialogsum_zs")
+  parser.add_argument("name", nargs="?", help="a task or mixture name, e.g. flan_mix or dialogsum_zs "
+                      "(with --file: the task's name, default the file's)")
   parser.add_argument("--split", default="train")
   parser.add_argument("--n", type=int, default=3, help="formatted examples to print")
   parser.add_argument("--sample", type=int, default=200, help="examples read for the statistics")
@@ -147,18 +252,42 @@ def main(argv=None) -> int:
   parser.add_argument("--collection_dir", default=None,
                       help="Flan Collection shards (default $FLAN_COLLECTION_DIR): registers NAME "
                            "(e.g. flan2022) as the Flan 2022 mixture of them")
+  parser.add_argument("--file", default=None, help="a JSONL/JSON/CSV/TSV file to inspect as a task "
+                      "(its train split; needs --input_field, --target_field and --family)")
+  parser.add_argument("--input_field", default=None, help="with --file: the column with the input")
+  parser.add_argument("--target_field", default=None, help="with --file: the column with the target")
+  parser.add_argument("--family", default=None,
+                      help=f"with --file: the template family, one of {sorted(registry.FAMILY_DEFAULTS)}")
+  parser.add_argument("--vocab_path", default=None, help="SentencePiece model for the T5-vocabulary "
+                      "tasks (default $FLAN_VOCAB_PATH, else T5X's Flan-T5 vocabulary)")
+  parser.add_argument("--byte_vocabulary", action="store_true",
+                      help="with --file: tokenize with the byte vocabulary (no model file needed)")
   args = parser.parse_args(argv)
   lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
+  file_args = {"--input_field": args.input_field, "--target_field": args.target_field,
+               "--family": args.family}
+  if args.file is None and args.name is None:
+    parser.error("give a task or mixture NAME, or --file")
+  if args.file is not None and None in file_args.values():
+    parser.error(f"--file needs {', '.join(k for k, v in file_args.items() if v is None)}")
+  if args.file is None and (args.byte_vocabulary or any(file_args.values())):
+    parser.error("--input_field, --target_field, --family and --byte_vocabulary go with --file")
   try:
+    if args.vocab_path:
+      config.configure(vocab_path=args.vocab_path)
+    name = args.name
+    if args.file is not None:
+      name = register_file(args.file, args.input_field, args.target_field, args.family, args.name,
+                           vocab_lib.demo_vocabulary() if args.byte_vocabulary else None)
     collection_dir = args.collection_dir or config.collection_dir()
     known = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
-    if collection_dir and args.name not in known:
-      flan_collection.add_flan_collection(collection_dir, name=args.name)
-    summary = summarize(args.name, args.split, args.n, args.sample, lengths, args.seed)
+    if collection_dir and name not in known:
+      flan_collection.add_flan_collection(collection_dir, name=name)
+    summary = summarize(name, args.split, args.n, args.sample, lengths, args.seed)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(format_report(summary, args.show_tokens, lengths))
+  print(format_report(summary, args.show_tokens))
   return 0
 
 

@@ -19,7 +19,8 @@ def register_builtin_tasks() -> None:
   for dataset in datasets.BUILTIN_DATASETS:
     registry.register_instruction_tasks(
         dataset.name, dataset.source(), dataset.family, vocabulary=vocab.t5_vocabulary(),
-        group="flan", held_out=dataset.held_out, constant_fields=dict(dataset.constant_fields))
+        group="flan", held_out=dataset.held_out, constant_fields=dict(dataset.constant_fields),
+        postprocess=dataset.postprocess)
 
 
 def _demo_fields(family: str):

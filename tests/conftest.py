@@ -169,7 +169,8 @@ def all_raw_text() -> str:
   parts = [d["dialogue"] + " " + d["summary"] for d in DIALOGUES]
   parts += [a["document"] + " " + a["summary"] for a in ARTICLES]
   parts += [" ".join(r) for r in REVIEWS] + [CONLL] + JAVA + CSHARP
-  from flan_tasks import templates  # pylint: disable=g-import-not-at-top
+  from flan_tasks import code_escape, templates  # pylint: disable=g-import-not-at-top
+  parts += [code_escape.escape(c) for c in JAVA + CSHARP]  # what the code tasks tokenize
   for family in templates.family_names():
     parts += [t for pair in templates.get_family(family).templates for t in pair]
   return "\n".join(parts)
