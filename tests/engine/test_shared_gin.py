@@ -43,8 +43,10 @@ def repo_copy(tmp_path):
 
 
 def _run(root, *args, env=None, timeout=900):
+  full_env = dict(os.environ, PYTHONPATH=str(root))
+  full_env.update(env or {})
   proc = subprocess.run([sys.executable, '-m', *args], cwd=root, capture_output=True, text=True, timeout=timeout,
-                        env=dict(os.environ, **(env or {}), PYTHONPATH=str(root)))
+                        env=full_env)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   return proc
 

@@ -47,7 +47,7 @@ def in_repo(monkeypatch):
 
 def test_misspelled_macro_fails_at_parse_with_the_likely_name(tmp_path):
   with pytest.raises(ValueError, match=r'--gin.TRAIN_STPES sets a macro that no gin file defines\. '
-                                       r'Did you mean TRAIN_STEPS\?'):
+                                       r'Did you mean TRAIN_STEPS[,?]'):
     _parse_and_train(tmp_path, TRAIN_STPES='2')
 
 
