@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import re
 from typing import Any, Callable
 
 import jax
@@ -37,6 +38,29 @@ def _progress(total: int, initial: int, enabled: bool):
     return None
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(total=total, initial=initial, desc='train', unit='step', dynamic_ncols=True)
+
+
+def _has_checkpoint(model_dir: str) -> bool:
+  return os.path.isdir(model_dir) and any(
+      re.fullmatch(rf'{checkpoints.STEP_PREFIX}_\d+', name) for name in os.listdir(model_dir))
+
+
+def _check_steps_to_train(model_dir: str, initial_checkpoint_path: str | None, total_steps: int) -> None:
+  """A new run that would train no step is a configuration error, found before any work.
+
+  A run with a checkpoint in MODEL_DIR resumes (and is a no-op, saying so, once it is finished).
+  """
+  if _has_checkpoint(model_dir):
+    return
+  start_step, source = 0, 'a freshly initialized model starts at step 0'
+  if initial_checkpoint_path:
+    start_step = checkpoint_import.checkpoint_fingerprint(initial_checkpoint_path)['step'] or 0
+    source = f'INITIAL_CHECKPOINT_PATH {initial_checkpoint_path} is at step {start_step}'
+  if total_steps <= start_step:
+    raise ValueError(
+        f'TRAIN_STEPS={total_steps} would train no step: {source}. TRAIN_STEPS counts the initial '
+        f"checkpoint's steps, as in T5X (training runs from step {start_step} to TRAIN_STEPS): to train N "
+        f'steps set TRAIN_STEPS={start_step}+N, e.g. --gin.TRAIN_STEPS={start_step + max(total_steps, 1)}.')
 
 
 def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer,
@@ -115,7 +139,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
           stop_at_loss: float | None = None,
           inference_eval_cfg: evaluation.InferenceEvalConfig | None = None,
           early_stopping: actions.EarlyStoppingConfig | None = None,
-          history_length: int = 1000) -> tuple[int, list[dict[str, Any]]]:
+          history_length: int = 1000,
+          before_first_write: Callable[[], None] | None = None) -> tuple[int, list[dict[str, Any]]]:
   """Trains until `total_steps`, resuming from MODEL_DIR if it holds a checkpoint.
 
   Every process of a multi-host run calls this; each reads its own shard of the data.
@@ -125,6 +150,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   `checkpoint_cfg.save.period` and at the end. The host never waits on the device between
   those. `stop_at_loss` ends training at the first log whose per-token loss is at or below it.
 
+  `before_first_write` is called once the configuration passed its checks, before anything is
+  written into MODEL_DIR (the command line writes config.gin there).
+
+  A TRAIN_STEPS at or below the step a new run starts from (INITIAL_CHECKPOINT_PATH's, else 0) is
+  an error; a MODEL_DIR already at TRAIN_STEPS is left as it is.
   Returns (final step, the last `history_length` logged summaries of this invocation).
   Raises FloatingPointError on a non-finite loss or parameters, without saving that state.
   """
@@ -132,7 +162,6 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
   partitioner = partitioner or partitioning.PjitPartitioner()
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
-  os.makedirs(model_dir, exist_ok=True)
   if log_period < 1:
     raise ValueError(f'log_period must be at least 1, got {log_period}.')
   if early_stopping is not None and not eval_period:
@@ -141,6 +170,10 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     if cfg is not None:
       config_checks.check_task_name(cfg.mixture_or_task_name, cfg.module)
       task_vocab.check_vocabularies(model, cfg.mixture_or_task_name, cfg.module)
+  _check_steps_to_train(model_dir, checkpoint_cfg.restore.path, total_steps)
+  if before_first_write is not None:
+    before_first_write()
+  os.makedirs(model_dir, exist_ok=True)
 
   lock = run_lock.lock_model_dir(model_dir)  # before anything in MODEL_DIR is touched
   progress, checkpointer, periodic = None, None, []  # what `finally` closes
@@ -149,6 +182,12 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
                           task_feature_lengths=train_dataset_cfg.task_feature_lengths,
                           seed=random_seed if random_seed is not None else 0)
     checkpointer = checkpoints.Checkpointer(model_dir, checkpoint_cfg.save, trainer.abstract_state)
+    finished_step = checkpointer.latest_step()
+    if finished_step is not None and finished_step >= total_steps:
+      if jax.process_index() == 0:
+        print(f'[flan_t5x] MODEL_DIR={model_dir} already holds step {finished_step} (TRAIN_STEPS={total_steps}): '
+              'nothing to train, nothing written. Raise TRAIN_STEPS to train further.', flush=True)
+      return finished_step, []
     state, run_state, saved_position, origin = _restore_or_init(
         trainer, checkpointer, checkpoint_cfg.restore.path, random_seed,
         checkpoint_cfg.restore.fallback_to_previous)
@@ -228,19 +267,24 @@ def main(argv: list[str]) -> None:
   del argv
   import gin
   from flan_t5x import gin_utils
-  model_dir = gin_utils.start_run('%MODEL_DIR')
+  model_dir = gin_utils.start_run('%MODEL_DIR', write_config=False)
+  config_text = gin.config_str()
+
+  def write_config():  # once the configuration passed train()'s checks, as gin_utils would
+    if jax.process_index() == 0:
+      checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'config.gin'), config_text)
   # Gin binds `train` in the importable module (gin files say
   # `from flan_t5x import train as train_script`), not in __main__.
   from flan_t5x import train as train_module
-  train_module.train_with_gin()
+  train_module.train_with_gin(before_first_write=write_config)
   if jax.process_index() == 0:
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'operative_config.gin'),
                                       gin.operative_config_str())
 
 
-def train_with_gin():
+def train_with_gin(**kwargs):
   import gin
-  return gin.get_configurable(train)()
+  return gin.get_configurable(train)(**kwargs)
 
 
 if __name__ == '__main__':
