@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from flan_t5x import models
+from flan_t5x import progress as progress_lib
 
 PyTree = Any
 
@@ -180,11 +181,11 @@ class LogMetrics(Action):
     loop.history.append(dict(summary, step=step))
     logging.info('step %d: %s', step, {k: round(v, 5) for k, v in summary.items()})
     if summary['skipped_steps'] and jax.process_index() == 0:
-      print(f'[flan_t5x] step {step}: skipped {int(summary["skipped_steps"])} step(s) with a non-finite '
-            'gradient norm since the last log (Trainer.skip_nonfinite_grads)', flush=True)
+      progress_lib.say(f'[flan_t5x] step {step}: skipped {int(summary["skipped_steps"])} step(s) with a non-finite '
+                   'gradient norm since the last log (Trainer.skip_nonfinite_grads)')
     if self._print and jax.process_index() == 0:
-      print(f'[flan_t5x] step {step} loss/token {summary["cross_ent_loss_per_token"]:.4f} '
-            f'accuracy {summary["accuracy"]:.3f}', flush=True)
+      progress_lib.say(f'[flan_t5x] step {step} loss/token {summary["cross_ent_loss_per_token"]:.4f} '
+                   f'accuracy {summary["accuracy"]:.3f}')
     if self._progress is not None:
       self._progress.set_postfix(loss=f'{summary["cross_ent_loss_per_token"]:.4f}',
                                  acc=f'{summary["accuracy"]:.3f}')
@@ -240,8 +241,8 @@ class ValidationLoss(Action):
     loop.eval_metrics = {loop.step: {f'validation/{k}': v for k, v in summary.items()}}
     logging.info('validation at step %d: %s', loop.step, summary)
     if jax.process_index() == 0:
-      print(f'[flan_t5x] step {loop.step} validation loss/token {summary["cross_ent_loss_per_token"]:.4f} '
-            f'accuracy {summary["accuracy"]:.3f}', flush=True)
+      progress_lib.say(f'[flan_t5x] step {loop.step} validation loss/token {summary["cross_ent_loss_per_token"]:.4f} '
+                   f'accuracy {summary["accuracy"]:.3f}')
     self._writer.write(loop.step, summary)
 
   def close(self) -> None:

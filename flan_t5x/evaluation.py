@@ -31,6 +31,7 @@ from flan_t5x import decoding
 from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import progress
 from flan_t5x import summaries
 
 PyTree = Any
@@ -160,9 +161,17 @@ def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio
   vocab = task.output_features['targets'].vocabulary
   tick = time.perf_counter()
   predictions_text = []
+  num_batches = -(-len(examples) // cfg.batch_size)
+  if jax.process_index() == 0:
+    progress.say(f'[flan_t5x] {task.name}: decoding {len(examples)} examples in {num_batches} batches '
+                 f'(inputs {input_length}, up to {target_length} target tokens)')
+  bar = progress.Progress(num_batches, f'decode {task.name}', 'batch', lines=jax.process_index() == 0,
+                          terminal=progress.on_terminal() and jax.process_index() == 0)
   for start in range(0, len(examples), cfg.batch_size):
     tokens_BxKxT, _ = runner.predict(params, inputs_BxL[start:start + cfg.batch_size], target_length)
     predictions_text += [vocab.decode(decoding.strip_after_eos(row[0])) for row in tokens_BxKxT]
+    bar.update()
+  bar.close()
   decode_seconds = time.perf_counter() - tick
 
   targets = [_postprocess(task, e.target_text, e, True) for e in examples]
@@ -207,10 +216,10 @@ def evaluate_params(model: models.EncoderDecoderModel, partitioner: partitioning
   for task in tasks_of(cfg.mixture_or_task_name):
     if not _available(task, cfg.split):
       logging.warning('Skipping %s: no %r data available.', task.name, cfg.split)
-      print(f'[flan_t5x] skipping {task.name}: no {cfg.split} data available', flush=True)
+      progress.say(f'[flan_t5x] skipping {task.name}: no {cfg.split} data available')
       continue
     results[task.name], records[task.name] = evaluate_task(runner, params, task, cfg)
-    print(f'[flan_t5x] {task.name}: {_format_metrics(results[task.name])}', flush=True)
+    progress.say(f'[flan_t5x] {task.name}: {_format_metrics(results[task.name])}')
   if not results:
     raise ValueError(f'No task of {cfg.mixture_or_task_name!r} has {cfg.split!r} data available.')
   return results, records

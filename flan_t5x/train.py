@@ -27,17 +27,18 @@ from flan_t5x import evaluation
 from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import progress as progress_lib
 from flan_t5x import run_lock
 from flan_t5x import summaries
 from flan_t5x import task_vocab
 from flan_t5x import trainer as trainer_lib
 
 
-def _progress(total: int, initial: int, enabled: bool):
-  if not enabled:
+def _progress(total: int, initial: int, enabled: bool) -> progress_lib.Progress | None:
+  """A bar on a terminal; None elsewhere (logs get LogMetrics' plain lines instead)."""
+  if not enabled or not progress_lib.on_terminal():
     return None
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=total, initial=initial, desc='train', unit='step', dynamic_ncols=True)
+  return progress_lib.Progress(total, 'train', 'step', initial, lines=False)
 
 
 def _has_checkpoint(model_dir: str) -> bool:
@@ -241,7 +242,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       if stop_reason:
         break
     if stop_reason and jax.process_index() == 0:
-      print(f'[flan_t5x] stopping early at step {loop.step}: {stop_reason}', flush=True)
+      progress_lib.say(f'[flan_t5x] stopping early at step {loop.step}: {stop_reason}')
     logger.run(loop)  # steps since the last log (training stopped early), if any
     logger.flush(loop)
     if loop.last_saved_step != loop.step:
