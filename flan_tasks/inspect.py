@@ -8,6 +8,7 @@ The functions are importable for a notebook: `summarize(name)`, `format_report(s
 import argparse
 import collections
 import dataclasses
+import difflib
 import sys
 from typing import Dict, List, Optional
 
@@ -133,6 +134,16 @@ def format_report(summary: Summary, show_tokens: bool = False,
   return "\n".join(out)
 
 
+def unknown_name_message(name: str, known) -> str:
+  """'No task or mixture ...', with the registered names it most likely means."""
+  prefixed = sorted(k for k in known if k.startswith(name + "_"))
+  close = [k for k in difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6) if k not in prefixed]
+  guesses = (prefixed + close)[:6]
+  hint = f" Did you mean {', '.join(guesses)}?" if guesses else ""
+  return (f"No task or mixture named {name!r}.{hint} {len(known)} are registered "
+          "(flan tasks are <dataset>_zs and <dataset>_fs; mixtures flan_mix, flan_heldout, demo_mix, ...).")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m flan_tasks.inspect", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -154,6 +165,8 @@ def main(argv=None) -> int:
     known = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
     if collection_dir and args.name not in known:
       flan_collection.add_flan_collection(collection_dir, name=args.name)
+    elif args.name not in known:
+      raise ValueError(unknown_name_message(args.name, known))
     summary = summarize(args.name, args.split, args.n, args.sample, lengths, args.seed)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -30,3 +30,9 @@ def test_cli_unknown_name_is_a_clear_error():
   result = subprocess.run([sys.executable, "-m", "flan_tasks.inspect", "no_such_task"],
                           capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 2 and "no_such_task" in result.stderr
+
+
+def test_a_dataset_name_gets_did_you_mean(capsys):
+  from flan_tasks import inspect as inspect_cli  # pylint: disable=g-import-not-at-top
+  assert inspect_cli.main(["dialogsum"]) == 2
+  assert "Did you mean dialogsum_fs, dialogsum_zs?" in capsys.readouterr().err
