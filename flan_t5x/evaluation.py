@@ -85,7 +85,10 @@ def _available(task: seqio.Task, split: str) -> bool:
 
 def load_examples(task: seqio.Task, split: str, max_examples: int | None = None) -> list[Example]:
   """Tokenized, untruncated examples of `task` in order, with their metadata features."""
-  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False, seed=0)
+  # A partial read of SeqIO's in-memory cache of a small task makes TF warn that it discards the
+  # cache; the first `max_examples` need no cache.
+  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False, seed=0,
+                             try_in_mem_cache=max_examples is None)
   if max_examples is not None:
     dataset = dataset.take(max_examples)
   vocab = task.output_features['targets'].vocabulary
