@@ -270,15 +270,26 @@ def _column_name(group: str, name: str) -> str:
   return name if group == 'metrics' else f'rank {name}'
 
 
+def _legend(columns: Sequence[tuple[str, str]]) -> str:
+  lines = ['truncated inputs / targets: examples whose input was cut to the input length, and whose '
+           'target is longer than the decode length (its prediction cannot be complete).']
+  if any(group == 'rank_classification' for group, _ in columns):
+    lines.append('rank <metric>: the metric when the prediction is the answer option (e.g. 1-5 stars) '
+                 'the model gives the highest log-likelihood (rank classification), instead of the '
+                 'decoded text.')
+  return '\n'.join(lines)
+
+
 def markdown_report(results: Mapping[str, dict], title: str = '') -> str:
   columns = _metric_columns(results)
-  header = ['task', 'examples', 'truncated'] + [_column_name(*c) for c in columns]
+  header = ['task', 'examples', 'truncated inputs', 'truncated targets'] + [_column_name(*c) for c in columns]
   get = lambda r, g, n: r.get(g, {}).get(n, '')
-  task_rows = [[task, r['num_examples'], r['truncated_inputs']] + [get(r, g, n) for g, n in columns]
-               for task, r in results.items()]
+  task_rows = [[task, r['num_examples'], r['truncated_inputs'], r.get('truncated_targets', '')]
+               + [get(r, g, n) for g, n in columns] for task, r in results.items()]
   template_rows = [[task, idx, sub['num_examples']] + [get(sub, g, n) for g, n in columns]
                    for task, r in results.items() for idx, sub in r['by_template'].items()]
-  parts = [f'## {title}\n' if title else '', _table(header, task_rows), '\n\n### By template\n',
+  parts = [f'## {title}\n' if title else '', _table(header, task_rows), '\n\n', _legend(columns),
+           '\n\n### By template\n',
            _table(['task', 'template', 'examples'] + [_column_name(*c) for c in columns], template_rows)]
   return ''.join(parts) + '\n'
 
