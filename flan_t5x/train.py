@@ -150,6 +150,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   `eval_period`, `early_stopping` after each evaluation, checkpoints every
   `checkpoint_cfg.save.period` and at the end. The host never waits on the device between
   those. `stop_at_loss` ends training at the first log whose per-token loss is at or below it.
+  `use_progress_bar` draws a bar when stderr is a terminal; elsewhere each log is a plain line.
 
   `before_first_write` is called once the configuration passed its checks, before anything is
   written into MODEL_DIR (the command line writes config.gin there).

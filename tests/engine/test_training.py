@@ -34,7 +34,8 @@ def _initial_state(model_dir, initial_checkpoint_path, trainer=None):
   checkpointer = checkpoints.Checkpointer(str(model_dir), checkpoints.SaveCheckpointConfig(period=1),
                                           trainer.abstract_state)
   try:
-    return train_lib._restore_or_init(trainer, checkpointer, initial_checkpoint_path, 0, False)[0]  # pylint: disable=protected-access
+    restore_or_init = train_lib._restore_or_init  # pylint: disable=protected-access
+    return restore_or_init(trainer, checkpointer, initial_checkpoint_path, 0, False)[0]
   finally:
     checkpointer.close()
 
