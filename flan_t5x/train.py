@@ -41,9 +41,13 @@ def _progress(total: int, initial: int, enabled: bool) -> progress_lib.Progress 
   return progress_lib.Progress(total, 'train', 'step', initial, lines=False)
 
 
-def _has_checkpoint(model_dir: str) -> bool:
-  return os.path.isdir(model_dir) and any(
-      re.fullmatch(rf'{checkpoints.STEP_PREFIX}_\d+', name) for name in os.listdir(model_dir))
+def _latest_saved_step(model_dir: str) -> int | None:
+  """The newest complete checkpoint_<step> in MODEL_DIR (orbax renames a save into place when complete)."""
+  if not os.path.isdir(model_dir):
+    return None
+  steps = [int(m.group(1)) for m in (re.fullmatch(rf'{checkpoints.STEP_PREFIX}_(\d+)', name)
+                                     for name in os.listdir(model_dir)) if m]
+  return max(steps, default=None)
 
 
 def _check_steps_to_train(model_dir: str, initial_checkpoint_path: str | None, total_steps: int) -> None:
@@ -51,7 +55,7 @@ def _check_steps_to_train(model_dir: str, initial_checkpoint_path: str | None, t
 
   A run with a checkpoint in MODEL_DIR resumes (and is a no-op, saying so, once it is finished).
   """
-  if _has_checkpoint(model_dir):
+  if _latest_saved_step(model_dir) is not None:
     return
   start_step, source = 0, 'a freshly initialized model starts at step 0'
   if initial_checkpoint_path:
@@ -164,6 +168,12 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
   partitioner = partitioner or partitioning.PjitPartitioner()
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
+  finished_step = _latest_saved_step(model_dir)
+  if finished_step is not None and finished_step >= total_steps:
+    if jax.process_index() == 0:
+      print(f'[flan_t5x] MODEL_DIR={model_dir} already holds step {finished_step} (TRAIN_STEPS={total_steps}): '
+            'nothing to train, nothing written. Raise TRAIN_STEPS to train further.', flush=True)
+    return finished_step, []
   if log_period < 1:
     raise ValueError(f'log_period must be at least 1, got {log_period}.')
   if early_stopping is not None and not eval_period:
@@ -184,12 +194,6 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
                           task_feature_lengths=train_dataset_cfg.task_feature_lengths,
                           seed=random_seed if random_seed is not None else 0)
     checkpointer = checkpoints.Checkpointer(model_dir, checkpoint_cfg.save, trainer.abstract_state)
-    finished_step = checkpointer.latest_step()
-    if finished_step is not None and finished_step >= total_steps:
-      if jax.process_index() == 0:
-        print(f'[flan_t5x] MODEL_DIR={model_dir} already holds step {finished_step} (TRAIN_STEPS={total_steps}): '
-              'nothing to train, nothing written. Raise TRAIN_STEPS to train further.', flush=True)
-      return finished_step, []
     state, run_state, saved_position, origin = _restore_or_init(
         trainer, checkpointer, checkpoint_cfg.restore.path, random_seed,
         checkpoint_cfg.restore.fallback_to_previous)
@@ -271,15 +275,17 @@ def main(argv: list[str]) -> None:
   from flan_t5x import gin_utils
   model_dir = gin_utils.start_run('%MODEL_DIR', write_config=False)
   config_text = gin.config_str()
+  wrote_config = []
 
   def write_config():  # once the configuration passed train()'s checks, as gin_utils would
     if jax.process_index() == 0:
       checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'config.gin'), config_text)
+    wrote_config.append(True)
   # Gin binds `train` in the importable module (gin files say
   # `from flan_t5x import train as train_script`), not in __main__.
   from flan_t5x import train as train_module
   train_module.train_with_gin(before_first_write=write_config)
-  if jax.process_index() == 0:
+  if wrote_config and jax.process_index() == 0:  # not after a no-op on a finished MODEL_DIR
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'operative_config.gin'),
                                       gin.operative_config_str())
 
