@@ -1,0 +1,14 @@
+"""flan-t5x: a T5X-compatible training engine (jobs: train, eval, infer, convert, compare, forgetting)."""
+import os
+
+
+def _tf_log_level() -> str:
+  """TensorFlow (only the input pipeline here) logs from C++ what says nothing to a job's user: INFO
+  lines at import and first ops (CPU instruction sets, oneDNN's numerics note) and, on a machine
+  without a GPU driver, `failed call to cuInit` as an error at its first op. Its real failures
+  reach Python as exceptions. TF_CPP_MIN_LOG_LEVEL set by the user is kept."""
+  has_gpu_driver = any(os.path.exists(p) for p in ('/dev/nvidiactl', '/dev/nvidia0', '/dev/kfd'))
+  return '1' if has_gpu_driver else '3'
+
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', _tf_log_level())

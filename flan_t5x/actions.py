@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from flan_t5x import models
+from flan_t5x import progress as progress_lib
 
 PyTree = Any
 
@@ -107,13 +108,19 @@ class MetricsAccumulator:
     return self._acc is None or bool(jax.device_get(self._acc['finite']))
 
 
+def per_batch_summary(sums_host: dict, num_batches: int) -> dict[str, float]:
+  """Metric sums over `num_batches` batches -> loss, z_loss and num_tokens per batch (as one step
+  reports them), per-token cross entropy and accuracy: train and validation scalars compare directly."""
+  batches = max(int(num_batches), 1)
+  summary = models.summarize_metrics(sums_host)
+  for name in ('loss', 'z_loss', 'num_tokens'):
+    summary[name] = float(sums_host[name]) / batches
+  return summary
+
+
 def summarize(acc_host: dict) -> dict[str, float]:
   """Host values of an accumulator -> the logged scalars (per-step means, per-token loss, accuracy)."""
-  steps = max(int(acc_host['steps']), 1)
-  summary = models.summarize_metrics(acc_host)
-  summary['loss'] = float(acc_host['loss']) / steps
-  summary['z_loss'] = float(acc_host['z_loss']) / steps
-  summary['num_tokens'] = float(acc_host['num_tokens']) / steps
+  summary = per_batch_summary(acc_host, acc_host['steps'])
   summary['learning_rate'] = float(acc_host['learning_rate'])
   summary['skipped_steps'] = float(acc_host['skipped_steps'])
   return summary
@@ -174,11 +181,11 @@ class LogMetrics(Action):
     loop.history.append(dict(summary, step=step))
     logging.info('step %d: %s', step, {k: round(v, 5) for k, v in summary.items()})
     if summary['skipped_steps'] and jax.process_index() == 0:
-      print(f'[flan_t5x] step {step}: skipped {int(summary["skipped_steps"])} step(s) with a non-finite '
-            'gradient norm since the last log (Trainer.skip_nonfinite_grads)', flush=True)
+      progress_lib.say(f'[flan_t5x] step {step}: skipped {int(summary["skipped_steps"])} step(s) with a non-finite '
+                   'gradient norm since the last log (Trainer.skip_nonfinite_grads)')
     if self._print and jax.process_index() == 0:
-      print(f'[flan_t5x] step {step} loss/token {summary["cross_ent_loss_per_token"]:.4f} '
-            f'accuracy {summary["accuracy"]:.3f}', flush=True)
+      progress_lib.say(f'[flan_t5x] step {step} loss/token {summary["cross_ent_loss_per_token"]:.4f} '
+                   f'accuracy {summary["accuracy"]:.3f}')
     if self._progress is not None:
       self._progress.set_postfix(loss=f'{summary["cross_ent_loss_per_token"]:.4f}',
                                  acc=f'{summary["accuracy"]:.3f}')
@@ -208,7 +215,11 @@ class SaveCheckpoint(Action):
 
 
 class ValidationLoss(Action):
-  """Every `period` steps: loss and accuracy on `eval_steps` batches of the validation split."""
+  """Every `period` steps: loss and accuracy on `eval_steps` batches of the validation split.
+
+  Logged as train's scalars are: loss, z_loss and num_tokens averaged over the batches (so neither
+  they nor early stopping's min_delta scale with EVAL_STEPS), cross entropy and accuracy per token.
+  """
 
   def __init__(self, period: int, batches_fn: Callable[[], Any], eval_steps: int | None, writer):
     self.period = period
@@ -217,20 +228,21 @@ class ValidationLoss(Action):
     self._writer = writer
 
   def run(self, loop: Loop) -> None:
-    sums = None
+    sums, num_batches = None, 0
     for index, batch in enumerate(self._batches_fn()):
       if self._eval_steps is not None and index >= self._eval_steps:
         break
       metrics = jax.device_get(loop.trainer.eval_step(loop.state.params, batch))
       sums = metrics if sums is None else {k: sums[k] + metrics[k] for k in sums}
+      num_batches += 1
     if sums is None:
       return
-    summary = models.summarize_metrics(sums)
+    summary = per_batch_summary(sums, num_batches)
     loop.eval_metrics = {loop.step: {f'validation/{k}': v for k, v in summary.items()}}
     logging.info('validation at step %d: %s', loop.step, summary)
     if jax.process_index() == 0:
-      print(f'[flan_t5x] step {loop.step} validation loss/token {summary["cross_ent_loss_per_token"]:.4f} '
-            f'accuracy {summary["accuracy"]:.3f}', flush=True)
+      progress_lib.say(f'[flan_t5x] step {loop.step} validation loss/token {summary["cross_ent_loss_per_token"]:.4f} '
+                   f'accuracy {summary["accuracy"]:.3f}')
     self._writer.write(loop.step, summary)
 
   def close(self) -> None:

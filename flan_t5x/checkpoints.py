@@ -26,6 +26,7 @@ from absl import logging
 from etils import epath
 
 from flan_t5x import checkpoint_integrity
+from flan_t5x import file_modes
 
 PyTree = Any
 STEP_PREFIX = 'checkpoint'
@@ -342,11 +343,12 @@ def write_run_json(run_dir: str, value: dict) -> None:
 
 
 def write_text_atomically(path: str, text: str) -> None:
-  """Readers see the old file or the complete new one, never a partial write."""
+  """Readers see the old file or the complete new one, never a partial write; mode as open() under the umask."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + '.tmp')
   try:
+    os.fchmod(fd, file_modes.file_mode())  # mkstemp makes it 0600 whatever the umask
     with os.fdopen(fd, 'w') as f:
       f.write(text)
       f.flush()

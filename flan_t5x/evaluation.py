@@ -31,6 +31,7 @@ from flan_t5x import decoding
 from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import progress
 from flan_t5x import summaries
 
 PyTree = Any
@@ -84,7 +85,10 @@ def _available(task: seqio.Task, split: str) -> bool:
 
 def load_examples(task: seqio.Task, split: str, max_examples: int | None = None) -> list[Example]:
   """Tokenized, untruncated examples of `task` in order, with their metadata features."""
-  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False, seed=0)
+  # A partial read of SeqIO's in-memory cache of a small task makes TF warn that it discards the
+  # cache; the first `max_examples` need no cache.
+  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False, seed=0,
+                             try_in_mem_cache=max_examples is None)
   if max_examples is not None:
     dataset = dataset.take(max_examples)
   vocab = task.output_features['targets'].vocabulary
@@ -160,9 +164,17 @@ def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio
   vocab = task.output_features['targets'].vocabulary
   tick = time.perf_counter()
   predictions_text = []
+  num_batches = -(-len(examples) // cfg.batch_size)
+  if jax.process_index() == 0:
+    progress.say(f'[flan_t5x] {task.name}: decoding {len(examples)} examples in {num_batches} batches '
+                 f'(inputs {input_length}, up to {target_length} target tokens)')
+  bar = progress.Progress(num_batches, f'decode {task.name}', 'batch', lines=jax.process_index() == 0,
+                          terminal=progress.on_terminal() and jax.process_index() == 0)
   for start in range(0, len(examples), cfg.batch_size):
     tokens_BxKxT, _ = runner.predict(params, inputs_BxL[start:start + cfg.batch_size], target_length)
     predictions_text += [vocab.decode(decoding.strip_after_eos(row[0])) for row in tokens_BxKxT]
+    bar.update()
+  bar.close()
   decode_seconds = time.perf_counter() - tick
 
   targets = [_postprocess(task, e.target_text, e, True) for e in examples]
@@ -207,10 +219,10 @@ def evaluate_params(model: models.EncoderDecoderModel, partitioner: partitioning
   for task in tasks_of(cfg.mixture_or_task_name):
     if not _available(task, cfg.split):
       logging.warning('Skipping %s: no %r data available.', task.name, cfg.split)
-      print(f'[flan_t5x] skipping {task.name}: no {cfg.split} data available', flush=True)
+      progress.say(f'[flan_t5x] skipping {task.name}: no {cfg.split} data available')
       continue
     results[task.name], records[task.name] = evaluate_task(runner, params, task, cfg)
-    print(f'[flan_t5x] {task.name}: {_format_metrics(results[task.name])}', flush=True)
+    progress.say(f'[flan_t5x] {task.name}: {_format_metrics(results[task.name])}')
   if not results:
     raise ValueError(f'No task of {cfg.mixture_or_task_name!r} has {cfg.split!r} data available.')
   return results, records
@@ -258,15 +270,26 @@ def _column_name(group: str, name: str) -> str:
   return name if group == 'metrics' else f'rank {name}'
 
 
+def _legend(columns: Sequence[tuple[str, str]]) -> str:
+  lines = ['truncated inputs / targets: examples whose input was cut to the input length, and whose '
+           'target is longer than the decode length (its prediction cannot be complete).']
+  if any(group == 'rank_classification' for group, _ in columns):
+    lines.append('rank <metric>: the metric when the prediction is the answer option (e.g. 1-5 stars) '
+                 'the model gives the highest log-likelihood (rank classification), instead of the '
+                 'decoded text.')
+  return '\n'.join(lines)
+
+
 def markdown_report(results: Mapping[str, dict], title: str = '') -> str:
   columns = _metric_columns(results)
-  header = ['task', 'examples', 'truncated'] + [_column_name(*c) for c in columns]
+  header = ['task', 'examples', 'truncated inputs', 'truncated targets'] + [_column_name(*c) for c in columns]
   get = lambda r, g, n: r.get(g, {}).get(n, '')
-  task_rows = [[task, r['num_examples'], r['truncated_inputs']] + [get(r, g, n) for g, n in columns]
-               for task, r in results.items()]
+  task_rows = [[task, r['num_examples'], r['truncated_inputs'], r.get('truncated_targets', '')]
+               + [get(r, g, n) for g, n in columns] for task, r in results.items()]
   template_rows = [[task, idx, sub['num_examples']] + [get(sub, g, n) for g, n in columns]
                    for task, r in results.items() for idx, sub in r['by_template'].items()]
-  parts = [f'## {title}\n' if title else '', _table(header, task_rows), '\n\n### By template\n',
+  parts = [f'## {title}\n' if title else '', _table(header, task_rows), '\n\n', _legend(columns),
+           '\n\n### By template\n',
            _table(['task', 'template', 'examples'] + [_column_name(*c) for c in columns], template_rows)]
   return ''.join(parts) + '\n'
 

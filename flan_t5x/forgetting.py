@@ -26,6 +26,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from typing import Mapping, Sequence
 
 from absl import logging
@@ -73,10 +74,14 @@ def _run(job: str, args: Sequence[str], log_path: str) -> str:
   """Runs `python -m flan_t5x.<job>`, its output appended to `log_path`; returns the command line."""
   command = [sys.executable, '-m', f'flan_t5x.{job}', *args]
   printable = shlex.join(command[1:])  # copy-pasteable into a shell
-  print(f'[flan_t5x] study: {printable}', flush=True)
+  print(f'[flan_t5x] study: {printable}\n[flan_t5x]   its output goes to {log_path} '
+        f'(follow it with: tail -f {shlex.quote(log_path)})', flush=True)
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  start = time.monotonic()
   with open(log_path, 'a') as log:
     done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+  if not done.returncode:
+    print(f'[flan_t5x]   {job} finished in {time.monotonic() - start:.0f} s', flush=True)
   if done.returncode:
     with open(log_path) as log:
       tail = log.read()[-3000:]
@@ -172,6 +177,9 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
   if (base_checkpoint is None) == (base_training is None):
     raise ValueError('Give the study exactly one base: BASE_CHECKPOINT (a checkpoint to start from) or '
                      f'base_training (a model it trains first); got {base_checkpoint!r} and {base_training!r}.')
+  print(f'[flan_t5x] study {study_dir}: arms {", ".join(names)}, {steps_per_arm} steps each, then one '
+        f'evaluation per model; each job runs quietly, its output in {os.path.join(study_dir, "logs")}/',
+        flush=True)
   commands = []
   if base_training is not None:
     base_checkpoint, command = _train_base(study_dir, base_training)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from flan_t5x import file_modes
 from flan_t5x import network
 
 PyTree = Any
@@ -299,12 +300,19 @@ def load(directory: str, model_config: network.T5Config | None = None,
   return params, checkpoint_config
 
 
+def _apply_umask(directory: str) -> None:
+  """Files written into `directory` get open()'s mode under the umask (safetensors writes 0600)."""
+  for parent, _, files in os.walk(directory):
+    for name in files:
+      os.chmod(os.path.join(parent, name), file_modes.file_mode())
+
+
 @contextlib.contextmanager
 def new_directory_atomically(directory: str):
   """Yields a temporary directory beside `directory`, renamed to it when the block succeeds.
 
   Nothing is left half-written: on any error the temporary directory is removed. An existing
-  non-empty `directory` is refused.
+  non-empty `directory` is refused. The directory gets os.makedirs' mode under the umask.
   """
   directory = os.path.abspath(directory)
   if os.path.exists(directory) and os.listdir(directory):
@@ -313,7 +321,9 @@ def new_directory_atomically(directory: str):
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(directory) + '.tmp')
   try:
+    os.chmod(tmp, file_modes.directory_mode())  # mkdtemp makes it 0700 whatever the umask
     yield tmp
+    _apply_umask(tmp)
     if os.path.exists(directory):
       os.rmdir(directory)
     os.replace(tmp, directory)

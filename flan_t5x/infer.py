@@ -45,6 +45,7 @@ from flan_t5x import evaluation
 from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import progress
 
 PyTree = Any
 MANIFEST = 'manifest.json'
@@ -273,8 +274,9 @@ def _all_hosts(values: list[int], reduce) -> list[int]:
 
 def decode_rows(runner: inference.InferenceRunner, params: PyTree, vocabulary, rows: Sequence[dict],
                 batch_size: int, input_length: int | None, max_decode_length: int,
-                rng: jax.Array) -> tuple[list[dict], int]:
-  """Prediction records for this host's `rows` (padding rows dropped) and the number of truncated inputs.
+                rng: jax.Array, bar: progress.Progress | None = None) -> tuple[list[dict], int]:
+  """Prediction records for this host's `rows` (padding rows dropped) and the number of truncated inputs;
+  `bar` advances by the rows of each batch.
 
   Collective: every host calls it with the same number of rows.
   """
@@ -288,6 +290,8 @@ def decode_rows(runner: inference.InferenceRunner, params: PyTree, vocabulary, r
     rng, batch_rng = jax.random.split(rng)
     tokens_BxKxT, scores_BxK = runner.predict_local(params, inputs_BxL[start:start + batch_size],
                                                     max_decode_length, batch_rng)
+    if bar is not None:
+      bar.update(len(rows[start:start + batch_size]))
     for row, tokens_KxT, scores_K in zip(rows[start:start + batch_size], tokens_BxKxT, scores_BxK):
       if row.get('padding'):
         continue
@@ -371,14 +375,18 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
     vocabulary = model.output_vocabulary
     if vocabulary is None:
       raise ValueError('The model has no output_vocabulary; the infer job needs one to (de)tokenize.')
+    chunk_lengths = {k: min(chunk_size, rows_per_host - k * chunk_size) for k in todo}
+    bar = progress.Progress(sum(list(chunk_lengths.values())[:max_chunks]), 'infer', 'input',
+                            lines=process_index == 0, terminal=progress.on_terminal() and process_index == 0)
     for done_now, chunk in enumerate(todo):
       if max_chunks is not None and done_now >= max_chunks:
+        bar.close()
         print(f'[flan_t5x] stopping after {max_chunks} chunks; run again to resume.', flush=True)
         return None
-      chunk_length = min(chunk_size, rows_per_host - chunk * chunk_size)
+      chunk_length = chunk_lengths[chunk]
       rng = jax.random.fold_in(jax.random.PRNGKey(seed), chunk)
       records, truncated = decode_rows(runner, params, vocabulary, _padded(chunk_rows(chunk), chunk_length),
-                                       batch_size, input_length, max_decode_length, rng)
+                                       batch_size, input_length, max_decode_length, rng, bar)
       if done_here[chunk]:
         continue  # this host finished the chunk before a restart; its file stays as written
       if truncated:
@@ -389,7 +397,8 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
       checkpoints.write_text_atomically(done_path, json.dumps({
           'lines': len(records), 'truncated_inputs': truncated, 'inputs_sha256': chunk_hashes[chunk],
           'job_sha256': job_sha256}) + '\n')
-      print(f'[flan_t5x] chunk {chunk + 1}/{num_chunks} done', flush=True)
+      progress.say(f'[flan_t5x] chunk {chunk + 1}/{num_chunks} done')
+    bar.close()
   return _join_chunks(output_dir, host_dir, num_chunks, process_index, process_count)
 
 

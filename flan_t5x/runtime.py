@@ -14,12 +14,15 @@ and its devices.
 
 from __future__ import annotations
 
+import glob
 import os
 import socket
 import sys
 
 from absl import flags
 from absl import logging
+
+from flan_t5x import quiet
 
 _FLAGS_DEFINED = False
 
@@ -65,6 +68,7 @@ def initialize(multiprocess: bool | None = None, coordinator_address: str | None
   """Starts the distributed runtime if this job is one of several processes; idempotent."""
   import jax  # pylint: disable=g-import-not-at-top
   _hide_accelerators_from_tensorflow()
+  quiet.drop_known_noise()
   multiprocess = bool(multiprocess if multiprocess is not None else _flag('multiprocess_gpu'))
   coordinator_address = coordinator_address or _flag('coordinator_address', 'FLAN_COORDINATOR_ADDRESS')
   process_count = process_count if process_count is not None else _flag(
@@ -108,13 +112,29 @@ def host_line() -> str:
           f'{jax.device_count()} in all')
 
 
+def _accelerator_kinds_present() -> list[str]:
+  """'GPU' / 'TPU' where this machine has their device files (NVIDIA or ROCm driver; TPU chips)."""
+  kinds = []
+  if any(os.path.exists(p) for p in ('/dev/nvidiactl', '/dev/nvidia0', '/dev/kfd')):
+    kinds.append('GPU')
+  if glob.glob('/dev/accel*') or os.path.isdir('/dev/vfio') or os.environ.get('TPU_WORKER_HOSTNAMES'):
+    kinds.append('TPU')
+  return kinds
+
+
 def _hide_accelerators_from_tensorflow() -> None:
-  """The input pipeline runs TF on the host; it must not claim GPU memory or TPU chips JAX needs."""
+  """The input pipeline runs TF on the host; it must not claim GPU memory or TPU chips JAX needs.
+
+  Only kinds the machine has are hidden (listing them is a device probe of its own).
+  """
+  kinds = _accelerator_kinds_present()
+  if not kinds:
+    return
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
   except ImportError:
     return
-  for kind in ('GPU', 'TPU'):
+  for kind in kinds:
     try:
       tf.config.set_visible_devices([], kind)
     except (RuntimeError, ValueError):  # already initialized, or no such device type

@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import os
 import random
+import re
 from typing import Any, Callable
 
 import jax
@@ -27,17 +28,46 @@ from flan_t5x import evaluation
 from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import progress as progress_lib
 from flan_t5x import run_lock
 from flan_t5x import summaries
 from flan_t5x import task_vocab
 from flan_t5x import trainer as trainer_lib
 
 
-def _progress(total: int, initial: int, enabled: bool):
-  if not enabled:
+def _progress(total: int, initial: int, enabled: bool) -> progress_lib.Progress | None:
+  """A bar on a terminal; None elsewhere (logs get LogMetrics' plain lines instead)."""
+  if not enabled or not progress_lib.on_terminal():
     return None
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=total, initial=initial, desc='train', unit='step', dynamic_ncols=True)
+  return progress_lib.Progress(total, 'train', 'step', initial, lines=False)
+
+
+def _latest_saved_step(model_dir: str) -> int | None:
+  """The newest complete checkpoint_<step> in MODEL_DIR (orbax renames a save into place when complete)."""
+  if not os.path.isdir(model_dir):
+    return None
+  steps = [int(m.group(1)) for m in (re.fullmatch(rf'{checkpoints.STEP_PREFIX}_(\d+)', name)
+                                     for name in os.listdir(model_dir)) if m]
+  return max(steps, default=None)
+
+
+def _check_steps_to_train(model_dir: str, initial_checkpoint_path: str | None, total_steps: int) -> None:
+  """A new run that would train no step is a configuration error, found before any work.
+
+  A run with a checkpoint in MODEL_DIR resumes (and is a no-op, saying so, once it is finished).
+  """
+  if _latest_saved_step(model_dir) is not None:
+    return
+  start_step, source = 0, 'a freshly initialized model starts at step 0'
+  if initial_checkpoint_path:
+    start_step = checkpoint_import.checkpoint_fingerprint(initial_checkpoint_path)['step'] or 0
+    source = f'INITIAL_CHECKPOINT_PATH {initial_checkpoint_path} is at step {start_step}'
+  if total_steps <= start_step:
+    raise ValueError(
+        f'TRAIN_STEPS={total_steps} would train no step: {source}. TRAIN_STEPS counts the initial '
+        f"checkpoint's steps, as in T5X (training runs from step {start_step} to TRAIN_STEPS): to train N "
+        f'steps set TRAIN_STEPS={start_step}+N, e.g. --gin.TRAIN_STEPS={start_step + max(total_steps, 1)}, or '
+        f'--gin.TRAIN_STEPS_RELATIVE=N --gin.TRAIN_STEPS=None.')
 
 
 def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer,
@@ -137,7 +167,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
           infer_eval_dataset_cfg: data.DatasetConfig | None = None,
           infer_eval_num_examples: int | None = None,
           relative_steps: int | None = None,
-          use_hardware_rng: bool = False) -> tuple[int, list[dict[str, Any]]]:
+          use_hardware_rng: bool = False,
+          before_first_write: Callable[[], None] | None = None) -> tuple[int, list[dict[str, Any]]]:
   """Trains until `total_steps`, resuming from MODEL_DIR if it holds a checkpoint.
 
   Every process of a multi-host run calls this; each reads its own shard of the data.
@@ -146,12 +177,18 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   `eval_period`, `early_stopping` after each evaluation, checkpoints every
   `checkpoint_cfg.save.period` and at the end. The host never waits on the device between
   those. `stop_at_loss` ends training at the first log whose per-token loss is at or below it.
+  `use_progress_bar` draws a bar when stderr is a terminal; elsewhere each log is a plain line.
 
   T5X's arguments: `infer_eval_dataset_cfg` (T5X's inference evaluation, run by flan_t5x's
   evaluator on at most `infer_eval_num_examples` examples per task; exclusive with
   `inference_eval_cfg`), `relative_steps` (train that many steps past the step the run first
   started from; recorded, so a restart does not extend it), `use_hardware_rng` (False only).
 
+  `before_first_write` is called once the configuration passed its checks, before anything is
+  written into MODEL_DIR (the command line writes config.gin there).
+
+  A TRAIN_STEPS at or below the step a new run starts from (INITIAL_CHECKPOINT_PATH's, else 0) is
+  an error; a MODEL_DIR already at TRAIN_STEPS is left as it is.
   Returns (final step, the last `history_length` logged summaries of this invocation).
   Raises FloatingPointError on a non-finite loss or parameters, without saving that state.
   """
@@ -159,9 +196,6 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
   partitioner = partitioner or partitioning.PjitPartitioner()
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
-  os.makedirs(model_dir, exist_ok=True)
-  if log_period < 1:
-    raise ValueError(f'log_period must be at least 1, got {log_period}.')
   if use_hardware_rng:
     raise ValueError('USE_HARDWARE_RNG = True: flan_t5x always uses the software RNG, which keeps data order '
                      'and dropout identical across restarts; set it to False.')
@@ -171,6 +205,15 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
                      'e.g. --gin.TRAIN_STEPS=1194000 --gin.TRAIN_STEPS_RELATIVE=None.')
   if relative_steps is not None and relative_steps < 1:
     raise ValueError(f'TRAIN_STEPS_RELATIVE must be a positive number of steps or None, got {relative_steps}.')
+  finished_step = _latest_saved_step(model_dir)
+  # TRAIN_STEPS_RELATIVE's target is recorded in the checkpoint: the loop below stops at it.
+  if total_steps is not None and finished_step is not None and finished_step >= total_steps:
+    if jax.process_index() == 0:
+      print(f'[flan_t5x] MODEL_DIR={model_dir} already holds step {finished_step} (TRAIN_STEPS={total_steps}): '
+            'nothing to train, nothing written. Raise TRAIN_STEPS to train further.', flush=True)
+    return finished_step, []
+  if log_period < 1:
+    raise ValueError(f'log_period must be at least 1, got {log_period}.')
   inference_eval_cfg = _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, infer_eval_num_examples)
   if early_stopping is not None and not eval_period:
     raise ValueError('early_stopping needs an EVAL_PERIOD (it reads the evaluation metrics).')
@@ -182,6 +225,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     if cfg is not None:
       config_checks.check_task_name(cfg.mixture_or_task_name, cfg.module)
       task_vocab.check_vocabularies(model, cfg.mixture_or_task_name, cfg.module)
+  if total_steps is not None:
+    _check_steps_to_train(model_dir, checkpoint_cfg.restore.path, total_steps)
+  if before_first_write is not None:
+    before_first_write()
+  os.makedirs(model_dir, exist_ok=True)
 
   lock = run_lock.lock_model_dir(model_dir)  # before anything in MODEL_DIR is touched
   progress, checkpointer, periodic = None, None, []  # what `finally` closes
@@ -247,7 +295,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       if stop_reason:
         break
     if stop_reason and jax.process_index() == 0:
-      print(f'[flan_t5x] stopping early at step {loop.step}: {stop_reason}', flush=True)
+      progress_lib.say(f'[flan_t5x] stopping early at step {loop.step}: {stop_reason}')
     logger.run(loop)  # steps since the last log (training stopped early), if any
     logger.flush(loop)
     if loop.last_saved_step != loop.step:
@@ -273,19 +321,26 @@ def main(argv: list[str]) -> None:
   del argv
   import gin
   from flan_t5x import gin_utils
-  model_dir = gin_utils.start_run('%MODEL_DIR', job='train')
+  model_dir = gin_utils.start_run('%MODEL_DIR', write_config=False, job='train')
+  config_text = gin.config_str()
+  wrote_config = []
+
+  def write_config():  # once the configuration passed train()'s checks, as gin_utils would
+    if jax.process_index() == 0:
+      checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'config.gin'), config_text)
+    wrote_config.append(True)
   # Gin binds `train` of the importable module: T5X-form files name it `__main__.train`
   # (flan_t5x/t5x_names/train_script.py), flan_t5x's `flan_t5x.train.train`: one function.
   from flan_t5x import train as train_module
-  train_module.train_with_gin()
-  if jax.process_index() == 0:
+  train_module.train_with_gin(before_first_write=write_config)
+  if wrote_config and jax.process_index() == 0:  # not after a no-op on a finished MODEL_DIR
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'operative_config.gin'),
                                       gin.operative_config_str())
 
 
-def train_with_gin():
+def train_with_gin(**kwargs):
   import gin
-  return gin.get_configurable(train)()
+  return gin.get_configurable(train)(**kwargs)
 
 
 if __name__ == '__main__':

@@ -44,8 +44,17 @@ def init_params(model: models.EncoderDecoderModel, rng: jax.Array) -> PyTree:
   return nn.meta.unbox(model.init_params(rng, *_INIT_SHAPE))
 
 
+def _boxed_abstract_params(model: models.EncoderDecoderModel) -> PyTree:
+  return jax.eval_shape(lambda r: model.init_params(r, *_INIT_SHAPE), jax.random.PRNGKey(0))
+
+
+def param_logical_specs(model: models.EncoderDecoderModel) -> PyTree:
+  """PartitionSpecs of logical axis names, per parameter."""
+  return nn.get_partition_spec(_boxed_abstract_params(model))
+
+
 def param_layout(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner) -> ParamLayout:
-  boxed = jax.eval_shape(lambda r: model.init_params(r, *_INIT_SHAPE), jax.random.PRNGKey(0))
+  boxed = _boxed_abstract_params(model)
   logical_specs = nn.get_partition_spec(boxed)
   shardings = partitioner.logical_to_sharding(logical_specs)
   shapes = nn.meta.unbox(boxed)

@@ -55,3 +55,10 @@ def save(params: PyTree, logical_specs: PyTree, step: int, model_dir: str) -> st
     manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(upstream_state(params, logical_specs, step))))
     manager.wait_until_finished()
   return path
+
+
+def save_for_config(params: PyTree, config, step: int, model_dir: str) -> str:
+  """`save` with the logical axes of the T5Config's parameters."""
+  from flan_t5x import models, network, train_state  # pylint: disable=g-import-not-at-top
+  model = models.EncoderDecoderModel(network.Transformer(config))
+  return save(params, train_state.param_logical_specs(model), step, model_dir)

@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import os
 import re
+import difflib
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -235,6 +236,14 @@ def register_file(path: str, input_field: str, target_field: str, family: str,
   name = name or re.sub(r"\W+", "_", os.path.splitext(os.path.basename(path))[0]).strip("_") or "file"
   return flan_tasks.add_instruction_task(name, {"train": path}, input_field, target_field,
                                          family=family, vocabulary=vocabulary)
+def unknown_name_message(name: str, known) -> str:
+  """'No task or mixture ...', with the registered names it most likely means."""
+  prefixed = sorted(k for k in known if k.startswith(name + "_"))
+  close = [k for k in difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6) if k not in prefixed]
+  guesses = (prefixed + close)[:6]
+  hint = f" Did you mean {', '.join(guesses)}?" if guesses else ""
+  return (f"No task or mixture named {name!r}.{hint} {len(known)} are registered "
+          "(flan tasks are <dataset>_zs and <dataset>_fs; mixtures flan_mix, flan_heldout, demo_mix, ...).")
 
 
 def main(argv=None) -> int:
@@ -283,6 +292,8 @@ def main(argv=None) -> int:
     known = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
     if collection_dir and name not in known:
       flan_collection.add_flan_collection(collection_dir, name=name)
+    elif name not in known:
+      raise ValueError(unknown_name_message(name, known))
     summary = summarize(name, args.split, args.n, args.sample, lengths, args.seed)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)

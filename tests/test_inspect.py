@@ -105,3 +105,7 @@ def test_cli_file_with_the_byte_vocabulary_and_bad_arguments(tmp_path, capsys):
   bad = _write_chats(tmp_path / "bad.jsonl", CHATS[:1] + [{"chat": "x", "sumary": "y"}])
   assert inspect_lib.main(["--file", str(bad)] + args[2:] + ["--family", "dialogue_summarization"]) == 2
   assert "bad.jsonl:2: field 'summary' is missing" in capsys.readouterr().err
+def test_a_dataset_name_gets_did_you_mean(capsys):
+  from flan_tasks import inspect as inspect_cli  # pylint: disable=g-import-not-at-top
+  assert inspect_cli.main(["dialogsum"]) == 2
+  assert "Did you mean dialogsum_fs, dialogsum_zs?" in capsys.readouterr().err

@@ -88,7 +88,8 @@ def run_training(model_dir, total_steps, model=None, batch_size=8, period=1, eva
           restore=checkpoints.RestoreCheckpointConfig(path=initial_checkpoint)),
       partitioner=partitioner or partitioning.PjitPartitioner(devices=jax.devices()[:1]),
       trainer_cls=trainer_cls, total_steps=total_steps, eval_steps=2, eval_period=eval_period,
-      random_seed=kwargs.pop('random_seed', 0), use_progress_bar=False, log_period=kwargs.pop('log_period', 1),
+      random_seed=kwargs.pop('random_seed', 0),
+      use_progress_bar=kwargs.pop('use_progress_bar', False), log_period=kwargs.pop('log_period', 1),
       **kwargs)
 
 

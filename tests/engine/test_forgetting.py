@@ -80,7 +80,8 @@ forgetting.run_study.eval_bindings = {{'MAX_EXAMPLES': '3', 'BATCH_SIZE': '8'}}
 
 def test_tiny_study_writes_every_output_and_adds_an_arm_later(tmp_path):
   study = tmp_path / 'study'
-  _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "lora"], train_base=True)}'])
+  out = _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "lora"], train_base=True)}'])
+  assert f'its output goes to {study}/logs/train-single_task.log' in out  # where to look while it runs
   for name in ('results.json', 'report.md', 'change.png', 'curves.png', 'config.gin', 'base/arm.json',
                'arms/single_task/arm.json', 'eval/base/results.json', 'eval/single_task/results.json',
                'eval/lora_single_task/results.json'):

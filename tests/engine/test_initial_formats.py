@@ -8,7 +8,7 @@ import pytest
 from flan_t5x import checkpoint_import, hf_format
 
 import helpers
-from test_training import _restore
+from test_training import _initial_state, _restore
 
 
 def test_training_starts_from_a_hugging_face_checkpoint(tmp_path):
@@ -16,9 +16,9 @@ def test_training_starts_from_a_hugging_face_checkpoint(tmp_path):
   params = jax.tree.map(np.asarray, helpers.make_trainer(model).init_state().params)
   params = jax.tree.map(lambda x: x + 0.5, params)  # unlike any fresh init
   hf_format.save(params, model.config, str(tmp_path / 'hf'))
-  step, _ = helpers.run_training(tmp_path / 'run', 0, initial_checkpoint=str(tmp_path / 'hf'))
-  assert step == 0
-  restored = jax.tree.map(np.asarray, _restore(tmp_path / 'run')[1].state.params)
+  state = _initial_state(tmp_path / 'run', str(tmp_path / 'hf'), helpers.make_trainer(model))
+  assert int(state.step) == 0
+  restored = jax.tree.map(np.asarray, state.params)
   jax.tree.map(np.testing.assert_array_equal, restored, params)
 
 

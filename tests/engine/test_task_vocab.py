@@ -46,7 +46,7 @@ def test_model_file_vocab_path_sets_model_and_task_vocabulary(tiny_spm, flan_dat
 def test_model_file_default_is_t5x_vocabulary():
   model = _model_from_gin([])
   assert model.output_vocabulary == seqio.SentencePieceVocabulary(config.DEFAULT_VOCAB_PATH)
-  task_vocab.check_vocabularies(model, 'samsum_zs')  # compares without reading the file
+  assert seqio.get_mixture_or_task('samsum_zs').output_features['targets'].vocabulary == model.output_vocabulary
 
 
 def test_mismatch_is_refused_by_train_and_eval_with_the_settings_named(tmp_path):
@@ -61,4 +61,21 @@ def test_mismatch_is_refused_by_train_and_eval_with_the_settings_named(tmp_path)
   with pytest.raises(ValueError, match=r"do not match.*'demo_heldout'.*seqio.ByteVocabulary"):
     eval_script.evaluate(model=t5_model, checkpoint_path=str(tmp_path / 'no_checkpoint'),
                          output_dir=str(tmp_path / 'eval'), mixture_or_task_name='demo_heldout')
+  assert not (tmp_path / 'eval').exists()
+
+
+def test_missing_vocabulary_file_stops_train_and_eval_before_any_work(tmp_path):
+  missing = str(tmp_path / 'nowhere' / 'spiece.model')
+  config.configure(vocab_path=missing)
+  t5_model = models.EncoderDecoderModel(
+      network.Transformer(helpers.tiny_config(vocab_size=32128)), input_vocabulary=flan_tasks.t5_vocabulary(),
+      output_vocabulary=flan_tasks.t5_vocabulary(), optimizer_def=optimizers.Adafactor())
+  task_vocab.check_vocabularies(t5_model, 'samsum_zs', features=())  # nothing read: nothing checked
+  cfg = helpers.dataset_cfg(task='samsum_zs')
+  with pytest.raises(FileNotFoundError, match=rf"task 'samsum_zs' feature 'inputs'.*{missing}.*FLAN_VOCAB_PATH"):
+    train_script.train(model=t5_model, model_dir=str(tmp_path / 'train'), train_dataset_cfg=cfg, total_steps=1)
+  assert not (tmp_path / 'train').exists()
+  with pytest.raises(FileNotFoundError, match=missing):
+    eval_script.evaluate(model=t5_model, checkpoint_path=str(tmp_path / 'no_checkpoint'),
+                         output_dir=str(tmp_path / 'eval'), mixture_or_task_name='samsum_zs')
   assert not (tmp_path / 'eval').exists()

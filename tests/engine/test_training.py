@@ -13,6 +13,7 @@ from flan_t5x import checkpoints
 from flan_t5x import data
 from flan_t5x import network
 from flan_t5x import schedules
+from flan_t5x import train as train_lib
 
 import helpers
 
@@ -23,6 +24,18 @@ def _restore(model_dir, trainer=None):
                                           trainer.abstract_state)
   try:
     return checkpointer.latest_step(), checkpointer.restore_latest()
+  finally:
+    checkpointer.close()
+
+
+def _initial_state(model_dir, initial_checkpoint_path, trainer=None):
+  """The state train() starts from in an empty MODEL_DIR with INITIAL_CHECKPOINT_PATH."""
+  trainer = trainer or helpers.make_trainer()
+  checkpointer = checkpoints.Checkpointer(str(model_dir), checkpoints.SaveCheckpointConfig(period=1),
+                                          trainer.abstract_state)
+  try:
+    restore_or_init = train_lib._restore_or_init  # pylint: disable=protected-access
+    return restore_or_init(trainer, checkpointer, initial_checkpoint_path, 0, False)[0]
   finally:
     checkpointer.close()
 
@@ -63,10 +76,9 @@ def test_keep_n_and_interrupted_save_is_never_visible(uninterrupted):
 
 def test_initial_checkpoint_restores_params_only(uninterrupted, tmp_path):
   source_dir, _, _ = uninterrupted
-  step, history = helpers.run_training(tmp_path, 3, initial_checkpoint=str(source_dir))
-  assert step == 3 and history == []  # TRAIN_STEPS counts the initial checkpoint's steps, as T5X
-  (_, source), (_, restored) = _restore(source_dir), _restore(tmp_path)
-  source, restored = source.state, restored.state
+  restored = _initial_state(tmp_path, str(source_dir))
+  assert int(restored.step) == 3  # TRAIN_STEPS counts the initial checkpoint's steps, as T5X
+  source = _restore(source_dir)[1].state
   for a, b in zip(jax.tree.leaves(source.params), jax.tree.leaves(restored.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   fresh_opt = helpers.make_trainer().init_state().opt_state
