@@ -39,13 +39,10 @@ def rewrite_gin_args(args: Sequence[str]) -> list[str]:
   return out
 
 
-def _serve_t5x_names(job: str) -> None:
-  """T5X's gin names in this process (flan_t5x/t5x_names): `t5x.*`, `__main__` and T5X's includes."""
+def _serve_t5x_names() -> None:
+  """T5X's gin names in this process (flan_t5x/t5x_names): `t5x.*` and T5X's include files."""
   from flan_t5x import t5x_names  # pylint: disable=g-import-not-at-top
   t5x_names.install()
-  # `import __main__ as <job>_script` in T5X-form files names T5X's entry point of this job; flan_t5x
-  # runs one job per process, as T5X does, so it stays set (gin re-resolves it to print the config).
-  sys.modules['__main__'] = t5x_names.script_module(job)
   # T5X's include paths (`t5x/configs/runs/finetune.gin`, ...) are read from flan_t5x's versions,
   # ahead of every search path, so a T5X checkout in the current directory does not shadow them.
   # gin only appends file readers, hence its list directly.
@@ -95,9 +92,14 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
   """
   from flan_t5x import config_checks  # pylint: disable=g-import-not-at-top
   from flan_t5x import t5x_names  # pylint: disable=g-import-not-at-top
-  _serve_t5x_names(job)
+  _serve_t5x_names()
   for path in list(gin_search_paths) + [REPO_ROOT]:
     gin.add_config_file_search_path(os.path.abspath(path))
+  # `import __main__ as <job>_script` in T5X-form files names T5X's entry point of the job while
+  # the files are parsed (gin registers the function itself; printing the config later does not
+  # look it up again), so an interactive session's `__main__` is back afterwards.
+  main = sys.modules['__main__']
+  sys.modules['__main__'] = t5x_names.script_module(job)
   try:
     # Files first, then the command line (the order gin.parse_config_files_and_bindings uses), so
     # that with `strict_macros` (the jobs' command lines) a macro the files neither define nor use
@@ -114,6 +116,8 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
     if hint is None:
       raise
     raise ValueError(f'{e}\n{hint}') from e
+  finally:
+    sys.modules['__main__'] = main
   _check_unsupported_bindings()
   if finalize:
     # Before gin's own finalize hook, which names only the first missing one.
