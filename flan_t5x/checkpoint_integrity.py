@@ -3,13 +3,14 @@
 Orbax makes a save atomic (temporary directory, renamed when every process has
 written), so a killed save never looks complete. It does not notice a file that was
 truncated, deleted or overwritten *after* the save: tensorstore reads whatever bytes
-are there. So once a save has finished, process 0 records every file's size and
-CRC32 in `checkpoint_<step>/flan_t5x_manifest.json` (written atomically), and a
-restore first compares the files with it.
+are there. So when every process has written a save, and before orbax renames its temporary directory,
+process 0 records every file's size and CRC32 in `checkpoint_<step>/flan_t5x_manifest.json`
+(written atomically): a complete checkpoint always has its manifest. A restore first compares
+the files with it.
 
-A checkpoint without a manifest (written before this existed, killed between the rename
-and the manifest, or a parameters-only checkpoint from `checkpoint_import`) is left to
-orbax's own checks, and a restore failure is still reported as damage with the path.
+A checkpoint without a manifest (written before this existed, or a parameters-only checkpoint
+from `checkpoint_import`) is left to orbax's own checks, and a restore failure is still reported
+as damage with the path; a training restore then writes its manifest and says so.
 
 CRC32, not a cryptographic hash: the threat is a broken disk or a partial copy, and
 zlib's CRC reads at memory speed, so checking costs one extra read of the checkpoint.
@@ -42,13 +43,17 @@ def _crc32(path: str) -> int:
   return crc
 
 
+# Written by orbax's commit after the manifest (commit time, success marker); no tensor data.
+_WRITTEN_AT_COMMIT = ('_CHECKPOINT_METADATA', 'commit_success.txt')
+
+
 def _files(step_dir: str) -> list[str]:
-  """Paths relative to `step_dir`, sorted, without the manifest itself."""
+  """Paths relative to `step_dir`, sorted, without the manifest itself and the commit's own files."""
   found = []
   for root, _, names in os.walk(step_dir):
     for name in names:
       relative = os.path.relpath(os.path.join(root, name), step_dir)
-      if relative != MANIFEST and not name.startswith(MANIFEST + '.tmp'):
+      if relative not in (MANIFEST,) + _WRITTEN_AT_COMMIT and not name.startswith(MANIFEST + '.tmp'):
         found.append(relative)
   return sorted(found)
 

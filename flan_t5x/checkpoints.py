@@ -29,6 +29,7 @@ from flan_t5x import checkpoint_integrity
 
 PyTree = Any
 STEP_PREFIX = 'checkpoint'
+TMP_DIR_SUFFIX = '.orbax-checkpoint-tmp'  # orbax's temporary directory: <final name> + this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +122,7 @@ _ITEMS = ('state', 'run', 'input')
 
 
 def _manager(directory: str, keep: int | None, async_save: bool, read_only: bool = False,
-             best_metric: str | None = None, best_mode: str = 'min'):
+             best_metric: str | None = None, best_mode: str = 'min', before_commit=None):
   retention = dict(max_to_keep=keep)
   if best_metric:
     if best_mode not in ('min', 'max'):
@@ -132,8 +133,12 @@ def _manager(directory: str, keep: int | None, async_save: bool, read_only: bool
         # Sorted ascending and the last n kept: reverse for 'min'.
         policy.BestN(get_metric_fn=lambda metrics: float(metrics[best_metric]), reverse=best_mode == 'min',
                      n=1, keep_checkpoints_without_metrics=False)]))
+  # `before_commit` runs on the primary process once every process has written, before the
+  # temporary directory is renamed (orbax's post_finalization_callback): files written there are
+  # part of the atomic save.
+  async_options = ocp.AsyncOptions(post_finalization_callback=before_commit) if async_save else None
   options = ocp.CheckpointManagerOptions(
-      step_prefix=STEP_PREFIX, create=not read_only, read_only=read_only,
+      step_prefix=STEP_PREFIX, create=not read_only, read_only=read_only, async_options=async_options,
       enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only, **retention)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=_ITEMS)
 
@@ -155,12 +160,34 @@ class Checkpointer:
     self.config = config
     self.abstract_state = abstract_state
     self._manager = _manager(model_dir, config.keep, config.async_save,
-                             best_metric=config.keep_best_metric, best_mode=config.keep_best_mode)
-    self._unchecksummed: list[int] = []  # saved by this process, manifest not yet written
+                             best_metric=config.keep_best_metric, best_mode=config.keep_best_mode,
+                             before_commit=self._write_manifest_before_commit)
+    self._unchecksummed: list[int] = []  # saved by this process, manifest not yet checked
     self._save_failed = False
+    self._saving_step: int | None = None
+    # What a restore found: the checkpoint, and whether its files matched a checksum manifest.
+    self.restored_step: int | None = None
+    self.restored_verified = False
 
   def step_dir(self, step: int) -> str:
     return os.path.join(os.path.abspath(self.model_dir), f'{STEP_PREFIX}_{step}')
+
+  def _write_manifest_before_commit(self) -> None:
+    """Orbax's save thread, primary process: the manifest goes into the temporary directory, so the
+    rename publishes checkpoint and checksums together (a kill never leaves one without the other)."""
+    tmp_dir = self.step_dir(self._saving_step) + TMP_DIR_SUFFIX
+    write_text_atomically(os.path.join(tmp_dir, checkpoint_integrity.MANIFEST),
+                          checkpoint_integrity.manifest_text(tmp_dir))
+
+  def _write_manifest(self, step: int, why: str = '') -> None:
+    if jax.process_index() == 0 and not checkpoint_integrity.has_manifest(self.step_dir(step)):
+      write_text_atomically(os.path.join(self.step_dir(step), checkpoint_integrity.MANIFEST),
+                            checkpoint_integrity.manifest_text(self.step_dir(step)))
+      if why:
+        logging.warning('%s had no checksum manifest (%s); wrote one from its current files.',
+                        self.step_dir(step), why)
+        print(f'[flan_t5x] {self.step_dir(step)} had no checksum manifest ({why}); wrote one from its '
+              'current files.', flush=True)
 
   def _finish_saves(self) -> None:
     """Waits for the running save; a failure becomes CheckpointSaveError. Then checksums what completed."""
@@ -182,9 +209,8 @@ class Checkpointer:
           'the device, or a file too large)'))
     complete = set(self._manager.all_steps())
     for step in self._unchecksummed:
-      if step in complete and jax.process_index() == 0:
-        write_text_atomically(os.path.join(self.step_dir(step), checkpoint_integrity.MANIFEST),
-                              checkpoint_integrity.manifest_text(self.step_dir(step)))
+      if step in complete:
+        self._write_manifest(step)  # a synchronous save (the asynchronous one wrote it before its commit)
     self._unchecksummed = []
 
   def _save_error(self, step: int | None, err: BaseException) -> CheckpointSaveError:
@@ -212,12 +238,15 @@ class Checkpointer:
     if self.config.save_dataset:
       items['input'] = InputStateSave(dict(input_state or {}))
     self._finish_saves()
+    self._saving_step = step
     try:
       self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
     except Exception as err:  # pylint: disable=broad-except  (a synchronous part of the save failed)
       self._save_failed = True
       raise self._save_error(step, err) from err
     self._unchecksummed.append(step)
+    if not self.config.async_save:
+      self._finish_saves()
 
   def wait(self) -> None:
     self._finish_saves()
@@ -249,6 +278,7 @@ class Checkpointer:
   def _restore_step(self, step: int) -> Restored:
     step_dir = self.step_dir(step)
     checkpoint_integrity.verify(step_dir)
+    verified = checkpoint_integrity.has_manifest(step_dir)
     checkpoint_integrity.raise_if_other_model(step_dir, self.abstract_state.params)
     items = dict(state=ocp.args.StandardRestore(self.abstract_state), run=ocp.args.JsonRestore())
     if os.path.isdir(os.path.join(step_dir, 'input')):
@@ -259,6 +289,9 @@ class Checkpointer:
       raise checkpoint_integrity.DamagedCheckpointError(step_dir, f'orbax could not restore it '
                                                         f'({type(err).__name__}: {err})') from err
     logging.info('Restored step %d from %s.', step, self.model_dir)
+    if not verified:  # saved before manifests existed, or by a version that wrote them later
+      self._write_manifest(step, 'its files could not be checked before this restore')
+    self.restored_step, self.restored_verified = step, verified
     return Restored(restored['state'], RunState(**restored['run']), restored.get('input'))
 
   def close(self) -> None:
