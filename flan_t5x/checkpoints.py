@@ -72,6 +72,8 @@ class RunState:
   """Host-side facts that must survive a restart along with the TrainState."""
   seed: int
   batches_consumed: int = 0
+  # The global BATCH_SIZE that consumed them (None: saved before it was recorded).
+  batch_size: int | None = None
   # PEFT runs (flan_t5x.adapters): adapter configuration and the base checkpoint's fingerprint.
   peft: dict | None = None
 

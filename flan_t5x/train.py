@@ -65,6 +65,19 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
   return trainer.init_state(), run_state, None, 'initialized from scratch'
 
 
+def _check_batch_size(run_state: checkpoints.RunState, batch_size: int, model_dir: str) -> None:
+  """The saved input position counts batches of the BATCH_SIZE that trained them: another one is refused."""
+  if run_state.batch_size is None:
+    run_state.batch_size = batch_size  # fresh, or saved before the batch size was recorded
+  elif run_state.batch_size != batch_size:
+    raise ValueError(
+        f'{model_dir} was trained with BATCH_SIZE={run_state.batch_size}; this run has BATCH_SIZE={batch_size}. '
+        'Its saved input position and step count are in batches of the old size, so resuming would read '
+        f'other data. Resume with --gin.BATCH_SIZE={run_state.batch_size} (to change the memory per device, '
+        'set trainer.Trainer.num_microbatches instead), or start a new MODEL_DIR with '
+        'INITIAL_CHECKPOINT_PATH set to this one.')
+
+
 def _train_inputs(dataset_cfg: data.DatasetConfig, model: models.EncoderDecoderModel,
                   run_state: checkpoints.RunState, saved_position: dict[str, bytes] | None) -> data.InputIterator:
   """This host's input iterator, at the position where the restored run stopped."""
@@ -115,7 +128,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
           stop_at_loss: float | None = None,
           inference_eval_cfg: evaluation.InferenceEvalConfig | None = None,
           early_stopping: actions.EarlyStoppingConfig | None = None,
-          history_length: int = 1000) -> tuple[int, list[dict[str, Any]]]:
+          history_length: int = 1000,
+          on_start: Callable[[], None] | None = None) -> tuple[int, list[dict[str, Any]]]:
   """Trains until `total_steps`, resuming from MODEL_DIR if it holds a checkpoint.
 
   Every process of a multi-host run calls this; each reads its own shard of the data.
@@ -125,14 +139,19 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   `checkpoint_cfg.save.period` and at the end. The host never waits on the device between
   those. `stop_at_loss` ends training at the first log whose per-token loss is at or below it.
 
+  `on_start` runs once the run is accepted (MODEL_DIR locked, checkpoint restored and checked),
+  before the first step: a refused run writes nothing to MODEL_DIR.
+
   Returns (final step, the last `history_length` logged summaries of this invocation).
   Raises FloatingPointError on a non-finite loss or parameters, without saving that state.
   """
   config_checks.check_arguments(train, locals())  # wrong types fail here, before any work
+  config_checks.check_train_values(total_steps, {
+      name: cfg.batch_size for name, cfg in (('train/DatasetConfig', train_dataset_cfg),
+                                             ('train_eval/DatasetConfig', train_eval_dataset_cfg)) if cfg})
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
   partitioner = partitioner or partitioning.PjitPartitioner()
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
-  os.makedirs(model_dir, exist_ok=True)
   if log_period < 1:
     raise ValueError(f'log_period must be at least 1, got {log_period}.')
   if early_stopping is not None and not eval_period:
@@ -142,6 +161,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       config_checks.check_task_name(cfg.mixture_or_task_name, cfg.module)
       task_vocab.check_vocabularies(model, cfg.mixture_or_task_name, cfg.module)
 
+  os.makedirs(model_dir, exist_ok=True)
   lock = run_lock.lock_model_dir(model_dir)  # before anything in MODEL_DIR is touched
   progress, checkpointer, periodic = None, None, []  # what `finally` closes
   try:
@@ -153,7 +173,10 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
         trainer, checkpointer, checkpoint_cfg.restore.path, random_seed,
         checkpoint_cfg.restore.fallback_to_previous)
     trainer.seed = run_state.seed
+    _check_batch_size(run_state, train_dataset_cfg.batch_size, checkpointer.model_dir)
     start_step = int(state.step)
+    if on_start is not None:
+      on_start()
     logging.info('Model %s; %s (seed %d).', model_dir, origin, run_state.seed)
     if jax.process_index() == 0:
       print(f'[flan_t5x] MODEL_DIR={model_dir}: {origin}; training to step {total_steps}.', flush=True)
@@ -228,19 +251,24 @@ def main(argv: list[str]) -> None:
   del argv
   import gin
   from flan_t5x import gin_utils
-  model_dir = gin_utils.start_run('%MODEL_DIR')
+  model_dir = gin_utils.start_run('%MODEL_DIR', write_config=False)
+  config_text = gin.config_str()
   # Gin binds `train` in the importable module (gin files say
   # `from flan_t5x import train as train_script`), not in __main__.
   from flan_t5x import train as train_module
-  train_module.train_with_gin()
+
+  def write_config() -> None:  # once the run is accepted: a refused run must not overwrite it
+    if jax.process_index() == 0:
+      checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'config.gin'), config_text)
+  train_module.train_with_gin(on_start=write_config)
   if jax.process_index() == 0:
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'operative_config.gin'),
                                       gin.operative_config_str())
 
 
-def train_with_gin():
+def train_with_gin(**kwargs):
   import gin
-  return gin.get_configurable(train)()
+  return gin.get_configurable(train)(**kwargs)
 
 
 if __name__ == '__main__':
