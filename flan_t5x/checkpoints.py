@@ -138,7 +138,10 @@ def _manager(directory: str, keep: int | None, async_save: bool, read_only: bool
   # `before_commit` runs on the primary process once every process has written, before the
   # temporary directory is renamed (orbax's post_finalization_callback): files written there are
   # part of the atomic save.
-  async_options = ocp.AsyncOptions(post_finalization_callback=before_commit) if async_save else None
+  # Directories are created synchronously: created by orbax's thread, an unwritable MODEL_DIR
+  # left the other processes' barrier waiting 300 s before the save failed with a TimeoutError.
+  async_options = ocp.AsyncOptions(post_finalization_callback=before_commit,
+                                   create_directories_asynchronously=False) if async_save else None
   options = ocp.CheckpointManagerOptions(
       step_prefix=STEP_PREFIX, create=not read_only, read_only=read_only, async_options=async_options,
       enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only, **retention)
@@ -167,6 +170,7 @@ class Checkpointer:
     self._unchecksummed: list[int] = []  # saved by this process, manifest not yet checked
     self._save_failed = False
     self._saving_step: int | None = None
+    self._commit_error: OSError | None = None  # why the running save's manifest could not be written
     # What a restore found: the checkpoint, and whether its files matched a checksum manifest.
     self.restored_step: int | None = None
     self.restored_verified = False
@@ -178,8 +182,12 @@ class Checkpointer:
     """Orbax's save thread, primary process: the manifest goes into the temporary directory, so the
     rename publishes checkpoint and checksums together (a kill never leaves one without the other)."""
     tmp_dir = self.step_dir(self._saving_step) + TMP_DIR_SUFFIX
-    write_text_atomically(os.path.join(tmp_dir, checkpoint_integrity.MANIFEST),
-                          checkpoint_integrity.manifest_text(tmp_dir))
+    try:
+      write_text_atomically(os.path.join(tmp_dir, checkpoint_integrity.MANIFEST),
+                            checkpoint_integrity.manifest_text(tmp_dir))
+    except OSError as err:  # orbax only logs it and commits nothing: kept to name the cause
+      self._commit_error = err
+      raise
 
   def _write_manifest(self, step: int, why: str = '') -> None:
     if jax.process_index() == 0 and not checkpoint_integrity.has_manifest(self.step_dir(step)):
@@ -206,17 +214,28 @@ class Checkpointer:
     if lost:
       self._save_failed = True
       self._unchecksummed = [s for s in self._unchecksummed if s not in lost]
-      raise self._save_error(lost[0], RuntimeError(
+      cause, self._commit_error = self._commit_error, None
+      raise self._save_error(lost[0], cause or RuntimeError(
           'the save was not committed; the write error logged above says why (e.g. no space left on '
           'the device, or a file too large)'))
     complete = set(self._manager.all_steps())
     for step in self._unchecksummed:
       if step in complete:
-        self._write_manifest(step)  # a synchronous save (the asynchronous one wrote it before its commit)
+        try:
+          self._write_manifest(step)  # a synchronous save (the asynchronous one wrote it before its commit)
+        except OSError as err:
+          self._save_failed = True
+          self._unchecksummed = []
+          raise self._save_error(step, err) from err
     self._unchecksummed = []
 
+  def poll(self) -> None:
+    """Called after every step: a finished save's failure is raised now, not at the next save."""
+    if self._unchecksummed and not self._manager.is_saving_in_progress():
+      self._finish_saves()
+
   def _save_error(self, step: int | None, err: BaseException) -> CheckpointSaveError:
-    intact = [s for s in self._manager.all_steps() if s != step]
+    intact = [s for s in self._manager.all_steps() if s != step]  # orbax's list: no directory read
     kept = (f'The last complete checkpoint, {self.step_dir(max(intact))}, is intact; a restart resumes from it.'
             if intact else 'No earlier checkpoint exists in MODEL_DIR.')
     what = f'{STEP_PREFIX}_{step}' if step is not None else 'a checkpoint'

@@ -211,6 +211,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       loop.step += 1
       run_state.batches_consumed += 1
       logger.after_dispatch(loop)
+      checkpointer.poll()
       if progress is not None:
         progress.update(1)
       try:

@@ -103,3 +103,27 @@ def child_dies_after_save_command(model_dir) -> list[str]:
   code = (f'import faults; faults.DiesAfterSaveTrainer.dies_in = {str(model_dir)!r}; '
           f'faults.train({str(model_dir)!r}, 8, trainer_cls=faults.DiesAfterSaveTrainer)')
   return [sys.executable, '-c', code]
+
+
+def loses_write_permission_trainer(model_dir, at_step: int):
+  """A Trainer class whose process can no longer write to `model_dir` from step `at_step` on: as root
+  (which chmod does not stop) it drops its effective uid to nobody, which every thread shares."""
+
+  class LosesWritePermission(trainer_lib.Trainer):
+    calls = 0
+
+    def train_step(self, state, local_batch):
+      self.calls += 1
+      if self.calls == at_step:
+        if os.geteuid() == 0:
+          os.seteuid(65534)
+        else:
+          os.chmod(model_dir, 0o555)
+      return super().train_step(state, local_batch)
+  return LosesWritePermission
+
+
+def child_loses_permission_command(model_dir, total_steps: int, at_step: int) -> list[str]:
+  code = (f'import faults; faults.train({str(model_dir)!r}, {total_steps}, '
+          f'trainer_cls=faults.loses_write_permission_trainer({str(model_dir)!r}, {at_step}))')
+  return [sys.executable, '-c', code]
