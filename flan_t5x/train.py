@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import sys
 from typing import Any, Callable
 
 import jax
@@ -26,6 +27,7 @@ from flan_t5x import evaluation
 from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import preemption
 from flan_t5x import run_lock
 from flan_t5x import summaries
 from flan_t5x import task_vocab
@@ -143,7 +145,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   before the first step: a refused run writes nothing to MODEL_DIR.
 
   Returns (final step, the last `history_length` logged summaries of this invocation).
-  Raises FloatingPointError on a non-finite loss or parameters, without saving that state.
+  Raises FloatingPointError on a non-finite loss or parameters, without saving that state, and
+  preemption.Preempted after SIGTERM / SIGINT, once the step reached is saved on every host.
   """
   config_checks.check_arguments(train, locals())  # wrong types fail here, before any work
   config_checks.check_train_values(total_steps, {
@@ -164,6 +167,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   os.makedirs(model_dir, exist_ok=True)
   lock = run_lock.lock_model_dir(model_dir)  # before anything in MODEL_DIR is touched
   progress, checkpointer, periodic = None, None, []  # what `finally` closes
+  watcher = preemption.Watcher().install()  # SIGTERM / SIGINT: save this step and stop
+  preempted = False
   try:
     trainer = trainer_cls(model=model, partitioner=partitioner, batch_size=train_dataset_cfg.batch_size,
                           task_feature_lengths=train_dataset_cfg.task_feature_lengths,
@@ -225,6 +230,9 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
                        f'{loop.history[-1]["step"]} <= {stop_at_loss}')
       if stop_reason:
         break
+      if watcher.stop_at(loop.step) and not loop.is_last_step:  # every host asks, they agree on the step
+        preempted = True
+        break
     if stop_reason and jax.process_index() == 0:
       print(f'[flan_t5x] stopping early at step {loop.step}: {stop_reason}', flush=True)
     logger.run(loop)  # steps since the last log (training stopped early), if any
@@ -240,8 +248,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       for action in periodic:
         action.close()
     finally:
+      watcher.uninstall()  # after the last save has finished: a second signal until then exits at once
       if lock is not None:
         lock.release()
+  if preempted:  # the checkpoint of this step is complete (closed above), its manifest included
+    raise preemption.Preempted(loop.step, watcher.signal_name, model_dir)
   if jax.process_index() == 0:
     print(f'[flan_t5x] done at step {loop.step}. Checkpoints: {model_dir}/{checkpoints.STEP_PREFIX}_<step>; '
           f'TensorBoard: tensorboard --logdir {model_dir}', flush=True)
@@ -261,7 +272,11 @@ def main(argv: list[str]) -> None:
   def write_config() -> None:  # once the run is accepted: a refused run must not overwrite it
     if jax.process_index() == 0:
       checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'config.gin'), config_text)
-  train_module.train_with_gin(on_start=write_config)
+  try:
+    train_module.train_with_gin(on_start=write_config)
+  except preemption.Preempted as stop:
+    print(f'[flan_t5x] {stop.line}', flush=True)  # (gin appends its call site to the message)
+    sys.exit(preemption.EXIT_CODE)
   if jax.process_index() == 0:
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'operative_config.gin'),
                                       gin.operative_config_str())
