@@ -1,15 +1,20 @@
-r"""Kill anywhere: SIGKILL a training process at random moments, restart it each time, compare.
+r"""Kill anywhere: SIGKILL or SIGTERM a training process at random moments, restart it each time, compare.
 
-  python bench/soak_kill.py [--kills 20] [--steps 400] [--seed 0]
+  python bench/soak_kill.py [--kills 20] [--steps 400] [--seed 0] [--period 1]
 
 One uninterrupted run (the peer) and one run that is SIGKILLed `--kills` times and restarted
 after each kill, both `python -m flan_t5x.train` on gin/demo.gin made small (batch 4, lengths
 64/16, dropout 0.1, a checkpoint every step, the last 3 kept, so a save or a deletion is in
-flight most of the time). Each kill is one of:
+flight most of the time; `--period` saves less often, so that SIGTERM's own save matters). Each
+kill is one of:
   startup  at a random moment before training (imports, lock, restore, compile: uniform up to
            the time the previous process took to start training);
   save     as soon as this process's first orbax temporary directory appears (inside a save);
-  random   at a random moment of training (uniform in 0..2.5 s after its first save began).
+  random   at a random moment of training (uniform in 0..2.5 s after its first save began);
+  sigterm  SIGTERM (preemption) at such a random moment: the process must finish its step, save
+           it, print `saved checkpoint_<n>` and exit with preemption.EXIT_CODE (75), and that
+           checkpoint must be the newest complete one, with its manifest, at a step no earlier
+           than the last step the process had logged.
 After each kill the newest complete checkpoint is noted; the restart must print that it resumed
 from exactly that step. At the end both runs' final parameters and per-step losses are compared,
 and every checkpoint left must pass its checksum manifest. Prints the result and the soak's wall
@@ -36,12 +41,15 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TMP_MARK = '.orbax-checkpoint-tmp'
 _STARTED = re.compile(r'MODEL_DIR=.*: (?:resumed from .* at step (\d+)|initialized from scratch);')
+_LOGGED = re.compile(r'\[flan_t5x\] step (\d+) loss/token')
+_PREEMPTED = re.compile(r'received: saved checkpoint_(\d+) in ')
+PREEMPTED_EXIT_CODE = 75  # flan_t5x.preemption.EXIT_CODE (not imported: the bench runs without jax loaded)
 
 
-def command(model_dir: str, steps: int) -> list[str]:
+def command(model_dir: str, steps: int, period: int = 1) -> list[str]:
   bindings = {'MODEL_DIR': repr(str(model_dir)), 'TRAIN_STEPS': steps, 'BATCH_SIZE': 4,
               'TASK_FEATURE_LENGTHS': "{'inputs': 64, 'targets': 16}", 'EVAL_PERIOD': None, 'DROPOUT_RATE': 0.1,
-              'RANDOM_SEED': 0, 'utils.SaveCheckpointConfig.period': 1,  # a save every step
+              'RANDOM_SEED': 0, 'utils.SaveCheckpointConfig.period': period,  # 1: a save every step
               'utils.SaveCheckpointConfig.keep': 3, 'train_script.train.use_progress_bar': False,
               'train_script.train.log_period': 1}
   return [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/demo.gin'] + [
@@ -82,19 +90,26 @@ def save_in_flight(model_dir, since: float) -> bool:
 class _Life:
   """One training process; its stdout is read by a thread so the pipe never fills."""
 
-  def __init__(self, model_dir, steps, log):
-    self.proc = subprocess.Popen(command(model_dir, steps), cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
-                                 stderr=log, text=True)
+  def __init__(self, model_dir, steps, log, period=1):
+    self.proc = subprocess.Popen(command(model_dir, steps, period), cwd=ROOT, env=child_env(),
+                                 stdout=subprocess.PIPE, stderr=log, text=True)
     self.started_at = time.monotonic()
     self.started_wall = time.time()
     self.resumed_step: int | None = None  # -1: initialized from scratch
     self.training = threading.Event()
     self.lines: list[str] = []
-    threading.Thread(target=self._read, daemon=True).start()
+    self.last_logged_step: int | None = None
+    self.preempted_step: int | None = None  # from its `saved checkpoint_<n>` line
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
 
   def _read(self):
     for line in self.proc.stdout:
       self.lines.append(line)
+      if (logged := _LOGGED.search(line)):
+        self.last_logged_step = int(logged.group(1))
+      if (preempted := _PREEMPTED.search(line)):
+        self.preempted_step = int(preempted.group(1))
       match = _STARTED.search(line)
       if match:
         self.resumed_step = int(match.group(1)) if match.group(1) else -1
@@ -108,6 +123,9 @@ class Kill:
   in_save: bool  # an orbax temporary directory existed at the kill
   newest_complete: int | None
   resumed_step_of_that_life: int | None
+  exit_code: int | None = None
+  logged_step_at_signal: int | None = None  # sigterm: the last step the process had logged
+  preempted_step: int | None = None  # sigterm: the step its `saved checkpoint_<n>` line names
 
 
 def _first_save(life: _Life, model_dir, timeout: float) -> bool:
@@ -140,16 +158,37 @@ def _kill_moment(life: _Life, mode: str, model_dir, rng: random.Random, startup_
   return mode
 
 
-def run_soak(model_dir, steps: int, kills: int, seed: int, modes=('startup', 'save', 'random', 'random'),
-             log=subprocess.DEVNULL, say=print) -> dict:
+def _check_preemption(life: _Life, kill: 'Kill', model_dir) -> str | None:
+  """What is wrong with how a SIGTERMed life ended (None: saved the step it reached, exited 75)."""
+  if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+  from flan_t5x import checkpoint_integrity  # pylint: disable=g-import-not-at-top
+  life._reader.join(timeout=30)  # pylint: disable=protected-access  (its last lines)
+  kill.preempted_step = life.preempted_step
+  if kill.exit_code != PREEMPTED_EXIT_CODE or life.preempted_step is None:
+    return f'exit {kill.exit_code}, saved-step line {life.preempted_step}: {"".join(life.lines)[-600:]}'
+  if kill.newest_complete != life.preempted_step:
+    return f'said it saved step {life.preempted_step}, newest complete is {kill.newest_complete}'
+  if kill.logged_step_at_signal is not None and life.preempted_step < kill.logged_step_at_signal:
+    return f'saved step {life.preempted_step}, but had logged step {kill.logged_step_at_signal} before the signal'
+  step_dir = os.path.join(model_dir, f'checkpoint_{life.preempted_step}')
+  if not checkpoint_integrity.has_manifest(step_dir) or checkpoint_integrity.problems(step_dir):
+    return f'{step_dir} has no manifest or fails it'
+  return None
+
+
+def run_soak(model_dir, steps: int, kills: int, seed: int,
+             modes=('startup', 'save', 'random', 'sigterm', 'random', 'sigterm'),
+             log=subprocess.DEVNULL, say=print, period: int = 1) -> dict:
   """Kills a run `kills` times, restarting it each time, then lets it finish; returns the record."""
   rng = random.Random(seed)
   record: list[Kill] = []
   mismatched_resumes: list[str] = []
+  failed_preemptions: list[str] = []
   lives, startup_s = 0, 10.0
   while True:
     expected = (complete_steps(model_dir) or [-1])[-1]
-    life = _Life(model_dir, steps, log)
+    life = _Life(model_dir, steps, log, period)
     lives += 1
     if len(record) >= kills:
       if life.proc.wait(timeout=1800) != 0:
@@ -165,16 +204,23 @@ def run_soak(model_dir, steps: int, kills: int, seed: int, modes=('startup', 'sa
       raise RuntimeError(f'the run ended (exit {life.proc.returncode}) before kill {len(record) + 1}; '
                          f'use more --steps. {"".join(life.lines)[-1500:]}')
     in_save = save_in_flight(model_dir, life.started_wall)
-    life.proc.send_signal(signal.SIGKILL)
-    life.proc.wait()
+    logged_at_signal = life.last_logged_step
+    life.proc.send_signal(signal.SIGTERM if mode == 'sigterm' else signal.SIGKILL)
+    exit_code = life.proc.wait(timeout=900)
     if life.training.is_set() and life.resumed_step != expected:
       mismatched_resumes.append(f'life {lives} resumed at {life.resumed_step}, newest complete was {expected}')
     kill = Kill(mode, round(time.monotonic() - life.started_at, 2), in_save,
-                (complete_steps(model_dir) or [None])[-1], life.resumed_step)
+                (complete_steps(model_dir) or [None])[-1], life.resumed_step, exit_code, logged_at_signal)
+    if mode == 'sigterm' and (problem := _check_preemption(life, kill, model_dir)):
+      failed_preemptions.append(f'kill {len(record) + 1}: {problem}')
     record.append(kill)
     say(f'kill {len(record)}/{kills}: {kill.mode:7s} after {kill.seconds_after_start:5.1f} s, '
-        f'in a save: {kill.in_save}, newest complete checkpoint: {kill.newest_complete}')
-  return {'kills': len(record), 'restarts': lives - 1,
+        f'in a save: {kill.in_save}, newest complete checkpoint: {kill.newest_complete}'
+        + (f', exit {kill.exit_code}, saved step {kill.preempted_step} (logged {kill.logged_step_at_signal})'
+           if kill.mode == 'sigterm' else ''))
+  return {'kills': len(record), 'restarts': lives - 1, 'failed_preemptions': failed_preemptions,
+          'sigterms_saved_at_reached_step': sum(k.mode == 'sigterm' and k.preempted_step is not None
+                                               and k.preempted_step == k.newest_complete for k in record),
           'resumes_checked': sum(k.resumed_step_of_that_life is not None for k in record) + 1,
           'mismatched_resumes': mismatched_resumes,
           'kills_by_mode': {m: sum(k.mode == m for k in record) for m in sorted({k.mode for k in record})},
@@ -200,9 +246,9 @@ def compare(reference_dir, soaked_dir) -> dict:
           'checkpoints_failing_checksums': damaged}
 
 
-def _timed_reference(model_dir, steps, log) -> float:
+def _timed_reference(model_dir, steps, log, period=1) -> float:
   tick = time.monotonic()
-  done = subprocess.run(command(model_dir, steps), cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=log,
+  done = subprocess.run(command(model_dir, steps, period), cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=log,
                         timeout=1800)
   if done.returncode:
     raise RuntimeError(f'the uninterrupted reference run failed (exit {done.returncode})')
@@ -214,24 +260,27 @@ def main() -> None:
   parser.add_argument('--kills', type=int, default=20)
   parser.add_argument('--steps', type=int, default=400)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--period', type=int, default=1, help='checkpoint period (1: a save every step)')
   parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'soak_kill.json'))
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, 'children.log'), 'w') as log:
     reference_dir, soaked_dir = os.path.join(tmp, 'reference'), os.path.join(tmp, 'soaked')
-    reference_s = _timed_reference(reference_dir, args.steps, log)
+    reference_s = _timed_reference(reference_dir, args.steps, log, args.period)
     print(f'peer: uninterrupted run of {args.steps} steps in {reference_s:.1f} s', flush=True)
     tick = time.monotonic()
     result = run_soak(soaked_dir, args.steps, args.kills, args.seed, log=log,
-                      say=lambda line: print(line, flush=True))
+                      say=lambda line: print(line, flush=True), period=args.period)
     soak_s = time.monotonic() - tick
     result.update(compare(reference_dir, soaked_dir))
-  result.update(steps=args.steps, seed=args.seed, reference_seconds=round(reference_s, 1),
+  result.update(steps=args.steps, seed=args.seed, period=args.period, reference_seconds=round(reference_s, 1),
                 soak_seconds=round(soak_s, 1), soak_to_reference_time_ratio=round(soak_s / reference_s, 2))
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(result, f, indent=1)
   print(json.dumps({k: v for k, v in result.items() if k != 'record'}, indent=1))
-  print(f'{result["kills"]} kills ({result["kills_in_save"]} inside a save), {result["restarts"]} restarts, '
+  print(f'{result["kills"]} kills ({result["kills_in_save"]} inside a save; {result["kills_by_mode"].get("sigterm", 0)} '
+        f'SIGTERMs, {result["sigterms_saved_at_reached_step"]} saved at the step reached, failures: '
+        f'{result["failed_preemptions"]}), {result["restarts"]} restarts, '
         f'resumes from the newest complete checkpoint: {not result["mismatched_resumes"]}; final parameter '
         f'max |diff| {result["final_param_max_abs_diff"]:.3g}, loss max |diff| {result["loss_max_abs_diff"]:.3g}; '
         f'soak/peer wall time {result["soak_to_reference_time_ratio"]}x. Wrote {args.out}')

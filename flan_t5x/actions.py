@@ -127,10 +127,28 @@ def summarize(acc_host: dict) -> dict[str, float]:
 
 
 def non_finite_error(step: int, loop: Loop) -> FloatingPointError:
+  """Names where the run started and which checkpoint is kept; only one saved by this run after a
+  finiteness check, or restored with matching checksums, is called good."""
+  checkpointer = loop.checkpointer
+  latest = checkpointer.latest_step()
+  restored = getattr(checkpointer, 'restored_step', None)
+  where = f'{checkpointer.model_dir}/checkpoint_{{}}'
+  resumed = ''
+  if restored is not None:
+    checked = ('its files matched their checksums' if checkpointer.restored_verified else
+               'it had no checksum manifest, so damage from before the restore cannot be ruled out')
+    resumed = f' This run resumed from {where.format(restored)} ({checked}).'
+  if latest is None:
+    kept = ' No checkpoint was saved.'
+  elif (latest == restored and checkpointer.restored_verified) or (
+      latest != restored and loop.last_saved_step == latest):  # saved by this run, after a finiteness check
+    kept = f' The last good checkpoint (step {latest}) in {checkpointer.model_dir} is kept.'
+  else:
+    kept = (f' The newest checkpoint, {where.format(latest)}, is kept, but it was not verified: if a restart '
+            'fails at the same step again, suspect it.')
   return FloatingPointError(
-      f'Non-finite loss or parameters at or before step {step}; stopping without saving that state. '
-      f'The last good checkpoint (step {loop.checkpointer.latest_step()}) in {loop.checkpointer.model_dir} '
-      'is kept.')
+      f'Non-finite loss or parameters at or before step {step}; stopping without saving that state.'
+      f'{resumed}{kept}')
 
 
 # ------------------------------------------------------------------------------ actions

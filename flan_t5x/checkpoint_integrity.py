@@ -3,13 +3,14 @@
 Orbax makes a save atomic (temporary directory, renamed when every process has
 written), so a killed save never looks complete. It does not notice a file that was
 truncated, deleted or overwritten *after* the save: tensorstore reads whatever bytes
-are there. So once a save has finished, process 0 records every file's size and
-CRC32 in `checkpoint_<step>/flan_t5x_manifest.json` (written atomically), and a
-restore first compares the files with it.
+are there. So when every process has written a save, and before orbax renames its temporary directory,
+process 0 records every file's size and CRC32 in `checkpoint_<step>/flan_t5x_manifest.json`
+(written atomically): a complete checkpoint always has its manifest. A restore first compares
+the files with it.
 
-A checkpoint without a manifest (written before this existed, killed between the rename
-and the manifest, or a parameters-only checkpoint from `checkpoint_import`) is left to
-orbax's own checks, and a restore failure is still reported as damage with the path.
+A checkpoint without a manifest (written before this existed, or a parameters-only checkpoint
+from `checkpoint_import`) is left to orbax's own checks, and a restore failure is still reported
+as damage with the path; a training restore then writes its manifest and says so.
 
 CRC32, not a cryptographic hash: the threat is a broken disk or a partial copy, and
 zlib's CRC reads at memory speed, so checking costs one extra read of the checkpoint.
@@ -42,13 +43,17 @@ def _crc32(path: str) -> int:
   return crc
 
 
+# Written by orbax's commit after the manifest (commit time, success marker); no tensor data.
+_WRITTEN_AT_COMMIT = ('_CHECKPOINT_METADATA', 'commit_success.txt')
+
+
 def _files(step_dir: str) -> list[str]:
-  """Paths relative to `step_dir`, sorted, without the manifest itself."""
+  """Paths relative to `step_dir`, sorted, without the manifest itself and the commit's own files."""
   found = []
   for root, _, names in os.walk(step_dir):
     for name in names:
       relative = os.path.relpath(os.path.join(root, name), step_dir)
-      if relative != MANIFEST and not name.startswith(MANIFEST + '.tmp'):
+      if relative not in (MANIFEST,) + _WRITTEN_AT_COMMIT and not name.startswith(MANIFEST + '.tmp'):
         found.append(relative)
   return sorted(found)
 
@@ -120,9 +125,14 @@ def quarantine(model_dir: str, step_dir: str) -> str:
   return target
 
 
-def shape_mismatches(state_dir: str, abstract_params) -> list[str]:
-  """Parameters whose saved shape differs from this model's (a checkpoint of another model size)."""
+def _names_and_shapes(tree) -> dict[str, tuple[int, ...]]:
   import jax  # pylint: disable=g-import-not-at-top
+  return {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def saved_param_shapes(state_dir: str) -> dict[str, tuple[int, ...]]:
+  """{'decoder/layers_0/mlp/wo/kernel': shape} of a saved `state` item, from orbax's metadata."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from etils import epath  # pylint: disable=g-import-not-at-top
   try:
@@ -130,24 +140,12 @@ def shape_mismatches(state_dir: str, abstract_params) -> list[str]:
   except Exception as err:  # pylint: disable=broad-except  (missing or garbled orbax metadata)
     raise DamagedCheckpointError(os.path.dirname(state_dir), f'orbax could not read its metadata '
                                  f'({type(err).__name__}: {err})') from err
-  saved_leaves = dict(jax.tree_util.tree_flatten_with_path(dict(saved).get('params', {}))[0])
-  wanted_leaves = dict(jax.tree_util.tree_flatten_with_path(abstract_params)[0])
-  found = []
-  for path, wanted in wanted_leaves.items():
-    name = 'params/' + '/'.join(str(getattr(k, 'key', k)) for k in path)
-    if path not in saved_leaves:
-      found.append(f'{name} is not in the checkpoint')
-    elif tuple(saved_leaves[path].shape) != tuple(wanted.shape):
-      found.append(f'{name} has shape {tuple(saved_leaves[path].shape)} in the checkpoint, '
-                   f'{tuple(wanted.shape)} in this model')
-  return found
+  return _names_and_shapes(dict(saved).get('params', {}))
 
 
 def raise_if_other_model(step_dir: str, abstract_params) -> None:
-  """A checkpoint of another model size is a configuration mistake, not damage: says what to change."""
-  mismatched = shape_mismatches(os.path.join(step_dir, 'state'), abstract_params)
-  if mismatched:
-    raise ValueError(f'{step_dir} was saved by a model of another size: ' + '; '.join(mismatched[:3]) +
-                     (f'; and {len(mismatched) - 3} more' if len(mismatched) > 3 else '') +
-                     '. Use the model gin file that trained it, or a new MODEL_DIR (with '
-                     'INITIAL_CHECKPOINT_PATH to start from other weights).')
+  """A checkpoint of another model (more or fewer tensors, other shapes) is a configuration mistake,
+  not damage: model_mismatch.ModelMismatchError names the tensors and the likely gin setting."""
+  from flan_t5x import model_mismatch  # pylint: disable=g-import-not-at-top
+  model_mismatch.check(step_dir, saved_param_shapes(os.path.join(step_dir, 'state')),
+                       _names_and_shapes(abstract_params))

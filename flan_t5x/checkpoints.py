@@ -30,6 +30,7 @@ from flan_t5x import file_modes
 
 PyTree = Any
 STEP_PREFIX = 'checkpoint'
+TMP_DIR_SUFFIX = '.orbax-checkpoint-tmp'  # orbax's temporary directory: <final name> + this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +73,8 @@ class RunState:
   """Host-side facts that must survive a restart along with the TrainState."""
   seed: int
   batches_consumed: int = 0
+  # The global BATCH_SIZE that consumed them (None: saved before it was recorded).
+  batch_size: int | None = None
   # PEFT runs (flan_t5x.adapters): adapter configuration and the base checkpoint's fingerprint.
   peft: dict | None = None
   # TRAIN_STEPS_RELATIVE: the step it resolved to when the run first started (fixed across restarts).
@@ -124,7 +127,7 @@ _ITEMS = ('state', 'run', 'input')
 
 
 def _manager(directory: str, keep: int | None, async_save: bool, read_only: bool = False,
-             best_metric: str | None = None, best_mode: str = 'min'):
+             best_metric: str | None = None, best_mode: str = 'min', before_commit=None):
   retention = dict(max_to_keep=keep)
   if best_metric:
     if best_mode not in ('min', 'max'):
@@ -135,8 +138,15 @@ def _manager(directory: str, keep: int | None, async_save: bool, read_only: bool
         # Sorted ascending and the last n kept: reverse for 'min'.
         policy.BestN(get_metric_fn=lambda metrics: float(metrics[best_metric]), reverse=best_mode == 'min',
                      n=1, keep_checkpoints_without_metrics=False)]))
+  # `before_commit` runs on the primary process once every process has written, before the
+  # temporary directory is renamed (orbax's post_finalization_callback): files written there are
+  # part of the atomic save.
+  # Directories are created synchronously: created by orbax's thread, an unwritable MODEL_DIR
+  # left the other processes' barrier waiting 300 s before the save failed with a TimeoutError.
+  async_options = ocp.AsyncOptions(post_finalization_callback=before_commit,
+                                   create_directories_asynchronously=False) if async_save else None
   options = ocp.CheckpointManagerOptions(
-      step_prefix=STEP_PREFIX, create=not read_only, read_only=read_only,
+      step_prefix=STEP_PREFIX, create=not read_only, read_only=read_only, async_options=async_options,
       enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only, **retention)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=_ITEMS)
 
@@ -158,12 +168,39 @@ class Checkpointer:
     self.config = config
     self.abstract_state = abstract_state
     self._manager = _manager(model_dir, config.keep, config.async_save,
-                             best_metric=config.keep_best_metric, best_mode=config.keep_best_mode)
-    self._unchecksummed: list[int] = []  # saved by this process, manifest not yet written
+                             best_metric=config.keep_best_metric, best_mode=config.keep_best_mode,
+                             before_commit=self._write_manifest_before_commit)
+    self._unchecksummed: list[int] = []  # saved by this process, manifest not yet checked
     self._save_failed = False
+    self._saving_step: int | None = None
+    self._commit_error: OSError | None = None  # why the running save's manifest could not be written
+    # What a restore found: the checkpoint, and whether its files matched a checksum manifest.
+    self.restored_step: int | None = None
+    self.restored_verified = False
 
   def step_dir(self, step: int) -> str:
     return os.path.join(os.path.abspath(self.model_dir), f'{STEP_PREFIX}_{step}')
+
+  def _write_manifest_before_commit(self) -> None:
+    """Orbax's save thread, primary process: the manifest goes into the temporary directory, so the
+    rename publishes checkpoint and checksums together (a kill never leaves one without the other)."""
+    tmp_dir = self.step_dir(self._saving_step) + TMP_DIR_SUFFIX
+    try:
+      write_text_atomically(os.path.join(tmp_dir, checkpoint_integrity.MANIFEST),
+                            checkpoint_integrity.manifest_text(tmp_dir))
+    except OSError as err:  # orbax only logs it and commits nothing: kept to name the cause
+      self._commit_error = err
+      raise
+
+  def _write_manifest(self, step: int, why: str = '') -> None:
+    if jax.process_index() == 0 and not checkpoint_integrity.has_manifest(self.step_dir(step)):
+      write_text_atomically(os.path.join(self.step_dir(step), checkpoint_integrity.MANIFEST),
+                            checkpoint_integrity.manifest_text(self.step_dir(step)))
+      if why:
+        logging.warning('%s had no checksum manifest (%s); wrote one from its current files.',
+                        self.step_dir(step), why)
+        print(f'[flan_t5x] {self.step_dir(step)} had no checksum manifest ({why}); wrote one from its '
+              'current files.', flush=True)
 
   def _finish_saves(self) -> None:
     """Waits for the running save; a failure becomes CheckpointSaveError. Then checksums what completed."""
@@ -180,18 +217,28 @@ class Checkpointer:
     if lost:
       self._save_failed = True
       self._unchecksummed = [s for s in self._unchecksummed if s not in lost]
-      raise self._save_error(lost[0], RuntimeError(
+      cause, self._commit_error = self._commit_error, None
+      raise self._save_error(lost[0], cause or RuntimeError(
           'the save was not committed; the write error logged above says why (e.g. no space left on '
           'the device, or a file too large)'))
     complete = set(self._manager.all_steps())
     for step in self._unchecksummed:
-      if step in complete and jax.process_index() == 0:
-        write_text_atomically(os.path.join(self.step_dir(step), checkpoint_integrity.MANIFEST),
-                              checkpoint_integrity.manifest_text(self.step_dir(step)))
+      if step in complete:
+        try:
+          self._write_manifest(step)  # a synchronous save (the asynchronous one wrote it before its commit)
+        except OSError as err:
+          self._save_failed = True
+          self._unchecksummed = []
+          raise self._save_error(step, err) from err
     self._unchecksummed = []
 
+  def poll(self) -> None:
+    """Called after every step: a finished save's failure is raised now, not at the next save."""
+    if self._unchecksummed and not self._manager.is_saving_in_progress():
+      self._finish_saves()
+
   def _save_error(self, step: int | None, err: BaseException) -> CheckpointSaveError:
-    intact = [s for s in self._manager.all_steps() if s != step]
+    intact = [s for s in self._manager.all_steps() if s != step]  # orbax's list: no directory read
     kept = (f'The last complete checkpoint, {self.step_dir(max(intact))}, is intact; a restart resumes from it.'
             if intact else 'No earlier checkpoint exists in MODEL_DIR.')
     what = f'{STEP_PREFIX}_{step}' if step is not None else 'a checkpoint'
@@ -215,12 +262,15 @@ class Checkpointer:
     if self.config.save_dataset:
       items['input'] = InputStateSave(dict(input_state or {}))
     self._finish_saves()
+    self._saving_step = step
     try:
       self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
     except Exception as err:  # pylint: disable=broad-except  (a synchronous part of the save failed)
       self._save_failed = True
       raise self._save_error(step, err) from err
     self._unchecksummed.append(step)
+    if not self.config.async_save:
+      self._finish_saves()
 
   def wait(self) -> None:
     self._finish_saves()
@@ -252,6 +302,7 @@ class Checkpointer:
   def _restore_step(self, step: int) -> Restored:
     step_dir = self.step_dir(step)
     checkpoint_integrity.verify(step_dir)
+    verified = checkpoint_integrity.has_manifest(step_dir)
     checkpoint_integrity.raise_if_other_model(step_dir, self.abstract_state.params)
     items = dict(state=ocp.args.StandardRestore(self.abstract_state), run=ocp.args.JsonRestore())
     if os.path.isdir(os.path.join(step_dir, 'input')):
@@ -262,6 +313,9 @@ class Checkpointer:
       raise checkpoint_integrity.DamagedCheckpointError(step_dir, f'orbax could not restore it '
                                                         f'({type(err).__name__}: {err})') from err
     logging.info('Restored step %d from %s.', step, self.model_dir)
+    if not verified:  # saved before manifests existed, or by a version that wrote them later
+      self._write_manifest(step, 'its files could not be checked before this restore')
+    self.restored_step, self.restored_verified = step, verified
     return Restored(restored['state'], RunState(**restored['run']), restored.get('input'))
 
   def close(self) -> None:

@@ -139,3 +139,62 @@ def check_task_name(name: str, module: str | None = None) -> None:
     raise ValueError(f'Unknown task or mixture {name!r} (MIXTURE_OR_TASK_NAME).{_suggest(name, sorted(known))} '
                      f'{len(known)} are registered'
                      + (f' after importing {module!r}.' if module else '; is MIXTURE_OR_TASK_MODULE set?'))
+
+
+# ------------------------------------------------------------------ macros in gin files
+
+
+def _definition_site(name: str, gin_files: Sequence[str], search_paths: Sequence[str]) -> str:
+  """'path:line: ' of `NAME = ...` in one of `gin_files` (as given or on a search path), or ''."""
+  import os  # pylint: disable=g-import-not-at-top
+  pattern = re.compile(rf'^\s*{re.escape(name)}\s*=')
+  for gin_file in gin_files:
+    candidates = [gin_file] + [os.path.join(p, gin_file) for p in search_paths]
+    path = next((c for c in candidates if os.path.isfile(c)), None)
+    if path is None:
+      continue
+    with open(path, encoding='utf-8', errors='replace') as f:
+      for number, line in enumerate(f, 1):
+        if pattern.match(line):
+          return f'{path}:{number}: '
+  return ''
+
+
+def check_unused_macros(gin_files: Sequence[str] = (), search_paths: Sequence[str] = ()) -> None:
+  """A macro defined in a gin file, used nowhere, and close to one that is used is a typo
+  (`TRAIN_STEPZ = 3` would otherwise leave TRAIN_STEPS at its default). Unused macros with no
+  close name (DROPOUT_RATE where the model file sets dropout itself) are T5X convention, allowed."""
+  import gin  # pylint: disable=g-import-not-at-top
+  used = set(re.findall(r'%([A-Za-z_][A-Za-z0-9_]*)', gin.config_str()))
+  for name in sorted(set(defined_macros()) - used):
+    close = difflib.get_close_matches(name, sorted(used), n=3, cutoff=0.8)
+    if close:
+      raise ValueError(f'{_definition_site(name, gin_files, search_paths)}macro {name} is defined but no binding uses '
+                       f'%{name}. Did you mean {", ".join(close)}? Fix the name (as it is, the setting is '
+                       'ignored).')
+
+
+def parse_gin_file(gin_file: str) -> None:
+  """gin.parse_config_file, with the file named when gin's tokenizer fails (an unclosed bracket)."""
+  import tokenize  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  try:
+    gin.parse_config_file(gin_file)
+  except tokenize.TokenError as err:
+    message, (line, _) = err.args if len(err.args) == 2 else (str(err), (None, None))
+    raise ValueError(f'{gin_file} (or a file it includes): gin cannot parse it: {message}'
+                     + (f' (reached at line {line})' if line else '') +
+                     '. Look for an unclosed (, [, { or quote.') from None
+
+
+# ------------------------------------------------------------------ values of train()
+
+
+def check_train_values(total_steps: int | None, batch_sizes: Mapping[str, int]) -> None:
+  """Values a type check lets through but no run can use, named by their usual macro (None: TRAIN_STEPS_RELATIVE)."""
+  if total_steps is not None and total_steps < 1:
+    raise ValueError(f'TRAIN_STEPS (train.total_steps) must be at least 1, got {total_steps}: a run with '
+                     'no step to train would exit without training.')
+  for where, batch_size in batch_sizes.items():
+    if batch_size < 1:
+      raise ValueError(f'BATCH_SIZE ({where}.batch_size) must be at least 1, got {batch_size}.')

@@ -104,7 +104,8 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
     # Files first, then the command line (the order gin.parse_config_files_and_bindings uses), so
     # that with `strict_macros` (the jobs' command lines) a macro the files neither define nor use
     # is caught as a typo.
-    gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
+    for gin_file in gin_files:  # one at a time, so that a tokenizer error names its file
+      config_checks.parse_gin_file(gin_file)
     if strict_macros:
       config_checks.check_macro_overrides(list(gin_bindings), config_checks.known_macros())
     gin.parse_config_files_and_bindings([], list(gin_bindings), finalize_config=False)
@@ -118,6 +119,8 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
     raise ValueError(f'{e}\n{hint}') from e
   finally:
     sys.modules['__main__'] = main
+  if strict_macros:
+    config_checks.check_unused_macros(gin_files, list(gin_search_paths) + [REPO_ROOT])
   _check_unsupported_bindings()
   if finalize:
     # Before gin's own finalize hook, which names only the first missing one.

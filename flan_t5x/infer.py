@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from typing import Any, Sequence
 
 import jax
@@ -105,6 +106,17 @@ def _read_marker(host_dir: str, chunk: int) -> dict | None:
     return None
   with open(done_path) as f:
     return json.loads(f.read() or 'null')
+
+
+def _remove_interrupted_writes(host_dir: str) -> None:
+  """A killed job leaves the temporary files of its atomic writes (`chunk-3.done.tmpab12`); never read."""
+  if not os.path.isdir(host_dir):
+    return
+  stale = sorted(name for name in os.listdir(host_dir) if re.fullmatch(r'.+\.(jsonl|done|json)\.tmp\w*', name))
+  for name in stale:
+    os.remove(os.path.join(host_dir, name))
+  if stale:
+    logging.info('Removed %d temporary files of an interrupted job in %s: %s', len(stale), host_dir, stale)
 
 
 def chunk_done(host_dir: str, chunk: int, expected_lines: int) -> bool:
@@ -354,6 +366,7 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
   output_dir = _choose_output_dir(os.path.abspath(output_dir), manifest, chunk_hashes,
                                   [[r['index'] for r in chunk_rows(k)] for k in range(num_chunks)], on_mismatch)
   host_dir = _host_dir(output_dir, process_index, process_count)
+  _remove_interrupted_writes(host_dir)
   if not os.path.exists(os.path.join(host_dir, MANIFEST)):
     checkpoints.write_text_atomically(os.path.join(host_dir, MANIFEST), json.dumps(manifest, indent=2) + '\n')
   config_path = os.path.join(output_dir, f'config-{process_index:05d}.gin')

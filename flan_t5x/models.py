@@ -125,8 +125,9 @@ class EncoderDecoderModel:
         stats, self.config.vocab_size, targets_BxT.shape, weights_BxT, self.label_smoothing, self.z_loss,
         loss_normalizing_factor)
     real_BxT = jnp.asarray(batch.get('decoder_loss_weights', targets_BxT > 0), jnp.float32)
-    # The target is the argmax when its logit is the row's maximum (ties count as correct).
-    correct_BxT = (stats.target_logit_N >= stats.max_logit_N).reshape(targets_BxT.shape).astype(jnp.float32)
+    # T5X's accuracy: argmax == target, the argmax being the first index of the maximum (a tie is
+    # correct only when the target is the lowest tied id; all-equal logits predict padding).
+    correct_BxT = (stats.argmax_N == targets_BxT.reshape(-1)).reshape(targets_BxT.shape).astype(jnp.float32)
     metrics = {
         'loss': loss,
         'z_loss': z_loss,

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import random
 import re
+import sys
 from typing import Any, Callable
 
 import jax
@@ -29,6 +30,7 @@ from flan_t5x import inference
 from flan_t5x import models
 from flan_t5x import partitioning
 from flan_t5x import progress as progress_lib
+from flan_t5x import preemption
 from flan_t5x import run_lock
 from flan_t5x import summaries
 from flan_t5x import task_vocab
@@ -94,6 +96,19 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
     return (trainer.state_from_params(params, step), run_state, None,
             f'initialized from {initial_checkpoint_path}')
   return trainer.init_state(), run_state, None, 'initialized from scratch'
+
+
+def _check_batch_size(run_state: checkpoints.RunState, batch_size: int, model_dir: str) -> None:
+  """The saved input position counts batches of the BATCH_SIZE that trained them: another one is refused."""
+  if run_state.batch_size is None:
+    run_state.batch_size = batch_size  # fresh, or saved before the batch size was recorded
+  elif run_state.batch_size != batch_size:
+    raise ValueError(
+        f'{model_dir} was trained with BATCH_SIZE={run_state.batch_size}; this run has BATCH_SIZE={batch_size}. '
+        'Its saved input position and step count are in batches of the old size, so resuming would read '
+        f'other data. Resume with --gin.BATCH_SIZE={run_state.batch_size} (to change the memory per device, '
+        'set trainer.Trainer.num_microbatches instead), or start a new MODEL_DIR with '
+        'INITIAL_CHECKPOINT_PATH set to this one.')
 
 
 def _train_inputs(dataset_cfg: data.DatasetConfig, model: models.EncoderDecoderModel,
@@ -168,7 +183,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
           infer_eval_num_examples: int | None = None,
           relative_steps: int | None = None,
           use_hardware_rng: bool = False,
-          before_first_write: Callable[[], None] | None = None) -> tuple[int, list[dict[str, Any]]]:
+          on_start: Callable[[], None] | None = None) -> tuple[int, list[dict[str, Any]]]:
   """Trains until `total_steps`, resuming from MODEL_DIR if it holds a checkpoint.
 
   Every process of a multi-host run calls this; each reads its own shard of the data.
@@ -184,15 +199,19 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   `inference_eval_cfg`), `relative_steps` (train that many steps past the step the run first
   started from; recorded, so a restart does not extend it), `use_hardware_rng` (False only).
 
-  `before_first_write` is called once the configuration passed its checks, before anything is
-  written into MODEL_DIR (the command line writes config.gin there).
+  `on_start` runs once the run is accepted (MODEL_DIR locked, checkpoint restored and checked),
+  before the first step: a refused run writes nothing to MODEL_DIR.
 
   A TRAIN_STEPS at or below the step a new run starts from (INITIAL_CHECKPOINT_PATH's, else 0) is
   an error; a MODEL_DIR already at TRAIN_STEPS is left as it is.
   Returns (final step, the last `history_length` logged summaries of this invocation).
-  Raises FloatingPointError on a non-finite loss or parameters, without saving that state.
+  Raises FloatingPointError on a non-finite loss or parameters, without saving that state, and
+  preemption.Preempted after SIGTERM / SIGINT, once the step reached is saved on every host.
   """
   config_checks.check_arguments(train, locals())  # wrong types fail here, before any work
+  config_checks.check_train_values(total_steps, {
+      name: cfg.batch_size for name, cfg in (('train/DatasetConfig', train_dataset_cfg),
+                                             ('train_eval/DatasetConfig', train_eval_dataset_cfg)) if cfg})
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
   partitioner = partitioner or partitioning.PjitPartitioner()
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
@@ -227,12 +246,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       task_vocab.check_vocabularies(model, cfg.mixture_or_task_name, cfg.module)
   if total_steps is not None:
     _check_steps_to_train(model_dir, checkpoint_cfg.restore.path, total_steps)
-  if before_first_write is not None:
-    before_first_write()
   os.makedirs(model_dir, exist_ok=True)
-
   lock = run_lock.lock_model_dir(model_dir)  # before anything in MODEL_DIR is touched
   progress, checkpointer, periodic = None, None, []  # what `finally` closes
+  watcher = preemption.Watcher().install()  # SIGTERM / SIGINT: save this step and stop
+  preempted = False
   try:
     trainer = trainer_cls(model=model, partitioner=partitioner, batch_size=train_dataset_cfg.batch_size,
                           task_feature_lengths=train_dataset_cfg.task_feature_lengths,
@@ -242,11 +260,14 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
         trainer, checkpointer, checkpoint_cfg.restore.path, random_seed,
         checkpoint_cfg.restore.fallback_to_previous)
     trainer.seed = run_state.seed
+    _check_batch_size(run_state, train_dataset_cfg.batch_size, checkpointer.model_dir)
     start_step = int(state.step)
     if relative_steps is not None:
       if run_state.relative_total_steps is None:  # first start: relative to where it starts from
         run_state.relative_total_steps = start_step + relative_steps
       total_steps = run_state.relative_total_steps
+    if on_start is not None:
+      on_start()
     logging.info('Model %s; %s (seed %d).', model_dir, origin, run_state.seed)
     if jax.process_index() == 0:
       print(f'[flan_t5x] MODEL_DIR={model_dir}: {origin}; training to step {total_steps}.', flush=True)
@@ -281,6 +302,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       loop.step += 1
       run_state.batches_consumed += 1
       logger.after_dispatch(loop)
+      checkpointer.poll()
       if progress is not None:
         progress.update(1)
       try:
@@ -293,6 +315,9 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
         stop_reason = (f'loss/token {loop.history[-1]["cross_ent_loss_per_token"]:.4f} at step '
                        f'{loop.history[-1]["step"]} <= {stop_at_loss}')
       if stop_reason:
+        break
+      if watcher.stop_at(loop.step) and not loop.is_last_step:  # every host asks, they agree on the step
+        preempted = True
         break
     if stop_reason and jax.process_index() == 0:
       progress_lib.say(f'[flan_t5x] stopping early at step {loop.step}: {stop_reason}')
@@ -309,8 +334,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       for action in periodic:
         action.close()
     finally:
+      watcher.uninstall()  # after the last save has finished: a second signal until then exits at once
       if lock is not None:
         lock.release()
+  if preempted:  # the checkpoint of this step is complete (closed above), its manifest included
+    raise preemption.Preempted(loop.step, watcher.signal_name, model_dir)
   if jax.process_index() == 0:
     print(f'[flan_t5x] done at step {loop.step}. Checkpoints: {model_dir}/{checkpoints.STEP_PREFIX}_<step>; '
           f'TensorBoard: tensorboard --logdir {model_dir}', flush=True)
@@ -323,16 +351,20 @@ def main(argv: list[str]) -> None:
   from flan_t5x import gin_utils
   model_dir = gin_utils.start_run('%MODEL_DIR', write_config=False, job='train')
   config_text = gin.config_str()
-  wrote_config = []
-
-  def write_config():  # once the configuration passed train()'s checks, as gin_utils would
-    if jax.process_index() == 0:
-      checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'config.gin'), config_text)
-    wrote_config.append(True)
   # Gin binds `train` of the importable module: T5X-form files name it `__main__.train`
   # (flan_t5x/t5x_names/train_script.py), flan_t5x's `flan_t5x.train.train`: one function.
   from flan_t5x import train as train_module
-  train_module.train_with_gin(before_first_write=write_config)
+  wrote_config = []
+
+  def write_config() -> None:  # once the run is accepted: a refused run must not overwrite it
+    if jax.process_index() == 0:
+      checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'config.gin'), config_text)
+    wrote_config.append(True)
+  try:
+    train_module.train_with_gin(on_start=write_config)
+  except preemption.Preempted as stop:
+    print(f'[flan_t5x] {stop.line}', flush=True)  # (gin appends its call site to the message)
+    sys.exit(preemption.EXIT_CODE)
   if wrote_config and jax.process_index() == 0:  # not after a no-op on a finished MODEL_DIR
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'operative_config.gin'),
                                       gin.operative_config_str())

@@ -2,7 +2,7 @@
 
 The loss of a T5 step needs, per target token, only a few numbers of its
 `(vocab,)` logits row: log Z (for cross entropy and z-loss), the target's logit,
-the mean logit (label smoothing) and the maximum (accuracy). `logit_statistics`
+the mean logit (label smoothing) and the argmax (accuracy). `logit_statistics`
 computes them from the decoder output and the `(embed, vocab)` kernel one
 vocabulary chunk at a time, so the `(tokens, vocab)` logits (1024 x 32128 floats
 = 128 MiB for a batch of 8 x 128 targets) and their gradient never exist in full.
@@ -31,7 +31,9 @@ class LogitStatistics(NamedTuple):
   log_z_N: Array       # logsumexp over the vocabulary
   target_logit_N: Array
   mean_logit_N: Array
-  max_logit_N: Array   # no gradient (used for accuracy)
+  # First index of the row's maximum, as jnp.argmax (T5X's accuracy): ties go to the lowest id,
+  # so all-equal logits predict id 0 (padding), never a real target.
+  argmax_N: Array
 
 
 def num_chunks(vocab_size: int, max_chunk_width: int) -> int:
@@ -59,23 +61,26 @@ def _forward(y_NxE, kernel_ExV, targets_N, chunks):
   width = kernel_ExV.shape[1] // chunks
 
   def body(carry, index):
-    max_N, sum_exp_N, target_N, sum_logits_N = carry
+    max_N, argmax_N, sum_exp_N, target_N, sum_logits_N = carry
     kernel_ExW = _kernel_chunk(kernel_ExV, index, width)
     logits_NxW = _chunk_logits(y_NxE, kernel_ExW)
-    new_max_N = jnp.maximum(max_N, jnp.max(logits_NxW, axis=-1))
+    chunk_max_N = jnp.max(logits_NxW, axis=-1)
+    # Strictly greater: an equal maximum in a later chunk keeps the earlier (lower) index.
+    argmax_N = jnp.where(chunk_max_N > max_N, index * width + jnp.argmax(logits_NxW, axis=-1), argmax_N)
+    new_max_N = jnp.maximum(max_N, chunk_max_N)
     sum_exp_N = (sum_exp_N * jnp.exp(max_N - new_max_N)
                  + jnp.sum(jnp.exp(logits_NxW - new_max_N[:, None]), axis=-1))
     column_N = targets_N - index * width
     in_chunk_N = (column_N >= 0) & (column_N < width)
     picked_N = jnp.take_along_axis(logits_NxW, jnp.clip(column_N, 0, width - 1)[:, None], axis=-1)[:, 0]
     target_N = jnp.where(in_chunk_N, picked_N, target_N)
-    return (new_max_N, sum_exp_N, target_N, sum_logits_N + jnp.sum(logits_NxW, axis=-1)), None
+    return (new_max_N, argmax_N, sum_exp_N, target_N, sum_logits_N + jnp.sum(logits_NxW, axis=-1)), None
 
   zeros_N = jnp.zeros((tokens,), jnp.float32)
-  init = (jnp.full((tokens,), -jnp.inf, jnp.float32), zeros_N, zeros_N, zeros_N)
-  (max_N, sum_exp_N, target_N, sum_logits_N), _ = jax.lax.scan(body, init, jnp.arange(chunks))
+  init = (jnp.full((tokens,), -jnp.inf, jnp.float32), jnp.zeros((tokens,), jnp.int32), zeros_N, zeros_N, zeros_N)
+  (max_N, argmax_N, sum_exp_N, target_N, sum_logits_N), _ = jax.lax.scan(body, init, jnp.arange(chunks))
   log_z_N = max_N + jnp.log(sum_exp_N)
-  return LogitStatistics(log_z_N, target_N, sum_logits_N / kernel_ExV.shape[1], max_N)
+  return LogitStatistics(log_z_N, target_N, sum_logits_N / kernel_ExV.shape[1], argmax_N)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -90,7 +95,7 @@ def _statistics_fwd(y_NxE, kernel_ExV, targets_N, chunks):
 
 def _statistics_bwd(chunks, residuals, cotangents):
   y_NxE, kernel_ExV, targets_N, log_z_N = residuals
-  dlog_z_N, dtarget_N, dmean_N, _ = cotangents  # the maximum gets no gradient
+  dlog_z_N, dtarget_N, dmean_N, _ = cotangents  # the argmax (integer) has no gradient
   vocab = kernel_ExV.shape[1]
   width = vocab // chunks
   dmean_N = dmean_N / vocab
@@ -135,4 +140,4 @@ def plain_logit_statistics(logits_NxV: Array, targets_N: Array) -> LogitStatisti
   return LogitStatistics(jax.nn.logsumexp(logits_NxV, axis=-1),
                          jnp.take_along_axis(logits_NxV, targets_N[:, None], axis=-1)[:, 0],
                          jnp.mean(logits_NxV, axis=-1),
-                         jax.lax.stop_gradient(jnp.max(logits_NxV, axis=-1)))
+                         jnp.argmax(logits_NxV, axis=-1).astype(jnp.int32))

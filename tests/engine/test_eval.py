@@ -115,8 +115,10 @@ def test_killed_infer_job_resumes_without_duplicates(checkpoint, tmp_path):
   host_dir = out / 'host-00000-of-00001'
   assert sorted(p.name for p in host_dir.glob('chunk-*.done')) == ['chunk-00000.done', 'chunk-00001.done']
   (host_dir / 'chunk-00002.jsonl').write_text('{"partial": true}\n')  # died while writing chunk 2
+  (host_dir / 'chunk-00002.done.tmpk3x9_q').write_text('{"lines"')  # ... or its marker (atomic write's temp)
   resumed = _infer(model, params, inputs, out)
   assert open(resumed).read().splitlines() == expected
+  assert not list(host_dir.glob('*.tmp*'))  # the interrupted write's temporary file is gone
 
 
 def test_infer_rejects_a_different_job_in_the_same_dir(checkpoint, tmp_path):

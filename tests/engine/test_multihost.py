@@ -3,6 +3,7 @@
 - Data-parallel training equals one process fed the same global batches.
 - SIGKILL of one worker: the other exits with an error in bounded time; restarting both resumes
   from the last checkpoint with the losses of an uninterrupted run.
+- SIGTERM to one worker: both save the same step and exit 75; restarting both resumes it.
 - eval and infer over 13 examples (divisible by neither the hosts nor the batch): the metrics and
   predictions of one process, every input decoded exactly once.
 """
@@ -122,6 +123,33 @@ def test_killed_worker_stops_its_peer_and_both_resume_exactly(two_process_run, t
   assert sorted(after_kill) == list(range(1, STEPS + 1))
   np.testing.assert_allclose([after_kill[s] for s in reference], [reference[s] for s in reference],
                              rtol=0, atol=1e-6)
+
+
+def test_sigterm_to_one_host_makes_both_save_the_same_step_and_the_restart_resumes_it(two_process_run, tmp_path):
+  """JAX's preemption notifier on host 1 tells host 0; both stop at the agreed step and save it."""
+  _, (reference, _) = two_process_run
+  model_dir = tmp_path / 'preempted'
+  processes = _start_workers(model_dir, period=1000)  # no periodic save: only the preemption's
+  deadline = time.time() + 300
+  while not list((model_dir / 'train').glob('events.out.tfevents.*')) and time.time() < deadline:
+    time.sleep(0.05)  # training has started (the first step is being compiled or run)
+  processes[1].send_signal(signal.SIGTERM)
+  results = []
+  for proc in processes:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, (proc.returncode, err[-3000:])  # preemption.EXIT_CODE
+    results.append(json.loads([line for line in out.splitlines() if line.startswith('{')][-1]))
+  saved = results[0]['preempted_at']
+  assert results[1]['preempted_at'] == saved and 1 <= saved < STEPS, results
+  assert 'SIGTERM received: saved checkpoint_' in results[0]['line']
+  assert [p.name for p in model_dir.glob('checkpoint_*')] == [f'checkpoint_{saved}']
+  assert (model_dir / f'checkpoint_{saved}' / 'flan_t5x_manifest.json').is_file()
+
+  outputs = _finish(_start_workers(model_dir, period=1000))
+  assert min(_losses(outputs[0])) == saved + 1  # resumed at the saved step
+  after = helpers.event_losses(model_dir)
+  assert sorted(after) == list(range(1, STEPS + 1))
+  np.testing.assert_allclose([after[s] for s in reference], [reference[s] for s in reference], rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ eval and infer

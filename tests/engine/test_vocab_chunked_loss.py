@@ -83,3 +83,27 @@ def _batch():
   return {'encoder_input_tokens': inputs, 'decoder_target_tokens': targets,
           'decoder_input_tokens': np.concatenate([np.zeros((4, 1), np.int32), targets[:, :-1]], axis=1),
           'decoder_loss_weights': (targets > 0).astype(np.float32)}
+
+
+@pytest.mark.parametrize('chunk_width', [100, None])
+def test_all_equal_logits_count_no_token_correct(chunk_width):
+  """A collapsed model (every logit equal, loss ln V) must not read accuracy 1.0 (ties are not correct)."""
+  model = _model(chunk_width)
+  params = nn.meta.unbox(model.init_params(jax.random.PRNGKey(0), 4, 16, 8))
+  params['decoder']['logits_dense']['kernel'] = jnp.zeros_like(params['decoder']['logits_dense']['kernel'])
+  batch = _batch()
+  _, metrics = jax.jit(lambda p: model.loss_fn(p, batch, None))(params)
+  assert float(metrics['num_tokens']) == 24.0
+  assert float(metrics['correct_tokens']) == 0.0
+  np.testing.assert_allclose(float(metrics['cross_ent_sum']) / 24.0, np.log(384.0), rtol=1e-5)
+
+
+def test_tied_maximum_goes_to_the_lowest_id_in_both_paths():
+  """T5X's argmax semantics: of equal maxima the first id wins, also across vocabulary chunks."""
+  logits_NxV = np.zeros((3, 30), np.float32)
+  logits_NxV[:, [4, 25]] = 2.0  # tied maxima in the first and the fourth chunk of 7 columns
+  targets_N = jnp.asarray([4, 25, 9], jnp.int32)
+  y_NxE, kernel_ExV = jnp.asarray(logits_NxV), jnp.eye(30, dtype=jnp.float32)
+  for stats in (vocab_chunked_loss.plain_logit_statistics(y_NxE @ kernel_ExV, targets_N),
+                vocab_chunked_loss.logit_statistics(y_NxE, kernel_ExV, targets_N, max_chunk_width=7)):
+    assert np.asarray(stats.argmax_N).tolist() == [4, 4, 4]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import sys
+import time
 
 import jax
 
@@ -78,3 +80,50 @@ def steps_in(model_dir) -> list[int]:
   prefix = checkpoints.STEP_PREFIX + '_'
   return sorted(int(name[len(prefix):]) for name in os.listdir(model_dir)
                 if name.startswith(prefix) and name[len(prefix):].isdigit())
+
+
+class DiesAfterSaveTrainer(trainer_lib.Trainer):
+  """SIGKILLs its own process at step `DIES_AT`, as soon as the save of the step before is complete
+  (its directory renamed into place): the moment a preemption used to leave a checksum-less checkpoint."""
+
+  DIES_AT = 4
+  calls = 0
+
+  def train_step(self, state, local_batch):
+    self.calls += 1
+    if self.calls == self.DIES_AT:
+      model_dir = self.dies_in
+      while not os.path.isdir(os.path.join(model_dir, f'{checkpoints.STEP_PREFIX}_{self.DIES_AT - 1}')):
+        time.sleep(0.001)
+      os.kill(os.getpid(), signal.SIGKILL)
+    return super().train_step(state, local_batch)
+
+
+def child_dies_after_save_command(model_dir) -> list[str]:
+  code = (f'import faults; faults.DiesAfterSaveTrainer.dies_in = {str(model_dir)!r}; '
+          f'faults.train({str(model_dir)!r}, 8, trainer_cls=faults.DiesAfterSaveTrainer)')
+  return [sys.executable, '-c', code]
+
+
+def loses_write_permission_trainer(model_dir, at_step: int):
+  """A Trainer class whose process can no longer write to `model_dir` from step `at_step` on: as root
+  (which chmod does not stop) it drops its effective uid to nobody, which every thread shares."""
+
+  class LosesWritePermission(trainer_lib.Trainer):
+    calls = 0
+
+    def train_step(self, state, local_batch):
+      self.calls += 1
+      if self.calls == at_step:
+        if os.geteuid() == 0:
+          os.seteuid(65534)
+        else:
+          os.chmod(model_dir, 0o555)
+      return super().train_step(state, local_batch)
+  return LosesWritePermission
+
+
+def child_loses_permission_command(model_dir, total_steps: int, at_step: int) -> list[str]:
+  code = (f'import faults; faults.train({str(model_dir)!r}, {total_steps}, '
+          f'trainer_cls=faults.loses_write_permission_trainer({str(model_dir)!r}, {at_step}))')
+  return [sys.executable, '-c', code]

@@ -9,6 +9,7 @@ import pytest
 
 from flan_t5x import config_checks
 from flan_t5x import gin_utils
+from flan_t5x import run_lock
 from flan_t5x import train as train_lib
 
 import faults
@@ -105,6 +106,72 @@ def test_initial_checkpoint_of_another_model_size_is_refused_before_training(tmp
   source = tmp_path / 'source'
   faults.train(source, 1)
   target = tmp_path / 'target'
-  with pytest.raises(ValueError, match=r'saved by a model of another size: params/.*shape'):
+  with pytest.raises(ValueError, match=r'saved by a model of another size or structure .*: params/.*shape.*emb_dim'):
     helpers.run_training(target, 2, model=helpers.tiny_model(emb_dim=64), initial_checkpoint=str(source))
   assert not any(target.glob('checkpoint_*'))
+
+
+@pytest.mark.parametrize('override, message', [
+    ({'TRAIN_STEPS': '-5'}, r'TRAIN_STEPS \(train.total_steps\) must be at least 1, got -5'),
+    ({'TRAIN_STEPS': '0'}, r'TRAIN_STEPS \(train.total_steps\) must be at least 1, got 0'),
+    ({'BATCH_SIZE': '-4'}, r'BATCH_SIZE \(train/DatasetConfig.batch_size\) must be at least 1, got -4'),
+    ({'BATCH_SIZE': '0'}, r'BATCH_SIZE \(train/DatasetConfig.batch_size\) must be at least 1, got 0'),
+])
+def test_values_no_run_can_use_fail_before_model_dir_is_created(tmp_path, override, message):
+  model_dir, run = _parse_and_train(tmp_path, **override)
+  with pytest.raises(ValueError, match=message):
+    run()
+  assert not model_dir.exists()
+
+
+def test_misspelled_macro_inside_a_gin_file_fails_at_parse_with_file_and_line(tmp_path):
+  run_gin = tmp_path / 'my_run.gin'
+  run_gin.write_text("include 'gin/runs/finetune.gin'\n\nTRAIN_STEPZ = 3\n")
+  model_gin = tmp_path / 'tiny_model.gin'
+  model_gin.write_text(helpers.TINY_MODEL_GIN)
+  with pytest.raises(ValueError, match=rf'^{run_gin}:3: macro TRAIN_STEPZ is defined but no binding uses '
+                                       r'%TRAIN_STEPZ\. Did you mean TRAIN_STEPS\?'):
+    gin_utils.parse_gin([str(model_gin), str(run_gin)], _bindings(tmp_path / 'run'), strict_macros=True)
+
+
+def test_unclosed_bracket_in_a_gin_file_names_the_file(tmp_path):
+  broken = tmp_path / 'broken.gin'
+  broken.write_text("include 'gin/runs/finetune.gin'\nTRAIN_STEPS = 3\nBATCH_SIZE = (4\n")  # gin: tokenize.TokenError
+  with pytest.raises(ValueError, match=rf'^{broken} \(or a file it includes\): gin cannot parse it: .*unclosed'):
+    gin_utils.parse_gin([str(broken)], [], strict_macros=True)
+
+
+def _snapshot(directory):
+  """Every file but the run lock (which records its last holder: the refused run took it to read the checkpoint)."""
+  return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in directory.rglob('*') if p.is_file() and not p.name.startswith('.lock-')}
+
+
+def test_resuming_with_another_batch_size_is_refused_and_writes_nothing(tmp_path):
+  model_dir = tmp_path / 'run'
+  helpers.run_training(model_dir, 1, batch_size=4)
+  before = _snapshot(model_dir)
+  with pytest.raises(ValueError, match=rf'{model_dir} was trained with BATCH_SIZE=4; this run has BATCH_SIZE=8\. '
+                                       r'.*--gin.BATCH_SIZE=4'):
+    helpers.run_training(model_dir, 2, batch_size=8)
+  assert _snapshot(model_dir) == before
+  step, _ = helpers.run_training(model_dir, 2, batch_size=4)
+  assert step == 2
+
+
+def test_a_refused_second_trainer_leaves_config_gin_alone(tmp_path):
+  """The command-line job writes MODEL_DIR/config.gin only once its run is accepted."""
+  model_dir = tmp_path / 'run'
+  model_dir.mkdir()
+  (model_dir / 'config.gin').write_text('# the running job\n')
+  model_gin = tmp_path / 'tiny_model.gin'
+  model_gin.write_text(helpers.TINY_MODEL_GIN)
+  args = [f'--gin_bindings={b}' for b in _bindings(model_dir, BATCH_SIZE='16')]
+  with run_lock.RunLock(str(model_dir)):
+    done = subprocess.run([sys.executable, '-m', 'flan_t5x.train', f'--gin_file={model_gin}',
+                           '--gin_file=gin/runs/finetune.gin'] + args, env=faults.child_env(), capture_output=True,
+                          text=True, timeout=300, cwd=gin_utils.REPO_ROOT)
+  assert done.returncode != 0
+  assert 'RunLockedError: Another training process is using MODEL_DIR' in done.stderr, done.stderr[-2000:]
+  assert (model_dir / 'config.gin').read_text() == '# the running job\n'
+  assert sorted(p.name for p in model_dir.iterdir()) == ['.lock-process_0-of-1', 'config.gin']

@@ -106,6 +106,6 @@ def test_damage_without_a_manifest_is_still_reported_with_the_path(trained, tmp_
 def test_a_checkpoint_of_another_model_size_is_refused_before_training(trained, tmp_path):
   model_dir = tmp_path / 'run'
   shutil.copytree(trained, model_dir)
-  with pytest.raises(ValueError, match=r'another size: .*shape .* in the checkpoint.*new MODEL_DIR'):
+  with pytest.raises(ValueError, match=r'another size or structure .*shape .* in the checkpoint.*emb_dim.*new MODEL_DIR'):
     faults.train(model_dir, 4, model=helpers.tiny_model(emb_dim=64))
   assert faults.steps_in(model_dir) == [1, 2, 3]

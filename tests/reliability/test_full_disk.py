@@ -8,8 +8,11 @@ No tmpfs without root privileges here, so:
   (`unshare -m`, EROFS; chmod does not stop root); skipped where unshare is not permitted.
 """
 
+import os
 import shutil
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -81,3 +84,44 @@ def test_read_only_model_dir_is_refused_before_training_and_a_writable_restart_r
   assert 'MODEL_DIR must be writable' in child.stderr
   assert faults.steps_in(model_dir) == [1, 2]
   _assert_resumes_from_intact(model_dir, capsys, 4)
+
+
+def test_model_dir_turning_unwritable_mid_run_fails_at_once_with_the_permission_error(tmp_path, capsys):
+  """Orbax created step directories in its save thread: the save then waited 300 s on a barrier and
+  failed with 'TimeoutError: Timeout waiting for key …step_directory_creation', the cause 50 lines up."""
+  for parent in (tmp_path, *tmp_path.parents):  # let uid nobody reach MODEL_DIR (pytest makes its root 0700)
+    if str(parent).startswith('/tmp/') and parent.stat().st_uid == os.geteuid():
+      parent.chmod(parent.stat().st_mode | 0o005)
+  model_dir = tmp_path / 'run'
+  faults.train(model_dir, 2)
+  capsys.readouterr()
+  tick = time.monotonic()
+  child = subprocess.run(faults.child_loses_permission_command(model_dir, 4, at_step=1), env=faults.child_env(),
+                         capture_output=True, text=True, timeout=600)
+  assert child.returncode != 0, (child.stdout[-2000:], _errors(child.stderr))
+  assert time.monotonic() - tick < 200  # a 300 s barrier wait is gone (start-up and compile take the rest)
+  assert 'CheckpointSaveError: Saving checkpoint_3' in child.stderr, _errors(child.stderr)
+  assert 'PermissionError' in _errors(child.stderr).split('CheckpointSaveError')[-1], _errors(child.stderr)
+  assert 'Timeout' not in child.stderr
+  assert f'The last complete checkpoint, {model_dir}/checkpoint_2, is intact' in child.stderr
+  assert faults.steps_in(model_dir) == [1, 2]
+  _assert_resumes_from_intact(model_dir, capsys, 4)
+
+
+@pytest.mark.skipif(not _can_remount(), reason='no private mount namespace (unshare -m) here')
+def test_read_only_model_dir_gives_the_lock_message_from_the_command_line_job(tmp_path):
+  """The job used to write MODEL_DIR/config.gin first and failed with a raw OSError on config.gin.tmp…."""
+  from test_config_mistakes import _bindings  # pylint: disable=g-import-not-at-top
+  import helpers  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / 'run'
+  model_dir.mkdir()
+  model_gin = tmp_path / 'tiny_model.gin'
+  model_gin.write_text(helpers.TINY_MODEL_GIN)
+  job = [sys.executable, '-m', 'flan_t5x.train', f'--gin_file={model_gin}', '--gin_file=gin/runs/finetune.gin'] + [
+      f'--gin_bindings={b}' for b in _bindings(model_dir)]
+  child = subprocess.run(['unshare', '-m', 'sh', '-c', _READ_ONLY, 'sh', str(model_dir)] + job,
+                         env=faults.child_env(), capture_output=True, text=True, timeout=600, cwd=faults.REPO)
+  assert child.returncode != 0
+  assert f'Cannot create the run lock {model_dir}/.lock-process_0-of-1: Read-only file system' in child.stderr, (
+      _errors(child.stderr))
+  assert 'config.gin' not in _errors(child.stderr)

@@ -1,0 +1,66 @@
+"""SIGTERM / SIGINT: the run finishes its step, saves that step (input position and manifest
+included), says so and exits with preemption.EXIT_CODE; a second signal exits at once; restarts
+continue with the parameters and losses of an uninterrupted run (bench/soak_kill.py, 'sigterm')."""
+
+import signal
+import subprocess
+import time
+
+from flan_t5x import checkpoint_integrity
+from flan_t5x import preemption
+
+import soak_kill  # bench/soak_kill.py (conftest puts bench/ on the path)
+
+STEPS = 24
+PERIOD = 10  # periodic saves are rare: what a restart resumes from is the preemption's own save
+
+
+def _reference(tmp_path):
+  reference_dir = tmp_path / 'reference'
+  done = subprocess.run(soak_kill.command(reference_dir, STEPS, PERIOD), cwd=soak_kill.ROOT,
+                        env=soak_kill.child_env(), capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return reference_dir
+
+
+def _until_logged(life, step: int, timeout: float = 600) -> None:
+  deadline = time.monotonic() + timeout
+  while (life.last_logged_step or 0) < step and life.proc.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.01)
+  assert life.last_logged_step is not None and life.last_logged_step >= step, ''.join(life.lines)[-2000:]
+
+
+def test_sigint_then_sigterm_save_the_step_reached_and_resume_exactly(tmp_path):
+  assert soak_kill.PREEMPTED_EXIT_CODE == preemption.EXIT_CODE
+  reference_dir, model_dir = _reference(tmp_path), tmp_path / 'preempted'
+
+  # SIGINT (Ctrl-C) once: the step reached is saved, the process says so and exits 75.
+  life = soak_kill._Life(model_dir, STEPS, subprocess.DEVNULL, PERIOD)  # pylint: disable=protected-access
+  _until_logged(life, 3)
+  logged = life.last_logged_step
+  life.proc.send_signal(signal.SIGINT)
+  assert life.proc.wait(timeout=600) == preemption.EXIT_CODE
+  life._reader.join(timeout=30)  # pylint: disable=protected-access
+  saved = life.preempted_step
+  assert saved is not None and saved >= logged and soak_kill.complete_steps(model_dir) == [saved], saved
+  assert checkpoint_integrity.has_manifest(str(model_dir / f'checkpoint_{saved}'))
+
+  # Twice: out at once (the signal's default action), nothing more saved.
+  life = soak_kill._Life(model_dir, STEPS, subprocess.DEVNULL, PERIOD)  # pylint: disable=protected-access
+  _until_logged(life, saved + 1)
+  life.proc.send_signal(signal.SIGINT)
+  time.sleep(0.05)
+  life.proc.send_signal(signal.SIGINT)
+  assert life.proc.wait(timeout=60) == -signal.SIGINT
+  assert life.resumed_step == saved and soak_kill.complete_steps(model_dir) == [saved]
+
+  # SIGTERM at a random moment of the next life (the soak's check), then the run finishes.
+  result = soak_kill.run_soak(model_dir, STEPS, kills=1, seed=0, modes=('sigterm',), say=lambda _: None,
+                              period=PERIOD)
+  assert result['failed_preemptions'] == [] and result['mismatched_resumes'] == [], result
+  sigterm = result['record'][0]
+  assert sigterm['exit_code'] == preemption.EXIT_CODE and sigterm['preempted_step'] > saved, sigterm
+  compared = soak_kill.compare(str(reference_dir), str(model_dir))
+  assert compared['final_steps'] == [STEPS, STEPS]
+  assert compared['final_param_max_abs_diff'] == 0.0 and compared['loss_max_abs_diff'] == 0.0, compared
+  assert compared['logged_steps_equal'] and compared['checkpoints_failing_checksums'] == []
