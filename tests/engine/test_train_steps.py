@@ -44,8 +44,9 @@ def test_lora_run_at_or_below_its_base_step_is_an_error(tmp_path):
 
 
 def test_fresh_run_of_zero_steps_is_an_error(tmp_path):
-  with pytest.raises(ValueError, match='TRAIN_STEPS=0 would train no step: a freshly initialized model'):
+  with pytest.raises(ValueError, match=r'TRAIN_STEPS \(train.total_steps\) must be at least 1, got 0'):
     helpers.run_training(tmp_path / 'run', 0)
+  assert not (tmp_path / 'run').exists()
 
 
 def test_finished_model_dir_is_a_no_op_that_says_so(tmp_path, capsys):
