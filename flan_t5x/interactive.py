@@ -92,9 +92,9 @@ class InteractiveModel:
     """
     import gin  # pylint: disable=g-import-not-at-top
     from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
-    with gin.unlock_config():
+    with gin.unlock_config():  # a second model in the same process (gin locks at finalize)
       gin.clear_config()
-    gin_utils.parse_gin(gin_files, gin_bindings, gin_search_paths, finalize=True)
+      gin_utils.parse_gin(gin_files, gin_bindings, gin_search_paths, finalize=True)
     macros = {name: gin.query_parameter(f'%{name}') for name in _GIN_MACROS}
     macros = {name: (value.scoped_configurable_fn() if hasattr(value, 'scoped_configurable_fn') else value)
               for name, value in macros.items()}
