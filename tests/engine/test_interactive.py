@@ -2,6 +2,7 @@
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -12,9 +13,9 @@ TINY = ["BATCH_SIZE = 4", "TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 16}"
         "network.T5Config.emb_dim = 32", "network.T5Config.mlp_dim = 64", "network.T5Config.head_dim = 8"]
 
 
-def _build(model_dir):
+def _build(model_dir, *bindings):
   return interactive.InteractiveModel.from_gin_files(
-      ["gin/demo.gin"], [f"MODEL_DIR = '{model_dir}'", *TINY], gin_search_paths=[REPO_ROOT])
+      ["gin/demo.gin"], [f"MODEL_DIR = '{model_dir}'", *TINY, *bindings], gin_search_paths=[REPO_ROOT])
 
 
 def test_train_resume_predict_score_evaluate(tmp_path):
@@ -31,6 +32,13 @@ def test_train_resume_predict_score_evaluate(tmp_path):
   first.close()
   second = _build(tmp_path / "b")
   assert second.step == 2 and second.origin == "resumed from step 2"
+  params_at_2 = jax.device_get(second.params)
+  # INITIAL_CHECKPOINT_PATH (an empty MODEL_DIR): the same parameters, a fresh optimizer.
+  initial = str(tmp_path / "a" / "checkpoint_2")
+  started = _build(tmp_path / "c", f"INITIAL_CHECKPOINT_PATH = '{initial}'")
+  assert started.origin == f"from {initial}" and started.step == 2
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(started.params), params_at_2)
+  started.close()
   resumed = second.train_loop(1, log_period=1, progress=False)[0]
   assert resumed["step"] == third_step["step"] == 3
   assert resumed["loss"] == pytest.approx(third_step["loss"], rel=1e-6)
