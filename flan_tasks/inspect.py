@@ -170,9 +170,21 @@ def _char_list(counts: Dict[str, int], limit: int = 12) -> str:
   return text + (f", ... ({len(top) - limit} more)" if len(top) > limit else "")
 
 
-def _vocabulary_lines(summary: Summary) -> List[str]:
+def _vocabulary_lines(summary: Summary, most: int = 20) -> List[str]:
+  """One line per task (at most `most`: a collection mixture samples hundreds of tasks)."""
   out = ["\n-- vocabulary: <unk> tokens in the sampled text, and characters encode-then-decode loses"]
-  for task, check in sorted(summary.vocabulary.items()):
+  checks = sorted(summary.vocabulary.items())
+  if len(checks) > most:
+    total = VocabularyCheck()
+    for _, check in checks:
+      for counter, part in ((total.tokens, check.tokens), (total.unknown, check.unknown),
+                            (total.unencodable, check.unencodable)):
+        counter.update(part)
+    out.append(f"all {len(checks)} tasks: <unk> " + "  ".join(
+        f"{f} {total.unknown[f]}/{total.tokens[f]}" for f in summary.sequence_length))
+    out.append(f"the {most} with the most <unk> tokens:")
+    checks = sorted(checks, key=lambda kv: -sum(kv[1].unknown.values()))[:most]
+  for task, check in checks:
     cells = "  ".join(f"{f} {check.unknown[f]}/{check.tokens[f]} ({100 * check.unknown_rate(f):.2f}%)"
                       for f in summary.sequence_length)
     out.append(f"{task}: <unk> {cells}")
