@@ -13,15 +13,17 @@ TINY = ["BATCH_SIZE = 4", "TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 16}"
         "network.T5Config.emb_dim = 32", "network.T5Config.mlp_dim = 64", "network.T5Config.head_dim = 8"]
 
 
-def _build(model_dir, *bindings):
+def _build(model_dir, *bindings, **overrides):
   return interactive.InteractiveModel.from_gin_files(
-      ["gin/demo.gin"], [f"MODEL_DIR = '{model_dir}'", *TINY, *bindings], gin_search_paths=[REPO_ROOT])
+      ["gin/demo.gin"], [f"MODEL_DIR = '{model_dir}'", *TINY, *bindings], gin_search_paths=[REPO_ROOT],
+      **overrides)
 
 
 def test_train_resume_predict_score_evaluate(tmp_path):
   first = _build(tmp_path / "a")
   assert first.step == 0 and first.origin == "fresh parameters" and first.mixture_or_task_name == "demo_mix"
   assert first.trainer.batch_size == 4 and first.model.config.emb_dim == 32
+  assert callable(first.trainer.learning_rate_fn)  # gin/demo.gin's warmup schedule
   history = first.train_loop(2, log_period=1, progress=False)
   assert [h["step"] for h in history] == [1, 2] and all(np.isfinite(h["loss"]) for h in history)
   assert os.path.isdir(tmp_path / "a" / "checkpoint_2") and os.path.isdir(tmp_path / "a" / "train")
@@ -35,8 +37,9 @@ def test_train_resume_predict_score_evaluate(tmp_path):
   params_at_2 = jax.device_get(second.params)
   # INITIAL_CHECKPOINT_PATH (an empty MODEL_DIR): the same parameters, a fresh optimizer.
   initial = str(tmp_path / "a" / "checkpoint_2")
-  started = _build(tmp_path / "c", f"INITIAL_CHECKPOINT_PATH = '{initial}'")
+  started = _build(tmp_path / "c", f"INITIAL_CHECKPOINT_PATH = '{initial}'", learning_rate_fn=0.5)
   assert started.origin == f"from {initial}" and started.step == 2
+  assert started.trainer.learning_rate_fn == 0.5  # the override replaces the gin file's schedule
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(started.params), params_at_2)
   started.close()
   resumed = second.train_loop(1, log_period=1, progress=False)[0]
