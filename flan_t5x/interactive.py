@@ -46,11 +46,13 @@ class InteractiveModel:
 
   On creation the state comes from MODEL_DIR's newest checkpoint, else `initial_checkpoint_path`
   (a flan-t5x, Hugging Face or T5X checkpoint), else fresh parameters, in T5X's order.
+  `trainer_cls` (e.g. gin's configured Trainer) builds the trainer; `learning_rate_fn`, when given,
+  is passed to it (default: a constant 1e-3 for the plain Trainer).
   """
 
   def __init__(self, *, model: models.EncoderDecoderModel, model_dir: str,
                task_feature_lengths: Mapping[str, int], batch_size: int,
-               learning_rate_fn: Callable | float = 1e-3,
+               learning_rate_fn: Callable | float | None = None,
                trainer_cls: Callable[..., trainer_lib.Trainer] | None = None,
                partitioner: partitioning.PjitPartitioner | None = None,
                initial_checkpoint_path: str | None = None, seed: int | None = 0,
@@ -62,9 +64,12 @@ class InteractiveModel:
     self.task_feature_lengths = dict(task_feature_lengths)
     self.mixture_or_task_name = mixture_or_task_name
     self.partitioner = partitioner or partitioning.PjitPartitioner()
-    make_trainer = trainer_cls or (lambda **kw: trainer_lib.Trainer(learning_rate_fn=learning_rate_fn, **kw))
-    self.trainer = make_trainer(model=model, partitioner=self.partitioner, batch_size=batch_size,
-                                task_feature_lengths=self.task_feature_lengths, seed=seed or 0)
+    # A gin-configured Trainer brings its schedule; an explicit learning_rate_fn replaces it.
+    schedule = {} if learning_rate_fn is None and trainer_cls is not None else {
+        'learning_rate_fn': 1e-3 if learning_rate_fn is None else learning_rate_fn}
+    self.trainer = (trainer_cls or trainer_lib.Trainer)(
+        model=model, partitioner=self.partitioner, batch_size=batch_size,
+        task_feature_lengths=self.task_feature_lengths, seed=seed or 0, **schedule)
     if self.trainer.is_peft:
       raise ValueError('InteractiveModel trains full models; run LoRA / prompt tuning with '
                        '`python -m flan_t5x.train` and load the result with initial_checkpoint_path.')
@@ -92,9 +97,9 @@ class InteractiveModel:
     """
     import gin  # pylint: disable=g-import-not-at-top
     from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
-    with gin.unlock_config():
+    with gin.unlock_config():  # a second model in the same process (gin locks at finalize)
       gin.clear_config()
-    gin_utils.parse_gin(gin_files, gin_bindings, gin_search_paths, finalize=True)
+      gin_utils.parse_gin(gin_files, gin_bindings, gin_search_paths, finalize=True)
     macros = {name: gin.query_parameter(f'%{name}') for name in _GIN_MACROS}
     macros = {name: (value.scoped_configurable_fn() if hasattr(value, 'scoped_configurable_fn') else value)
               for name, value in macros.items()}
@@ -110,8 +115,6 @@ class InteractiveModel:
     if unknown:
       raise TypeError(f'InteractiveModel.from_gin_files: unknown override(s) {unknown}; expected some of '
                       f'{sorted(set(kwargs) | {"learning_rate_fn", "decoding_config"})}')
-    if 'learning_rate_fn' in overrides:
-      kwargs['trainer_cls'] = trainer_lib.Trainer  # the override replaces the files' schedule
     kwargs.update(overrides)
     return cls(**kwargs)
 

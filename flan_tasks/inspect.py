@@ -75,25 +75,28 @@ def token_pieces(vocabulary: seqio.Vocabulary, ids: Sequence[int]) -> List[str]:
   return [special.get(i) or vocabulary.decode([i]) or f"<{i}>" for i in ids]
 
 
-_ROUND_TRIPS: Dict[tuple, bool] = {}
-
-
 def _survives(vocabulary: seqio.Vocabulary, char: str) -> bool:
-  key = (id(vocabulary), char)
-  if key not in _ROUND_TRIPS:
-    text = f"a{char}a"  # inside a word: SentencePiece treats a leading character differently
-    _ROUND_TRIPS[key] = vocabulary.decode(vocabulary.encode(text)) == text
-  return _ROUND_TRIPS[key]
+  text = f"a{char}a"  # inside a word: SentencePiece treats a leading character differently
+  return vocabulary.decode(vocabulary.encode(text)) == text
 
 
 def check_text(check: VocabularyCheck, vocabulary: seqio.Vocabulary, feature: str, text: str,
-               ids: Sequence[int]) -> None:
-  """Adds one text's token and <unk> counts and its characters the vocabulary cannot encode."""
+               ids: Sequence[int], survives: Optional[Dict[str, bool]] = None) -> None:
+  """Adds one text's token and <unk> counts and its characters the vocabulary cannot encode.
+
+  `survives` caches per character whether it round-trips; share it only between texts of one
+  vocabulary (flan_tasks' T5 vocabulary follows `configure`, so not across calls that change it).
+  """
+  survives = {} if survives is None else survives
   check.tokens[feature] += len(ids)
   unk_id = getattr(vocabulary, "unk_id", None)
   check.unknown[feature] += sum(int(i) == unk_id for i in ids) if unk_id is not None else 0
   for char, count in collections.Counter(text).items():
-    if not char.isspace() and not _survives(vocabulary, char):
+    if char.isspace():
+      continue
+    if char not in survives:
+      survives[char] = _survives(vocabulary, char)
+    if not survives[char]:
       check.unencodable[char] += count
 
 
@@ -119,6 +122,7 @@ def summarize(name: str, split: str = "train", n: int = 3, sample: int = 200,
   templates = collections.defaultdict(collections.Counter)
   styles = collections.Counter()
   checks = collections.defaultdict(VocabularyCheck)
+  survives = {feature: {} for feature in lengths}  # per feature: its vocabulary's round trips
   for example in ds.take(sample).as_numpy_iterator():
     task = _decode(example.get("_task_name", name.encode()))
     decoded = {k: _decode(v) for k, v in example.items()} if len(examples) < n else None
@@ -128,7 +132,7 @@ def summarize(name: str, split: str = "train", n: int = 3, sample: int = 200,
       text = _decode(example[f"{feature}_pretokenized"])
       ids = vocabulary.encode(text)
       token_lengths[feature].append(len(ids) + 1)
-      check_text(checks[task], vocabulary, feature, text, ids)
+      check_text(checks[task], vocabulary, feature, text, ids, survives[feature])
       if decoded is not None:
         decoded[f"{feature}_pieces"] = token_pieces(vocabulary, example[feature])
     if decoded is not None:
@@ -171,9 +175,21 @@ def _char_list(counts: Dict[str, int], limit: int = 12) -> str:
   return text + (f", ... ({len(top) - limit} more)" if len(top) > limit else "")
 
 
-def _vocabulary_lines(summary: Summary) -> List[str]:
+def _vocabulary_lines(summary: Summary, most: int = 20) -> List[str]:
+  """One line per task (at most `most`: a collection mixture samples hundreds of tasks)."""
   out = ["\n-- vocabulary: <unk> tokens in the sampled text, and characters encode-then-decode loses"]
-  for task, check in sorted(summary.vocabulary.items()):
+  checks = sorted(summary.vocabulary.items())
+  if len(checks) > most:
+    total = VocabularyCheck()
+    for _, check in checks:
+      for counter, part in ((total.tokens, check.tokens), (total.unknown, check.unknown),
+                            (total.unencodable, check.unencodable)):
+        counter.update(part)
+    out.append(f"all {len(checks)} tasks: <unk> " + "  ".join(
+        f"{f} {total.unknown[f]}/{total.tokens[f]}" for f in summary.sequence_length))
+    out.append(f"the {most} with the most <unk> tokens:")
+    checks = sorted(checks, key=lambda kv: -sum(kv[1].unknown.values()))[:most]
+  for task, check in checks:
     cells = "  ".join(f"{f} {check.unknown[f]}/{check.tokens[f]} ({100 * check.unknown_rate(f):.2f}%)"
                       for f in summary.sequence_length)
     out.append(f"{task}: <unk> {cells}")
