@@ -171,7 +171,7 @@ def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio
   for index, example in enumerate(examples):
     by_template[example.template_idx].append(index)
   result = {
-      'task': task.name, 'split': cfg.split, 'num_examples': len(examples),
+      'task': task.name, 'split': cfg.split, 'num_examples': len(examples), 'requested_examples': cfg.max_examples,
       'input_length': input_length, 'max_decode_length': target_length,
       'truncated_inputs': sum(truncated for _, truncated in fitted),
       'truncated_targets': sum(len(e.targets) > target_length for e in examples),

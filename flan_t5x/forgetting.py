@@ -39,16 +39,39 @@ from flan_t5x import summaries
 BASE = 'base'
 
 
+# Gin files that train adapters (the base frozen, Adafactor's parameter scaling off): their arms get
+# the study's adapter_learning_rate unless they set their own.
+ADAPTER_GIN_FILES = ('lora.gin', 'prompt_tuning.gin')
+LEARNING_RATE_BINDING = 'schedules.create_learning_rate_scheduler.base_learning_rate'
+
+
 @dataclasses.dataclass(frozen=True)
 class Arm:
-  """One way to finetune: its extra gin files and bindings over the study's training files."""
+  """One way to finetune: its extra gin files and bindings over the study's training files.
+
+  learning_rate: this arm's peak learning rate; None takes the study's default for its kind
+  (`adapter_learning_rate` for an arm using an ADAPTER_GIN_FILES file, else `learning_rate`).
+  """
   name: str
   gin_files: Sequence[str] = ()
   bindings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  learning_rate: float | None = None
 
   def __post_init__(self):
     if not self.name or self.name == BASE or '/' in self.name:
       raise ValueError(f'Arm name {self.name!r} must be non-empty, not {BASE!r}, without "/".')
+    if self.learning_rate is not None and not self.learning_rate > 0:
+      raise ValueError(f'Arm {self.name!r}: learning_rate must be positive, got {self.learning_rate}.')
+
+  @property
+  def trains_adapters(self) -> bool:
+    return any(os.path.basename(path) in ADAPTER_GIN_FILES for path in self.gin_files)
+
+  def resolved_learning_rate(self, learning_rate: float | None, adapter_learning_rate: float | None) -> float | None:
+    """The rate this arm trains at (None: whatever its training gin files set)."""
+    if self.learning_rate is not None:
+      return self.learning_rate
+    return adapter_learning_rate if self.trains_adapters else learning_rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +127,12 @@ def _train(study_dir: str, name: str, model_dir: str, gin_files: Sequence[str], 
 
 
 def _train_arm(study_dir: str, arm: Arm, base_checkpoint: str, train_gin_files: Sequence[str],
-               train_bindings: Mapping[str, str]) -> tuple[str, str | None]:
-  """(MODEL_DIR, the command that trained it)."""
+               train_bindings: Mapping[str, str], learning_rate: float | None) -> tuple[str, str | None]:
+  """(MODEL_DIR, the command that trained it); `learning_rate` (if not None) overrides the gin files'."""
   model_dir = os.path.join(study_dir, 'arms', arm.name)
+  rate = {LEARNING_RATE_BINDING: repr(learning_rate)} if learning_rate is not None else {}
   command = _train(study_dir, arm.name, model_dir, list(train_gin_files) + list(arm.gin_files),
-                   {**train_bindings, **arm.bindings}, base_checkpoint)
+                   {**train_bindings, **arm.bindings, **rate}, base_checkpoint)
   return model_dir, command
 
 
@@ -154,12 +178,16 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
               held_in_tasks: Sequence[str], held_out_tasks: Sequence[str] = (),
               train_bindings: Mapping[str, str] | None = None,
               eval_bindings: Mapping[str, str] | None = None,
-              base_training: BaseTraining | None = None) -> dict:
+              base_training: BaseTraining | None = None, learning_rate: float | None = None,
+              adapter_learning_rate: float | None = 1e-3) -> dict:
   """Trains the arms that are not finished, evaluates what is not evaluated, writes the report.
 
   Every arm trains `steps_per_arm` steps past the base checkpoint's step (TRAIN_STEPS counts the
   initial checkpoint's steps, as in T5X). The base is `base_checkpoint`, or exactly one of it and
   `base_training`: the model the study trains first into STUDY_DIR/base.
+  Learning rates per arm (Arm.learning_rate, else by kind): `learning_rate` for full finetuning
+  (None: the training gin files' rate) and `adapter_learning_rate` for adapter arms, whose
+  Adafactor takes unscaled steps: a from-scratch rate such as 0.01 makes LoRA diverge.
   """
   names = [arm.name for arm in arms]
   if not arms or len(set(names)) != len(names):
@@ -180,8 +208,10 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
   base_step = int(checkpoint_import.checkpoint_fingerprint(base_checkpoint).get('step') or 0)
   train_bindings = {**(train_bindings or {}), 'TRAIN_STEPS': str(base_step + steps_per_arm)}
   eval_dirs, model_dirs = {}, {}
+  rates = {arm.name: arm.resolved_learning_rate(learning_rate, adapter_learning_rate) for arm in arms}
   for arm in arms:
-    model_dirs[arm.name], command = _train_arm(study_dir, arm, base_checkpoint, train_gin_files, train_bindings)
+    model_dirs[arm.name], command = _train_arm(study_dir, arm, base_checkpoint, train_gin_files, train_bindings,
+                                               rates[arm.name])
     commands += [command] if command else []
   for model, checkpoint in [(BASE, base_checkpoint)] + list(model_dirs.items()):
     eval_dirs[model], command = _evaluate(study_dir, model, checkpoint, eval_gin_files, dict(eval_bindings or {}))
