@@ -192,3 +192,25 @@ def test_study_analysis_intervals_flags_and_reference_arm(tmp_path):
   assert '| collapsed | 0.001 |' in report and '400 resamples' in report
   for name in ('results.json', 'change.png', 'curves.png', 'examples.md', 'examples.html'):
     assert (tmp_path / name).is_file()
+
+
+def test_readme_compare_command(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import shlex  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from flan_t5x import gin_utils  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(gin_utils.REPO_ROOT, 'README.md')) as f:
+    readme = f.read()
+  command = next(line for line in readme.splitlines() if line.startswith('python -m flan_t5x.compare '))
+  (tmp_path / 'runs').mkdir()
+  templates = [0, 1, 0, 1, 0, 1]
+  _eval_dir(tmp_path / 'runs' / 'eval_base', {'demo_support_zs': (SUPPORT_TARGETS, ['A chat.'] * 6, templates)}, 1)
+  _eval_dir(tmp_path / 'runs' / 'eval_finetuned', {'demo_support_zs': (SUPPORT_TARGETS, SUPPORT_TARGETS, templates)}, 2)
+  env = dict(os.environ, PYTHONPATH=str(gin_utils.REPO_ROOT))
+  done = subprocess.run([sys.executable, *shlex.split(command)[1:], '--resamples', '200'], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert '| all | eval_finetuned (step 2) | 6 |' in done.stdout
+  for name in ('compare.png', 'diff.md', 'diff.html'):
+    assert (tmp_path / 'runs' / name).is_file(), name
