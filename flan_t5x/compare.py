@@ -303,6 +303,8 @@ def bar_chart(run_dirs: Sequence[str], path: str, cfg: intervals.BootstrapConfig
           axes.text(x, 0, 'n/a', ha='center', va='bottom', fontsize=7, rotation=90, color=colours(index % 10))
           continue
         found = _point_interval(run, task, name, cfg)
+        if value == 0:  # a zero bar is invisible: say it, so it is not read as missing
+          axes.text(x, 0, '0', ha='center', va='bottom', fontsize=7, color=colours(index % 10))
         xs.append(x)
         heights.append(value)
         errors[0].append(value - found[0] if found else 0.0)
