@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import html
 import json
 import os
 import sys
@@ -272,7 +271,8 @@ def compare(run_dirs: Sequence[str], expect: Mapping[str, str] | None = None,
     parts.append('### Sanity flags\n\n' + '\n'.join(flags))
   parts.append(f'Values: metric [{cfg.confidence:.0%} bootstrap interval over the examples]; later runs also: '
                f'difference from {runs[0].label} [paired bootstrap interval] and p-value of a paired permutation '
-               f'test; bold: the interval excludes 0 and p < {1 - cfg.confidence:.2f}. {cfg.resamples} resamples, seed {cfg.seed}. '
+               f'test; bold: the interval excludes 0 and p < {1 - cfg.confidence:.2f}. '
+               f'{cfg.resamples} resamples, seed {cfg.seed}. '
                '"-": not evaluated. Rank metrics score the likeliest answer option (rank classification).')
   return '\n\n'.join(parts) + '\n'
 

@@ -291,8 +291,10 @@ def versus_markdown(reference: str, derived: Mapping[str, dict], found: Mapping,
     if arm == reference or arm not in derived:
       continue
     change, arm_found = derived[arm]['change'], found.get('arms', {}).get(arm, {})
-    cells = [_with_interval(arm_found['change'][t]['delta'], arm_found['change'][t]) for t in suite.all] if arm_found else [
-                 _fmt(change[t]) for t in suite.all]
+    if arm_found:
+      cells = [_with_interval(arm_found['change'][t]['delta'], arm_found['change'][t]) for t in suite.all]
+    else:
+      cells = [_fmt(change[t]) for t in suite.all]
     cells += [_with_interval(derived[arm][n], arm_found.get('derived', {}).get(n))
               for n in ('target_gain', 'backward_transfer', 'held_out_change')]
     lines.append(f'| {arm} | ' + ' | '.join(cells) + ' |')

@@ -169,7 +169,8 @@ def test_study_analysis_intervals_flags_and_reference_arm(tmp_path):
   steady = [(s, 2.0 - s / 1000) for s in range(10, 110, 10)]
   curves = {'single_task': steady, 'replay': steady, 'collapsed': steady[:5] + [(s, 5.0) for s in range(60, 110, 10)]}
   cfg = intervals.BootstrapConfig(resamples=400, seed=0)
-  results = forgetting._analyse(suite, eval_dirs, curves, 0, cfg, False, 'single_task')  # pylint: disable=protected-access
+  analyse = forgetting._analyse  # pylint: disable=protected-access
+  results = analyse(suite, eval_dirs, curves, 0, cfg, False, 'single_task')
   assert results['flags']['collapsed']['exclude']
   assert {f['flag'] for f in results['flags']['collapsed']['flags']} == {'diverged', 'input_independent'}
   assert not results['flags']['replay']['exclude'] and not results['flags']['single_task']['exclude']
