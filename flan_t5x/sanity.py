@@ -17,9 +17,10 @@ from typing import Any, Sequence
 # the examples and exceeds the commonest target's share by MARGIN (a classifier's majority class).
 SAME_OUTPUT_SHARE = 0.5
 SAME_OUTPUT_MARGIN = 0.25
-# Diverged: the final loss (mean of the last tenth of the logged points) above this multiple of the
-# best such window.
+# Diverged: the final loss (mean of the last tenth of the logged points) above DIVERGENCE_RATIO x the
+# best such window, or above START_RATIO x the first (a short run's flat loss wobbles a few percent).
 DIVERGENCE_RATIO = 1.5
+START_RATIO = 1.1
 
 INPUT_INDEPENDENT = 'input_independent'
 FEWER_EXAMPLES = 'fewer_examples'
@@ -68,7 +69,7 @@ def history_flags(curve: Sequence[tuple[int, float]], start_step: int) -> list[d
   window = max(1, len(losses) // 10)
   means = [sum(losses[i:i + window]) / window for i in range(len(losses) - window + 1)]
   first, last, best = means[0], means[-1], min(means)
-  if len(losses) > window and (last > DIVERGENCE_RATIO * best or last > first):
+  if len(losses) > window and (last > DIVERGENCE_RATIO * best or last > START_RATIO * first):
     flags.append(_flag(DIVERGED, f'final loss {last:.3f} vs best {best:.3f} and first {first:.3f} '
                                  f'(means over {window} logged points)'))
   return flags

@@ -215,3 +215,8 @@ def test_readme_compare_command(tmp_path):
   assert '| all | eval_finetuned (step 2) | 6 |' in done.stdout
   for name in ('compare.png', 'diff.md', 'diff.html'):
     assert (tmp_path / 'runs' / name).is_file(), name
+
+
+def test_a_short_flat_run_is_not_diverged():
+  flat = [(410, 2.00), (420, 1.97), (430, 2.04), (440, 2.03)]  # 40 steps, loss wobbling by 3%
+  assert sanity.history_flags(flat, 400) == []
