@@ -119,7 +119,8 @@ def _model_scores(eval_dir: str, tasks: Sequence[str]) -> tuple[dict, dict]:
     records[task] = found
     scores[task] = eval_records.example_scores(found, task)
     if scores[task] is None:
-      raise ValueError(f'{task} is not a registered SeqIO task, so its examples cannot be rescored.')
+      raise ValueError(f'{task} is not a registered SeqIO task, so its examples cannot be rescored: import the '
+                       "module that registers it in the study's gin file (e.g. `import flan_tasks`).")
   return records, scores
 
 
