@@ -134,7 +134,10 @@ def test_compare_two_tiny_eval_dirs_with_counts_intervals_flags_and_examples(tmp
   assert ' | 3 | ' in rows['| 0 | base (step 100)']  # per-template counts
   assert '[' in base_row  # intervals on the values
   rouge1_delta = tuned_row.split(' | ')[3]
-  assert '; **+' in rouge1_delta and 'p=0.0' in rouge1_delta  # 5 of 6 examples better: significant
+  # 5 of 6 examples from 0 to 100: +83.33, the interval excludes 0, but with 5 discordant examples the
+  # permutation test cannot go below p = 2 / 2**5 = 0.0625, so the difference is not marked significant.
+  assert rouge1_delta.startswith('83.33 [') and '; +83.33 [+50.00, +100.00] p=0.0' in rouge1_delta
+  assert '**' not in rouge1_delta
   assert '**input_independent**: 100% of 6 inputs' in report  # the base answers every chat alike
   assert '500 resamples, seed 0' in report
   assert '-0.00' not in report
