@@ -1,9 +1,14 @@
-r"""Compares eval runs: one markdown table per task and per template, with deltas vs the first run.
+r"""Compares eval runs: per task and template, each run's metrics with intervals, differences vs the first.
 
-  python -m flan_t5x.compare runs/a/eval runs/b/eval [--png chart.png]
+  python -m flan_t5x.compare runs/a/eval runs/b/eval [--png chart.png] [--examples runs/diff]
 
-Each RUN is an EVAL_OUTPUT_DIR of `flan_t5x.eval` (it reads results.json). `--png`
-draws a bar chart of each task's metrics (matplotlib).
+Each RUN is an EVAL_OUTPUT_DIR of `flan_t5x.eval` (results.json and <task>-predictions.jsonl).
+Every value gets a bootstrap confidence interval over its examples, with the example count; a
+later run's difference from the first gets a paired bootstrap interval and a paired permutation
+test's p-value when both scored the same examples (flan_t5x.intervals; --resamples, --seed).
+Sanity flags (input-independent predictions, fewer examples than asked) are listed. `--png`
+draws one panel per metric with error bars; `--examples PREFIX` writes the examples where the
+runs differ most side by side (PREFIX.md, PREFIX.html).
 
 Results are never mixed across checkpoints: a RUN whose results.json and <task>.json files
 record different checkpoint fingerprints (results of several eval runs in one directory) is
@@ -15,20 +20,20 @@ warning (e.g. "base" and "finetuned" evaluated from one checkpoint by mistake).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from typing import Mapping, Sequence
 
+from flan_t5x import eval_records
+from flan_t5x import forgetting_metrics
+from flan_t5x import intervals
+
 GROUPS = (('metrics', ''), ('rank_classification', 'rank '))
 
 
-def _read_results(path: str) -> dict:
-  results_path = os.path.join(path, 'results.json')
-  if not os.path.exists(results_path):
-    raise ValueError(f'{path}: no results.json; expected an EVAL_OUTPUT_DIR written by flan_t5x.eval.')
-  with open(results_path) as f:
-    return json.load(f)
+_read_results = eval_records.read_results
 
 
 def run_checkpoint(path: str) -> dict | None:
@@ -98,19 +103,115 @@ def _metric_values(result: dict) -> dict[str, float]:
   return {f'{prefix}{name}': value for group, prefix in GROUPS for name, value in result.get(group, {}).items()}
 
 
-def _row(label: str, values: Sequence[dict], names: Sequence[str]) -> list[str]:
-  cells = [label]
-  for name in names:
-    base = values[0].get(name)
-    for index, run_values in enumerate(values):
-      value = run_values.get(name)
-      if value is None:
-        cells.append('-')
-      elif index == 0 or base is None:
-        cells.append(f'{value:.2f}')
+def _recorded_intervals(result: dict) -> dict[str, dict]:
+  return {f'{prefix}{name}': found for group, prefix in GROUPS
+          for name, found in result.get('intervals', {}).get(group, {}).items()}
+
+
+@dataclasses.dataclass
+class Run:
+  """One eval directory: its label, per-task results and, where rescorable, per-example scores."""
+  path: str
+  label: str
+  tasks: dict
+  records: dict = dataclasses.field(default_factory=dict)  # task -> prediction records
+  scores: dict = dataclasses.field(default_factory=dict)  # task -> intervals.ExampleScores
+
+
+def _labels(run_dirs: Sequence[str], summaries: Sequence[dict]) -> list[str]:
+  names = [os.path.basename(os.path.normpath(d)) or d for d in run_dirs]
+  if len(set(names)) < len(names):
+    names = list(run_dirs)
+  return [f"{name} (step {summary.get('step')})" if summary.get('step') is not None else name
+          for name, summary in zip(names, summaries)]
+
+
+def load_runs(run_dirs: Sequence[str]) -> tuple[list[Run], list[str]]:
+  """The runs with their per-example scores; warnings for tasks that cannot be rescored."""
+  summaries = [eval_records.read_results(d) for d in run_dirs]
+  runs, warnings = [], []
+  for path, label, summary in zip(run_dirs, _labels(run_dirs, summaries), summaries):
+    run_checkpoint(path)
+    run = Run(path, label, summary['tasks'])
+    for task in run.tasks:
+      records = eval_records.read_predictions(path, task)
+      if records is None:
+        warnings.append(f'{path}: no {task}-predictions.jsonl; {task} has no intervals there.')
+        continue
+      run.records[task] = records
+      scores = eval_records.example_scores(records, task)
+      if scores is None:
+        warnings.append(f'{task} is not a registered SeqIO task here (pass --module for your tasks); '
+                        'its rows show recorded values only.')
       else:
-        cells.append(f'{value:.2f} ({value - base:+.2f})')
-  return cells
+        run.scores[task] = scores
+    runs.append(run)
+  return runs, list(dict.fromkeys(warnings))
+
+
+def task_overlap_warnings(runs: Sequence[Run]) -> list[str]:
+  warnings = []
+  for i, a in enumerate(runs):
+    for b in runs[i + 1:]:
+      if not set(a.tasks) & set(b.tasks):
+        warnings.append(f'{a.path} and {b.path} share no task ({a.path}: {sorted(a.tasks)}; {b.path}: '
+                        f'{sorted(b.tasks)}); nothing of theirs can be compared.')
+  return warnings
+
+
+def _same_examples(a: Run, b: Run, task: str) -> bool:
+  ra, rb = a.records.get(task), b.records.get(task)
+  return (ra is not None and rb is not None and
+          intervals.same_examples([(r['input'], r['target']) for r in ra], [(r['input'], r['target']) for r in rb]))
+
+
+def _run_cells(run: Run, task: str, template: str | None, names: Sequence[str],
+               cfg: intervals.BootstrapConfig) -> tuple[str, dict[str, str]]:
+  """(examples, {metric: 'value [low, high]'}) of one run on a task or one of its templates."""
+  result = run.tasks.get(task)
+  if result is None:
+    return '-', {}
+  if template is not None:
+    result = result.get('by_template', {}).get(template)
+    if result is None:
+      return '-', {}
+  values, recorded = _metric_values(result), _recorded_intervals(result)
+  scores = run.scores.get(task)
+  rows = None if template is None or scores is None else eval_records.template_rows(run.records[task]).get(template)
+  fresh = {}
+  if scores is not None and (template is None or rows):
+    fresh = intervals.metric_intervals(scores, cfg, rows, key=task if template is None else f'{task}/{template}')
+  cells = {}
+  for name in names:
+    if name not in values:
+      continue
+    found = fresh.get(name) or recorded.get(name)
+    cells[name] = (intervals.format_interval(values[name], found['low'], found['high']) if found
+                   else intervals.format_number(values[name]))
+  return str(result.get('num_examples', '-')), cells
+
+
+def _delta_cell(base: Run, run: Run, task: str, template: str | None, name: str,
+                cfg: intervals.BootstrapConfig) -> str:
+  a_values = _metric_values(_part(base, task, template))
+  b_values = _metric_values(_part(run, task, template))
+  if name not in a_values or name not in b_values:
+    return ''
+  a_scores, b_scores = base.scores.get(task), run.scores.get(task)
+  if a_scores is None or b_scores is None or name not in a_scores.metrics or not _same_examples(base, run, task):
+    return f'{intervals.format_number(b_values[name] - a_values[name], True)} (no paired interval)'
+  rows = None if template is None else eval_records.template_rows(base.records[task]).get(template)
+  key = task if template is None else f'{task}/{template}'
+  diff = intervals.paired_difference(a_scores, b_scores, name, cfg, rows, key)
+  delta = intervals.format_number(diff.delta, True)
+  delta = f'**{delta}**' if not diff.spans_zero and diff.p_value < 1 - cfg.confidence else delta
+  return (f'{delta} [{intervals.format_number(diff.low, True)}, {intervals.format_number(diff.high, True)}] '
+          f'p={diff.p_value:.3f}')
+
+
+def _part(run: Run, task: str, template: str | None) -> dict:
+  result = run.tasks.get(task, {})
+  return result if template is None else result.get('by_template', {}).get(template, {})
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -118,59 +219,144 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return '\n'.join(lines + ['| ' + ' | '.join(r) + ' |' for r in rows])
 
 
-def compare(run_dirs: Sequence[str], expect: Mapping[str, str] | None = None) -> str:
-  """Markdown: per task, rows = overall and each template, columns = metric x run (delta vs run 1).
+def _task_section(runs: Sequence[Run], task: str, cfg: intervals.BootstrapConfig) -> str:
+  present = [run.tasks[task] for run in runs if task in run.tasks]
+  names = list(dict.fromkeys(n for r in present for n in _metric_values(r)))
+  templates = sorted(dict.fromkeys(t for r in present for t in r.get('by_template', {})), key=int)
+  header = ['template', 'run', 'examples'] + names
+  rows = []
+  for template in [None] + templates:
+    for index, run in enumerate(runs):
+      examples, cells = _run_cells(run, task, template, names, cfg)
+      row = ['all' if template is None else template, run.label, examples]
+      for name in names:
+        cell = cells.get(name, '-')
+        if index and cell != '-' and task in runs[0].tasks:
+          delta = _delta_cell(runs[0], run, task, template, name, cfg)
+          cell = f'{cell}; {delta}' if delta else cell
+        row.append(cell)
+      rows.append(row)
+  return f'### {task}\n\n' + _table(header, rows)
 
+
+def _flag_lines(runs: Sequence[Run]) -> list[str]:
+  lines = []
+  for run in runs:
+    for task, result in run.tasks.items():
+      for flag in eval_records.task_flags(result, run.records.get(task)):
+        lines.append(f"- {run.label}, {task}: **{flag['flag']}**: {flag['detail']}")
+  return lines
+
+
+def compare(run_dirs: Sequence[str], expect: Mapping[str, str] | None = None,
+            cfg: intervals.BootstrapConfig | None = None) -> str:
+  """Markdown: per task, rows = overall and each template x run, columns = examples and metrics.
+
+  Each value has its bootstrap interval; each later run's value also its paired difference from
+  the first run (interval, permutation p-value; bold where the interval excludes 0).
   ValueError if a run mixes checkpoints or is not from its `expect`ed one (check_checkpoints);
-  runs from the same checkpoint are warned about on stderr.
+  runs from the same checkpoint, or sharing no task, are warned about on stderr and in the output.
   """
-  for warning in check_checkpoints(run_dirs, expect):
+  cfg = cfg or intervals.BootstrapConfig()
+  warnings = check_checkpoints(run_dirs, expect)
+  runs, rescoring = load_runs(run_dirs)
+  warnings += task_overlap_warnings(runs) + rescoring
+  for warning in warnings:
     print(f'warning: {warning}', file=sys.stderr)
-  runs = [load_run(d) for d in run_dirs]
-  labels = [os.path.basename(os.path.normpath(d)) or d for d in run_dirs]
-  if len(set(labels)) < len(labels):
-    labels = list(run_dirs)
-  tasks = list(dict.fromkeys(t for run in runs for t in run))
-  sections = []
-  for task in tasks:
-    present = [run.get(task, {}) for run in runs]
-    names = list(dict.fromkeys(n for r in present for n in _metric_values(r)))
-    header = ['template'] + [f'{n} [{label}]' for n in names for label in labels]
-    rows = [_row('all', [_metric_values(r) for r in present], names)]
-    templates = list(dict.fromkeys(t for r in present for t in r.get('by_template', {})))
-    for template in sorted(templates, key=lambda t: int(t)):
-      rows.append(_row(template, [_metric_values(r.get('by_template', {}).get(template, {})) for r in present],
-                       names))
-    sections.append(f'### {task}\n\n' + _table(header, rows))
-  return '\n\n'.join(sections) + '\n'
+  tasks = list(dict.fromkeys(t for run in runs for t in run.tasks))
+  parts = [f'> warning: {w}' for w in warnings]
+  parts += [_task_section(runs, task, cfg) for task in tasks]
+  flags = _flag_lines(runs)
+  if flags:
+    parts.append('### Sanity flags\n\n' + '\n'.join(flags))
+  parts.append(f'Values: metric [{cfg.confidence:.0%} bootstrap interval over the examples]; later runs also: '
+               f'difference from {runs[0].label} [paired bootstrap interval] and p-value of a paired permutation '
+               f'test; bold: the interval excludes 0 and p < {1 - cfg.confidence:.2f}. '
+               f'{cfg.resamples} resamples, seed {cfg.seed}. '
+               '"-": not evaluated. Rank metrics score the likeliest answer option (rank classification).')
+  return '\n\n'.join(parts) + '\n'
 
 
-def bar_chart(run_dirs: Sequence[str], path: str) -> None:
+def bar_chart(run_dirs: Sequence[str], path: str, cfg: intervals.BootstrapConfig | None = None) -> None:
+  """A PNG with one panel per metric: each task's value per run, bootstrap error bars, 'n/a' where missing."""
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise SystemExit('--png needs matplotlib, which is not installed: pip install matplotlib') from None
-  runs = [load_run(d) for d in run_dirs]
-  bars = [(f'{task}\n{name}', [_metric_values(run.get(task, {})).get(name, 0.0) for run in runs])
-          for task in dict.fromkeys(t for run in runs for t in run)
-          for name in dict.fromkeys(n for run in runs for n in _metric_values(run.get(task, {})))]
+  cfg = cfg or intervals.BootstrapConfig()
+  runs, _ = load_runs(run_dirs)
+  tasks = list(dict.fromkeys(t for run in runs for t in run.tasks))
+  names = list(dict.fromkeys(n for run in runs for t in run.tasks for n in _metric_values(run.tasks[t])))
+  colours = plt.get_cmap('tab10')
+  figure, axes_list = plt.subplots(len(names), 1, figsize=(max(6, 1.6 * len(tasks)), 3 * len(names)), squeeze=False)
   width = 0.8 / len(runs)
-  fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(bars)), 4))
-  for index, run_dir in enumerate(run_dirs):
-    ax.bar([i + index * width for i in range(len(bars))], [values[index] for _, values in bars], width,
-           label=run_dir)
-  ax.set_xticks([i + 0.4 - width / 2 for i in range(len(bars))], [label for label, _ in bars], fontsize=7)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path)
+  for axes, name in zip(axes_list[:, 0], names):
+    shown = [t for t in tasks if any(name in _metric_values(run.tasks.get(t, {})) for run in runs)]
+    for index, run in enumerate(runs):
+      xs, heights, errors = [], [], [[], []]
+      for position, task in enumerate(shown):
+        x = position + index * width
+        value = _metric_values(run.tasks.get(task, {})).get(name)
+        if value is None:
+          axes.text(x, 0, 'n/a', ha='center', va='bottom', fontsize=7, rotation=90, color=colours(index % 10))
+          continue
+        found = _point_interval(run, task, name, cfg)
+        if value == 0:  # a zero bar is invisible: say it, so it is not read as missing
+          axes.text(x, 0, '0', ha='center', va='bottom', fontsize=7, color=colours(index % 10))
+        xs.append(x)
+        heights.append(value)
+        errors[0].append(value - found[0] if found else 0.0)
+        errors[1].append(found[1] - value if found else 0.0)
+      axes.bar(xs, heights, width, yerr=errors, capsize=2, color=colours(index % 10), label=run.label)
+    axes.set_xticks([p + width * (len(runs) - 1) / 2 for p in range(len(shown))], shown, fontsize=8)
+    axes.set_title(name)
+    axes.set_xlabel('task')
+    axes.set_ylabel(name)
+    axes.legend(fontsize=7)
+  figure.suptitle(f'Metrics per task and run ({cfg.confidence:.0%} bootstrap intervals; n/a: not evaluated)')
+  figure.tight_layout()
+  figure.savefig(path)
+  plt.close(figure)
+
+
+def _point_interval(run: Run, task: str, name: str, cfg: intervals.BootstrapConfig) -> tuple[float, float] | None:
+  scores = run.scores.get(task)
+  if scores is not None and name in scores.metrics:
+    found = intervals.metric_intervals(scores, cfg, key=task)[name]
+    return found['low'], found['high']
+  found = _recorded_intervals(run.tasks.get(task, {})).get(name)
+  return (found['low'], found['high']) if found else None
+
+
+def side_by_side(run_dirs: Sequence[str], path_prefix: str, per_task: int = 5) -> list[str]:
+  """Writes <prefix>.md and <prefix>.html: per later run and task, the examples where it differs most from run 1."""
+  runs, _ = load_runs(run_dirs)
+  sections = []
+  for run in runs[1:]:
+    for task in runs[0].tasks:
+      if not _same_examples(runs[0], run, task) or task not in runs[0].scores or task not in run.scores:
+        continue
+      metric = forgetting_metrics.primary_metric(task, runs[0].scores[task].metrics)
+      a_N, b_N = runs[0].scores[task].per_example(metric), run.scores[task].per_example(metric)
+      sections.append(eval_records.Differences(runs[0].label, run.label, task, metric, runs[0].records[task],
+                                               run.records[task], a_N, b_N, per_task))
+  return eval_records.write_differences(sections, path_prefix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('runs', nargs='+', help='EVAL_OUTPUT_DIRs of flan_t5x.eval; the first is the baseline')
-  parser.add_argument('--png', help='also write a bar chart here (needs matplotlib)')
+  parser.add_argument('--png', help='also write a chart here: one panel per metric, bootstrap error bars')
+  parser.add_argument('--examples', metavar='PREFIX',
+                      help='also write PREFIX.md and PREFIX.html: the examples where each run differs most from '
+                           'the first, side by side')
+  parser.add_argument('--per_task', type=int, default=5, help='examples per task and run for --examples')
+  parser.add_argument('--resamples', type=int, default=1000, help='bootstrap / permutation resamples')
+  parser.add_argument('--seed', type=int, default=0, help='seed of the resamples')
+  parser.add_argument('--module', action='append', default=[],
+                      help='a module to import that registers your SeqIO tasks (to rescore them); repeatable')
   parser.add_argument('--expect', action='append', default=[], metavar='RUN=CHECKPOINT_PATH',
                       help='refuse unless RUN (as given, or its directory name) was evaluated from this '
                            'checkpoint; repeatable')
@@ -182,14 +368,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(f'--expect {item!r}: expected RUN=CHECKPOINT_PATH.')
       run, checkpoint_path = item.split('=', 1)
       expect[run] = checkpoint_path
-    print(compare(args.runs, expect))
+    cfg = intervals.BootstrapConfig(args.resamples, args.seed)
+    _import_tasks(args.module)
+    print(compare(args.runs, expect, cfg))
+    if args.png:
+      bar_chart(args.runs, args.png, cfg)
+      print(f'wrote {args.png}')
+    if args.examples:
+      print('wrote ' + ', '.join(side_by_side(args.runs, args.examples, args.per_task)))
   except (ValueError, FileNotFoundError) as err:
     print(f'error: {err}', file=sys.stderr)
     return 2
-  if args.png:
-    bar_chart(args.runs, args.png)
-    print(f'wrote {args.png}')
   return 0
+
+
+def _import_tasks(modules: Sequence[str]) -> None:
+  """flan_tasks (if installed) and the user's task modules, so that their tasks can be rescored."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  try:
+    importlib.import_module('flan_tasks')
+  except ImportError:
+    pass
+  for module in modules:
+    try:
+      importlib.import_module(module)
+    except ImportError as err:
+      raise ValueError(f'--module {module}: cannot import it ({err}).') from None
 
 
 if __name__ == '__main__':

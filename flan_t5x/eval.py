@@ -10,10 +10,14 @@ postprocess_fn on predictions and targets, its metric_fns; per task and per
 classification: the option with the highest log-likelihood is the prediction.
 
 Outputs under EVAL_OUTPUT_DIR (all written atomically, by process 0):
-  <task>.json                metrics, per-template metrics, counts, lengths, decoding settings,
-                             step and checkpoint fingerprint (path, format, step, metadata sha256)
-  <task>-predictions.jsonl   {"input", "target", "prediction", "template_idx"} per example
-  results.json, results.md   all tasks; the markdown table is also printed
+  <task>.json                metrics, per-template metrics, counts (asked and evaluated), lengths,
+                             decoding settings, step and checkpoint fingerprint (path, format, step,
+                             metadata sha256); 95% bootstrap intervals of every metric per task and
+                             template (1,000 resamples, seed 0: flan_t5x.intervals) and sanity flags
+                             (input-independent predictions, fewer examples than asked)
+  <task>-predictions.jsonl   {"input", "target", "prediction", "template_idx"} per example, and the
+                             postprocessed target and prediction the metrics scored
+  results.json, results.md   all tasks, values with intervals, flags; the markdown is also printed
   inference_eval/            TensorBoard scalars `<task>/<metric>` at the checkpoint step
 """
 

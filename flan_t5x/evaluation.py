@@ -29,9 +29,11 @@ from absl import logging
 from flan_t5x import checkpoints
 from flan_t5x import decoding
 from flan_t5x import inference
+from flan_t5x import intervals
 from flan_t5x import models
 from flan_t5x import partitioning
 from flan_t5x import progress
+from flan_t5x import sanity
 from flan_t5x import summaries
 
 PyTree = Any
@@ -44,6 +46,7 @@ class InferenceEvalConfig:
 
   task_feature_lengths: {'inputs': L, 'targets': T} or None for each task's full lengths.
   max_examples: per task, the first N examples of `split` (None: all).
+  bootstrap: confidence intervals of every metric per task and template (None: none).
   """
   mixture_or_task_name: str
   split: str = 'validation'
@@ -53,6 +56,7 @@ class InferenceEvalConfig:
   rank_classification: bool = True
   decoding_config: decoding.DecodingConfig = dataclasses.field(default_factory=decoding.DecodingConfig)
   module: str | None = None
+  bootstrap: intervals.BootstrapConfig | None = dataclasses.field(default_factory=intervals.BootstrapConfig)
 
 
 @dataclasses.dataclass
@@ -183,28 +187,52 @@ def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio
   for index, example in enumerate(examples):
     by_template[example.template_idx].append(index)
   result = {
-      'task': task.name, 'split': cfg.split, 'num_examples': len(examples),
+      'task': task.name, 'split': cfg.split, 'num_examples': len(examples), 'requested_examples': cfg.max_examples,
       'input_length': input_length, 'max_decode_length': target_length,
       'truncated_inputs': sum(truncated for _, truncated in fitted),
       'truncated_targets': sum(len(e.targets) > target_length for e in examples),
       'decoding': dataclasses.asdict(runner.decoding_config), 'decode_seconds': decode_seconds,
-      'metrics': compute_metrics(task, targets, predictions),
-      'by_template': {
-          str(idx): {'num_examples': len(rows),
-                     'metrics': compute_metrics(task, [targets[i] for i in rows], [predictions[i] for i in rows])}
-          for idx, rows in sorted(by_template.items())},
+      'flags': sanity.prediction_flags(predictions_text, [e.target_text for e in examples], cfg.max_examples),
+      'by_template': {str(idx): {'num_examples': len(rows)} for idx, rows in sorted(by_template.items())},
   }
+  _score(task, cfg, result, 'metrics', targets, predictions, by_template)
   options = _task_options(task) if cfg.rank_classification else None
   if options:
     ranked = _rank_classify(runner, params, task, inputs_BxL, options, cfg.batch_size)
     ranked_post = [_postprocess(task, r, e, False) for r, e in zip(ranked, examples)]
-    result['rank_classification'] = compute_metrics(task, targets, ranked_post)
-    for idx, rows in by_template.items():
-      result['by_template'][str(idx)]['rank_classification'] = compute_metrics(
-          task, [targets[i] for i in rows], [ranked_post[i] for i in rows])
-  records = [{'input': e.input_text, 'target': e.target_text, 'prediction': p, 'template_idx': e.template_idx}
-             for e, p in zip(examples, predictions_text)]
+    _score(task, cfg, result, 'rank_classification', targets, ranked_post, by_template)
+  records = [{'input': e.input_text, 'target': e.target_text, 'prediction': p, 'template_idx': e.template_idx,
+              **_scored(t, q)}
+             for e, p, t, q in zip(examples, predictions_text, targets, predictions)]
   return result, records
+
+
+def _score(task: seqio.Task, cfg: InferenceEvalConfig, result: dict, group: str, targets: Sequence[Any],
+           predictions: Sequence[Any], by_template: Mapping[int, Sequence[int]]) -> None:
+  """result[group] (and per template) = the metrics; with cfg.bootstrap also result['intervals'][group]."""
+  if cfg.bootstrap is None:
+    result[group] = compute_metrics(task, targets, predictions)
+    for idx, rows in by_template.items():
+      result['by_template'][str(idx)][group] = compute_metrics(
+          task, [targets[i] for i in rows], [predictions[i] for i in rows])
+    return
+  scores = intervals.ExampleScores(task.predict_metric_fns, targets, predictions)
+  result[group] = dict(scores.metrics)
+  result['bootstrap'] = cfg.bootstrap.record()
+  result.setdefault('intervals', {})[group] = intervals.metric_intervals(scores, cfg.bootstrap, key=task.name)
+  for idx, rows in by_template.items():
+    found = intervals.metric_intervals(scores, cfg.bootstrap, rows, key=f'{task.name}/{idx}')
+    sub = result['by_template'][str(idx)]
+    sub[group] = {name: found[name]['value'] for name in found}
+    sub.setdefault('intervals', {})[group] = found
+
+
+def _scored(target: Any, prediction: Any) -> dict:
+  """The postprocessed target and prediction the metrics saw, where JSON holds them as they are."""
+  plain = (str, int, float, bool, type(None))
+  if isinstance(target, plain) and isinstance(prediction, plain):
+    return {'scored_target': target, 'scored_prediction': prediction}
+  return {}
 
 
 def evaluate_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
@@ -278,19 +306,35 @@ def _legend(columns: Sequence[tuple[str, str]]) -> str:
                  'the model gives the highest log-likelihood (rank classification), instead of the '
                  'decoded text.')
   return '\n'.join(lines)
+def _cell(result: Mapping[str, Any], group: str, name: str) -> str:
+  """'12.30 [10.10, 14.50]' (value and bootstrap interval), the value alone, or '' if not computed."""
+  value = result.get(group, {}).get(name)
+  if value is None:
+    return ''
+  found = result.get('intervals', {}).get(group, {}).get(name)
+  if found is None:
+    return intervals.format_number(value)
+  return intervals.format_interval(value, found['low'], found['high'])
 
 
 def markdown_report(results: Mapping[str, dict], title: str = '') -> str:
   columns = _metric_columns(results)
   header = ['task', 'examples', 'truncated inputs', 'truncated targets'] + [_column_name(*c) for c in columns]
-  get = lambda r, g, n: r.get(g, {}).get(n, '')
   task_rows = [[task, r['num_examples'], r['truncated_inputs'], r.get('truncated_targets', '')]
-               + [get(r, g, n) for g, n in columns] for task, r in results.items()]
-  template_rows = [[task, idx, sub['num_examples']] + [get(sub, g, n) for g, n in columns]
+               + [_cell(r, g, n) for g, n in columns] for task, r in results.items()]
+  template_rows = [[task, idx, sub['num_examples']] + [_cell(sub, g, n) for g, n in columns]
                    for task, r in results.items() for idx, sub in r['by_template'].items()]
   parts = [f'## {title}\n' if title else '', _table(header, task_rows), '\n\n', _legend(columns),
            '\n\n### By template\n',
            _table(['task', 'template', 'examples'] + [_column_name(*c) for c in columns], template_rows)]
+  settings = next((r['bootstrap'] for r in results.values() if 'bootstrap' in r), None)
+  if settings:
+    parts.append(f"\n\nBrackets: {settings['confidence']:.0%} bootstrap intervals ({settings['resamples']} resamples "
+                 f"of the examples, seed {settings['seed']}).")
+  flagged = [(task, f) for task, r in results.items() for f in r.get('flags', [])]
+  if flagged:
+    parts.append('\n\n### Sanity flags\n\n' + '\n'.join(f"- {task}: **{f['flag']}**: {f['detail']}"
+                                                       for task, f in flagged))
   return ''.join(parts) + '\n'
 
 

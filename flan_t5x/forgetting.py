@@ -14,7 +14,9 @@ other), so each arm is a plain MODEL_DIR: TensorBoard, config.gin, resumable.
 Re-running skips finished arms (STUDY_DIR/arms/<arm>/arm.json) and evaluations whose results
 record the current checkpoint's fingerprint; an arm added later is trained and evaluated alone.
 Outputs: results.json (the matrix and, per arm, target gain, forgetting per task, backward
-transfer, held-out change), report.md (tables, commands, meanings), change.png, curves.png.
+transfer, held-out change, each with a paired bootstrap interval; sanity flags per model),
+report.md (tables, flags, learning rates, commands, meanings), change.png (one panel per task,
+error bars), curves.png, examples.md / examples.html (where each arm and the base differ most).
 """
 
 from __future__ import annotations
@@ -34,22 +36,47 @@ from absl import logging
 from flan_t5x import adapters
 from flan_t5x import checkpoint_import
 from flan_t5x import checkpoints
+from flan_t5x import eval_records
 from flan_t5x import forgetting_metrics
+from flan_t5x import intervals
 from flan_t5x import summaries
 
 BASE = 'base'
 
 
+# Gin files that train adapters (the base frozen, Adafactor's parameter scaling off): their arms get
+# the study's adapter_learning_rate unless they set their own.
+ADAPTER_GIN_FILES = ('lora.gin', 'prompt_tuning.gin')
+LEARNING_RATE_BINDING = 'schedules.create_learning_rate_scheduler.base_learning_rate'
+
+
 @dataclasses.dataclass(frozen=True)
 class Arm:
-  """One way to finetune: its extra gin files and bindings over the study's training files."""
+  """One way to finetune: its extra gin files and bindings over the study's training files.
+
+  learning_rate: this arm's peak learning rate; None takes the study's default for its kind
+  (`adapter_learning_rate` for an arm using an ADAPTER_GIN_FILES file, else `learning_rate`).
+  """
   name: str
   gin_files: Sequence[str] = ()
   bindings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  learning_rate: float | None = None
 
   def __post_init__(self):
     if not self.name or self.name == BASE or '/' in self.name:
       raise ValueError(f'Arm name {self.name!r} must be non-empty, not {BASE!r}, without "/".')
+    if self.learning_rate is not None and not self.learning_rate > 0:
+      raise ValueError(f'Arm {self.name!r}: learning_rate must be positive, got {self.learning_rate}.')
+
+  @property
+  def trains_adapters(self) -> bool:
+    return any(os.path.basename(path) in ADAPTER_GIN_FILES for path in self.gin_files)
+
+  def resolved_learning_rate(self, learning_rate: float | None, adapter_learning_rate: float | None) -> float | None:
+    """The rate this arm trains at (None: whatever its training gin files set)."""
+    if self.learning_rate is not None:
+      return self.learning_rate
+    return adapter_learning_rate if self.trains_adapters else learning_rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,11 +136,12 @@ def _train(study_dir: str, name: str, model_dir: str, gin_files: Sequence[str], 
 
 
 def _train_arm(study_dir: str, arm: Arm, base_checkpoint: str, train_gin_files: Sequence[str],
-               train_bindings: Mapping[str, str]) -> tuple[str, str | None]:
-  """(MODEL_DIR, the command that trained it)."""
+               train_bindings: Mapping[str, str], learning_rate: float | None) -> tuple[str, str | None]:
+  """(MODEL_DIR, the command that trained it); `learning_rate` (if not None) overrides the gin files'."""
   model_dir = os.path.join(study_dir, 'arms', arm.name)
+  rate = {LEARNING_RATE_BINDING: repr(learning_rate)} if learning_rate is not None else {}
   command = _train(study_dir, arm.name, model_dir, list(train_gin_files) + list(arm.gin_files),
-                   {**train_bindings, **arm.bindings}, base_checkpoint)
+                   {**train_bindings, **arm.bindings, **rate}, base_checkpoint)
   return model_dir, command
 
 
@@ -159,16 +187,28 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
               held_in_tasks: Sequence[str], held_out_tasks: Sequence[str] = (),
               train_bindings: Mapping[str, str] | None = None,
               eval_bindings: Mapping[str, str] | None = None,
-              base_training: BaseTraining | None = None) -> dict:
+              base_training: BaseTraining | None = None, learning_rate: float | None = None,
+              adapter_learning_rate: float | None = 1e-3,
+              bootstrap: intervals.BootstrapConfig | None = None, include_flagged: bool = False,
+              reference_arm: str | None = None) -> dict:
   """Trains the arms that are not finished, evaluates what is not evaluated, writes the report.
 
   Every arm trains `steps_per_arm` steps past the base checkpoint's step (TRAIN_STEPS counts the
   initial checkpoint's steps, as in T5X). The base is `base_checkpoint`, or exactly one of it and
   `base_training`: the model the study trains first into STUDY_DIR/base.
+  Learning rates per arm (Arm.learning_rate, else by kind): `learning_rate` for full finetuning
+  (None: the training gin files' rate) and `adapter_learning_rate` for adapter arms, whose
+  Adafactor takes unscaled steps: a from-scratch rate such as 0.01 makes LoRA diverge.
+  Every number gets a paired bootstrap interval (`bootstrap`, default 1,000 resamples, seed 0);
+  arms with sanity flags are left out of the summary and chart unless `include_flagged`. Each arm
+  is also compared with `reference_arm` (default: the first arm, e.g. single-task finetuning).
   """
   names = [arm.name for arm in arms]
   if not arms or len(set(names)) != len(names):
     raise ValueError(f'The study needs arms with distinct names, got {names}.')
+  reference_arm = reference_arm or names[0]
+  if reference_arm not in names:
+    raise ValueError(f'reference_arm {reference_arm!r} is none of the arms {names}.')
   if not target_tasks:
     raise ValueError('The study needs at least one target task (TARGET_TASKS).')
   study_dir = os.path.abspath(study_dir)
@@ -188,28 +228,64 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
   base_step = int(checkpoint_import.checkpoint_fingerprint(base_checkpoint).get('step') or 0)
   train_bindings = {**(train_bindings or {}), 'TRAIN_STEPS': str(base_step + steps_per_arm)}
   eval_dirs, model_dirs = {}, {}
+  rates = {arm.name: arm.resolved_learning_rate(learning_rate, adapter_learning_rate) for arm in arms}
   for arm in arms:
-    model_dirs[arm.name], command = _train_arm(study_dir, arm, base_checkpoint, train_gin_files, train_bindings)
+    model_dirs[arm.name], command = _train_arm(study_dir, arm, base_checkpoint, train_gin_files, train_bindings,
+                                               rates[arm.name])
     commands += [command] if command else []
   for model, checkpoint in [(BASE, base_checkpoint)] + list(model_dirs.items()):
     eval_dirs[model], command = _evaluate(study_dir, model, checkpoint, eval_gin_files, dict(eval_bindings or {}))
     commands += [command] if command else []
-  matrix = {model: forgetting_metrics.read_eval_dir(path) for model, path in eval_dirs.items()}
-  derived = forgetting_metrics.derive(matrix, suite, BASE)
-  # The commands behind every model and evaluation in these results, whichever run made them.
-  recorded = commands
-  results = {'base_checkpoint': base_checkpoint, 'suite': dataclasses.asdict(suite), 'matrix': matrix,
-             'arms': derived, 'eval_dirs': eval_dirs, 'model_dirs': model_dirs, 'commands': recorded}
-  checkpoints.write_text_atomically(os.path.join(study_dir, 'results.json'), json.dumps(results, indent=2) + '\n')
-  report = forgetting_metrics.report_markdown(matrix, derived, suite, BASE, recorded)
-  checkpoints.write_text_atomically(os.path.join(study_dir, 'report.md'), report)
-  forgetting_metrics.change_chart(derived, suite, os.path.join(study_dir, 'change.png'))
   trained = {**({BASE: base_checkpoint} if base_training else {}), **model_dirs}
-  forgetting_metrics.curves_chart({name: training_curve(path) for name, path in trained.items()},
-                                  os.path.join(study_dir, 'curves.png'))
-  print(report, flush=True)
-  print(f'[flan_t5x] study written to {study_dir} (results.json, report.md, change.png, curves.png)', flush=True)
+  results = _analyse(suite, eval_dirs, {name: training_curve(path) for name, path in trained.items()}, base_step,
+                     bootstrap or intervals.BootstrapConfig(), include_flagged, reference_arm)
+  # The commands behind every model and evaluation in these results, whichever run made them.
+  results = {'base_checkpoint': base_checkpoint, 'suite': dataclasses.asdict(suite), **results,
+             'learning_rates': rates, 'eval_dirs': eval_dirs, 'model_dirs': model_dirs, 'commands': commands}
+  _write_outputs(study_dir, suite, results)
   return results
+
+
+def _analyse(suite: forgetting_metrics.Suite, eval_dirs: Mapping[str, str], curves: Mapping[str, list],
+             base_step: int, bootstrap: intervals.BootstrapConfig, include_flagged: bool, reference_arm: str) -> dict:
+  """The matrix, derived numbers against the base and the reference arm, their intervals, sanity flags."""
+  matrix = {model: forgetting_metrics.read_eval_dir(path) for model, path in eval_dirs.items()}
+  primary = {task: forgetting_metrics.primary_metric(task, matrix[BASE][task]) for task in suite.all}
+  loaded = forgetting_metrics.load_scores(eval_dirs, suite)
+  derived = forgetting_metrics.derive(matrix, suite, BASE)
+  flags = {model: forgetting_metrics.model_flags(path, suite, curves.get(model), 0 if model == BASE else base_step)
+           for model, path in eval_dirs.items()}
+  arms_only = {model: row for model, row in matrix.items() if model != BASE}
+  versus = {'reference': reference_arm, 'arms': forgetting_metrics.derive(arms_only, suite, reference_arm),
+            'uncertainty': forgetting_metrics.uncertainty({m: v for m, v in loaded.items() if m != BASE}, suite,
+                                                          primary, bootstrap, reference_arm)}
+  return {'matrix': matrix, 'arms': derived,
+          'uncertainty': forgetting_metrics.uncertainty(loaded, suite, primary, bootstrap, BASE),
+          'flags': flags, 'include_flagged': include_flagged,
+          'summarized_arms': forgetting_metrics.shown_arms(derived, flags, include_flagged),
+          'versus_reference': versus, 'curves': dict(curves),
+          'differences': forgetting_metrics.differences(loaded, suite, primary, list(derived), BASE)}
+
+
+def _write_outputs(study_dir: str, suite: forgetting_metrics.Suite, results: dict) -> None:
+  """results.json, report.md, change.png, curves.png, examples.md and examples.html."""
+  differences, curves = results.pop('differences'), results.pop('curves')
+  checkpoints.write_text_atomically(os.path.join(study_dir, 'results.json'), json.dumps(results, indent=2) + '\n')
+  shown, versus = results['summarized_arms'], results['versus_reference']
+  report = forgetting_metrics.report_markdown(
+      results['matrix'], results['arms'], suite, BASE, results['commands'], uncertainty=results['uncertainty'],
+      flags=results['flags'], include_flagged=results['include_flagged'], learning_rates=results['learning_rates'],
+      sections=[forgetting_metrics.versus_markdown(versus['reference'], versus['arms'], versus['uncertainty'],
+                                                   suite, shown)])
+  checkpoints.write_text_atomically(os.path.join(study_dir, 'report.md'), report)
+  colours = forgetting_metrics.arm_colours(list(results['eval_dirs']))
+  forgetting_metrics.change_chart({arm: results['arms'][arm] for arm in shown}, suite,
+                                  os.path.join(study_dir, 'change.png'), results['uncertainty'], colours)
+  forgetting_metrics.curves_chart(curves, os.path.join(study_dir, 'curves.png'), colours)
+  eval_records.write_differences(differences, os.path.join(study_dir, 'examples'))
+  print(report, flush=True)
+  print(f'[flan_t5x] study written to {study_dir} (results.json, report.md, change.png, curves.png, '
+        'examples.md, examples.html)', flush=True)
 
 
 def main(argv: list[str]) -> None:

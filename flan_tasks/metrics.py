@@ -83,19 +83,19 @@ def _ngrams(tokens: Sequence[str], n: int) -> collections.Counter:
   return collections.Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
-def corpus_bleu(targets: Sequence[str], predictions: Sequence[str], max_order: int = 4,
-                smooth: bool = True) -> float:
-  """Corpus BLEU-4 x100 on whitespace tokens, with add-one smoothing of n>1 precisions (Lin & Och)."""
-  _check_lengths(targets, predictions)
-  matches, possible = [0] * max_order, [0] * max_order
-  ref_len = hyp_len = 0
-  for target, prediction in zip(targets, predictions):
-    ref, hyp = target.split(), prediction.split()
-    ref_len, hyp_len = ref_len + len(ref), hyp_len + len(hyp)
-    for n in range(1, max_order + 1):
-      overlap = _ngrams(hyp, n) & _ngrams(ref, n)
-      matches[n - 1] += sum(overlap.values())
-      possible[n - 1] += max(len(hyp) - n + 1, 0)
+def bleu_statistics(target: str, prediction: str, max_order: int = 4) -> List[float]:
+  """One example's additive BLEU counts: n-gram matches, possible n-grams, reference and hypothesis lengths."""
+  ref, hyp = target.split(), prediction.split()
+  matches = [sum((_ngrams(hyp, n) & _ngrams(ref, n)).values()) for n in range(1, max_order + 1)]
+  possible = [max(len(hyp) - n + 1, 0) for n in range(1, max_order + 1)]
+  return [*matches, *possible, len(ref), len(hyp)]
+
+
+def bleu_from_statistics(totals: Sequence[float], smooth: bool = True) -> float:
+  """Corpus BLEU x100 from `bleu_statistics` summed over the corpus."""
+  max_order = (len(totals) - 2) // 2
+  matches, possible = totals[:max_order], totals[max_order:2 * max_order]
+  ref_len, hyp_len = totals[-2], totals[-1]
   if hyp_len == 0:
     return 0.0
   log_precision = 0.0
@@ -110,8 +110,22 @@ def corpus_bleu(targets: Sequence[str], predictions: Sequence[str], max_order: i
   return 100.0 * brevity * math.exp(log_precision)
 
 
+def corpus_bleu(targets: Sequence[str], predictions: Sequence[str], max_order: int = 4,
+                smooth: bool = True) -> float:
+  """Corpus BLEU-4 x100 on whitespace tokens, with add-one smoothing of n>1 precisions (Lin & Och)."""
+  _check_lengths(targets, predictions)
+  totals = [0] * (2 * max_order + 2)
+  for target, prediction in zip(targets, predictions):
+    totals = [a + b for a, b in zip(totals, bleu_statistics(target, prediction, max_order))]
+  return bleu_from_statistics(totals, smooth)
+
+
 def code_metrics(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
   return {**exact_match(targets, predictions), "bleu": corpus_bleu(targets, predictions)}
+
+
+def bleu(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
+  return {"bleu": corpus_bleu(targets, predictions)}
 
 
 # -- NER ----------------------------------------------------------------------------------------------
@@ -128,21 +142,40 @@ def parse_entities(text: str) -> Set[Tuple[str, str]]:
   return entities
 
 
-def entity_f1(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
-  """Micro entity-level precision, recall and F1 x100 over (type, text) pairs."""
-  _check_lengths(targets, predictions)
-  tp = fp = fn = 0
-  for target, prediction in zip(targets, predictions):
-    gold, pred = parse_entities(target), parse_entities(prediction)
-    tp += len(gold & pred)
-    fp += len(pred - gold)
-    fn += len(gold - pred)
+def entity_statistics(target: str, prediction: str) -> List[float]:
+  """One example's additive entity counts: true positives, false positives, false negatives."""
+  gold, pred = parse_entities(target), parse_entities(prediction)
+  return [len(gold & pred), len(pred - gold), len(gold - pred)]
+
+
+def entity_from_statistics(totals: Sequence[float]) -> Dict[str, float]:
+  tp, fp, fn = totals
+  if tp + fp + fn == 0:  # every sentence correctly has no entities
+    return {"entity_precision": 100.0, "entity_recall": 100.0, "entity_f1": 100.0}
   precision = tp / (tp + fp) if tp + fp else 0.0
   recall = tp / (tp + fn) if tp + fn else 0.0
   f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-  if tp + fp + fn == 0:  # every sentence correctly has no entities
-    precision = recall = f1 = 1.0
   return {"entity_precision": 100 * precision, "entity_recall": 100 * recall, "entity_f1": 100 * f1}
+
+
+def entity_f1(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
+  """Micro entity-level precision, recall and F1 x100 over (type, text) pairs."""
+  _check_lengths(targets, predictions)
+  totals = [0, 0, 0]
+  for target, prediction in zip(targets, predictions):
+    totals = [a + b for a, b in zip(totals, entity_statistics(target, prediction))]
+  return entity_from_statistics(totals)
+
+
+# Corpus-level metrics (not a mean over examples) declare additive per-example statistics, so that
+# flan_t5x's bootstrap recomputes them exactly on every resample without re-reading the texts:
+# {metric name: (statistics(target, prediction) -> list, from_totals(summed list) -> value)}.
+_BLEU_STATISTICS = {"bleu": (bleu_statistics, bleu_from_statistics)}
+code_metrics.corpus_statistics = _BLEU_STATISTICS
+bleu.corpus_statistics = _BLEU_STATISTICS
+entity_f1.corpus_statistics = {
+    name: (entity_statistics, lambda totals, name=name: entity_from_statistics(totals)[name])
+    for name in ("entity_precision", "entity_recall", "entity_f1")}
 
 
 # -- postprocessors (seqio calls them with `example` and `is_target`) ---------------------------------
@@ -161,7 +194,7 @@ METRICS_BY_NAME: Dict[str, Callable] = {
     "rating": rating_metrics,
     "exact_match": exact_match,
     "code": code_metrics,
-    "bleu": lambda t, p: {"bleu": corpus_bleu(t, p)},
+    "bleu": bleu,
     "entity_f1": entity_f1,
 }
 

@@ -69,9 +69,15 @@ def test_eval_job_writes_outputs(checkpoint, tmp_path):
   assert len(lines) == 6 and {'input', 'target', 'prediction'} <= set(json.loads(lines[0]))
   markdown = (out / 'results.md').read_text()
   assert '| demo_support_zs | 6 |' in markdown and 'rouge1' in markdown and 'By template' in markdown
+  assert 'bootstrap intervals (1000 resamples' in markdown
+  interval = support['intervals']['metrics']['rouge1']
+  assert interval['low'] <= support['metrics']['rouge1'] <= interval['high'] and interval['num_examples'] == 6
+  assert support['bootstrap']['seed'] == 0 and support['requested_examples'] == 6
+  assert isinstance(support['flags'], list)
+  assert {'scored_target', 'scored_prediction'} <= set(json.loads(lines[0]))
   assert glob.glob(str(out / 'inference_eval' / 'events.out.tfevents.*'))
   report = compare.compare([str(out), str(out)])
-  assert '### demo_support_zs' in report and '(+0.00)' in report
+  assert '### demo_support_zs' in report and '; +0.00 [+0.00, +0.00] p=1.000' in report
   compare.bar_chart([str(out), str(out)], str(tmp_path / 'chart.png'))  # matplotlib is a dependency
   assert (tmp_path / 'chart.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 

@@ -39,7 +39,7 @@ def test_report_and_errors():
   derived = fm.derive(MATRIX, SUITE)
   report = fm.report_markdown(MATRIX, derived, SUITE, commands=['python -m flan_t5x.train ...'])
   assert '| single | +20.00 | -30.00 | +30.00 | +40.00 | -4.00 |' in report
-  assert '| a | held-in | accuracy | 80.00 | 82.00 (+2.00) | 40.00 (-40.00) |' in report  # arms sorted
+  assert '| a | held-in | accuracy |  | 80.00 | 82.00 (+2.00) | 40.00 (-40.00) |' in report  # arms sorted
   assert 'python -m flan_t5x.train ...' in report
   with pytest.raises(ValueError, match="No 'base' row"):
     fm.derive({'single': MATRIX['single']}, SUITE)
@@ -114,7 +114,15 @@ def test_tiny_study_writes_every_output_and_adds_an_arm_later(tmp_path):
   added = [c for c in second['commands'] if c not in first['commands']]
   assert len(added) == 2 and all('replay_10pct' in c for c in added)
   assert set(first['commands']) - {base_training} <= set(second['commands'])
-  assert '| replay_10pct |' in (study / 'report.md').read_text()
+  report = (study / 'report.md').read_text()
+  assert '| replay_10pct |' in report and '## Against single_task' in report
+  # Intervals, flags and the side-by-side examples come with every study; the LoRA arm's rate is the adapter default.
+  assert second['uncertainty']['num_examples']['demo_support_zs'] == 3
+  assert set(second['uncertainty']['arms']['replay_10pct']['change']['demo_support_zs']) >= {'low', 'high', 'p_value'}
+  assert set(second['flags']) == {'base', 'single_task', 'lora_single_task', 'replay_10pct'}
+  assert second['learning_rates'] == {'single_task': None, 'lora_single_task': 0.001, 'replay_10pct': None}
+  assert "base_learning_rate=0.001" in next(c for c in second['commands'] if 'lora_single_task' in c)
+  assert (study / 'examples.md').is_file() and (study / 'examples.html').is_file()
 
 
 def test_study_needs_exactly_one_base(tmp_path):
