@@ -167,7 +167,8 @@ def test_t5x_train_from_the_seqio_cache(repo_copy, tmp_path):
   # README: python -m t5x.train --gin_file=gin/demo.gin --gin.USE_CACHED_TASKS=True --seqio_additional_cache_dirs=...
   train = _run(repo_copy, "t5x.train", "--gin_file=gin/demo.gin", "--gin.USE_CACHED_TASKS=True",
                f"--seqio_additional_cache_dirs={cache_dir}", "--gin.TRAIN_STEPS=3", "--gin.EVAL_PERIOD=3",
-               "--gin.EVAL_STEPS=1", "--gin.BATCH_SIZE=4")
+               "--gin.EVAL_STEPS=1", "--gin.BATCH_SIZE=4",
+               "--gin.utils.SaveCheckpointConfig.period=3")  # T5X: a multiple of EVAL_PERIOD
   for name in tasks:  # T5X's training read (train and training_eval) every member from the cache
     assert f"'{name}' is cached at {cache_dir / name}" in train.stderr, name
   model_dir = repo_copy / "runs" / "demo"
