@@ -47,7 +47,8 @@ BASE = 'base'
 # Gin files that train adapters (the base frozen, Adafactor's parameter scaling off): their arms get
 # the study's adapter_learning_rate unless they set their own.
 ADAPTER_GIN_FILES = ('lora.gin', 'prompt_tuning.gin')
-LEARNING_RATE_BINDING = 'schedules.create_learning_rate_scheduler.base_learning_rate'
+# T5X's name (every run file imports `from t5x import utils`); the same configurable as flan_t5x.schedules'.
+LEARNING_RATE_BINDING = 'utils.create_learning_rate_scheduler.base_learning_rate'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,8 @@ def _tiny_file_checkpoint(model_dir):
   """A checkpoint shaped as gin/models/t5_1_1_tiny.gin, with the config.gin its run would record."""
   gin_utils.parse_gin(['gin/models/t5_1_1_tiny.gin'], ['DROPOUT_RATE = 0.0'], finalize=False)
   record = gin.config_str()
-  config = gin.get_configurable('flan_t5x.network.T5Config')()
+  from flan_t5x import network  # pylint: disable=g-import-not-at-top
+  config = gin.get_configurable(network.T5Config)()  # by object: the files name it t5x...network.T5Config
   gin.clear_config()
   rng = np.random.default_rng(0)
   params = {}

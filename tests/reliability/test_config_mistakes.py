@@ -61,7 +61,7 @@ def test_misspelled_binding_fails_at_parse(tmp_path):
     ({'TRAIN_STEPS': "'2'"}, r"train.total_steps must be int \| None, got str '2'"),
     ({'BATCH_SIZE': '4.5'}, r'DatasetConfig.batch_size must be int, got float 4.5'),
     ({'TASK_FEATURE_LENGTHS': "{'inputs': '32', 'targets': 16}"},
-     r'DatasetConfig.task_feature_lengths must be Mapping\[str, int\] \| None'),
+     r'DatasetConfig.task_feature_lengths must be Optional\[Mapping\[str, int\]\]'),
     ({'utils.SaveCheckpointConfig.keep': "'3'"}, r'SaveCheckpointConfig.keep must be int \| None'),
     ({'RANDOM_SEED': 'True'}, r'train.random_seed must be int \| None, got bool'),
 ])
