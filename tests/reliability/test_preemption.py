@@ -11,7 +11,7 @@ from flan_t5x import preemption
 
 import soak_kill  # bench/soak_kill.py (conftest puts bench/ on the path)
 
-STEPS = 24
+STEPS = 60  # enough steps after the third life's first save to outlast the soak's 0-2.5 s wait before its SIGTERM
 PERIOD = 10  # periodic saves are rare: what a restart resumes from is the preemption's own save
 
 
