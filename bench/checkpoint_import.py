@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+import hardware
 import bench_results  # bench/ is on sys.path when run as a script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", default=str(ROOT / "bench/results/checkpoint_import.json"))
   args = parser.parse_args(argv)
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
   from flan_t5x import checkpoint_import, hf_format, hf_peer_client, network  # pylint: disable=g-import-not-at-top
   from test_t5x_import import random_params, write_classic_t5x_checkpoint  # pylint: disable=g-import-not-at-top
   config = network.T5Config(**FLAN_T5_SMALL)

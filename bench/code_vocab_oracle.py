@@ -14,7 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import bench_results  # pylint: disable=g-import-not-at-top,wrong-import-position
+import hardware
+import bench_results  # pylint: disable=g-import-not-at-top,wrong-import-position  (bench/ is on sys.path)
 
 
 def oracle(references, vocabulary, to_text=lambda s: s, from_text=lambda s: s):
@@ -33,6 +34,7 @@ def main() -> int:
   parser.add_argument("--data_dir", default="../shared/datasets")
   parser.add_argument("--vocab", default="../shared/checkpoints/t5-spiece/spiece.model")
   args = parser.parse_args()
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
   path = os.path.join(args.data_dir, "code_trans_java_cs", "valid.java-cs.txt.cs")
   if not os.path.exists(path) or not os.path.exists(args.vocab):
     print(f"error: needs {path} and {args.vocab}", file=sys.stderr)

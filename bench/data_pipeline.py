@@ -23,6 +23,7 @@ import random
 import sys
 import time
 
+import hardware
 import bench_results  # bench/ is on sys.path when run as a script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -128,6 +129,7 @@ def main(argv=None) -> int:
   parser.add_argument("--collection_examples", type=int, default=6000,
                       help="examples measured per pipeline after warm-up")
   args = parser.parse_args(argv)
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
   if args.part in ("all", "collection"):
     import collection_pipeline  # pylint: disable=g-import-not-at-top
     collection_pipeline.main(args)

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import bench_results  # bench/ is on sys.path when run as a script
-from hardware import compiled_peak_bytes, matmul_peak_flops
+import hardware  # noqa: E402
+from hardware import compiled_peak_bytes
 
 from flan_t5x import decoding
 from flan_t5x import hf_format
@@ -115,6 +116,7 @@ def main() -> None:
   parser.add_argument('--batch_sizes', default='1,16')
   parser.add_argument('--no_peer', action='store_true')
   args = parser.parse_args()
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
 
   config = flan_t5_small()
   module = network.Transformer(config)
@@ -125,7 +127,7 @@ def main() -> None:
   kernel[:, decoding.EOS_ID] = 0.0
   params['decoder']['logits_dense']['kernel'] = jnp.asarray(kernel)
 
-  peak_flops = matmul_peak_flops()
+  peak_flops = hardware.machine_record()['xla_matmul_peak_flops']
   rng = np.random.RandomState(0)
   results, cases = [], []
   for batch in [int(b) for b in args.batch_sizes.split(',')]:

@@ -1,5 +1,27 @@
-"""What the benchmarks measure about the machine and a compiled program: matmul peak, memory."""
+"""What the benchmarks record about the machine and a compiled program.
+
+`machine_record()` goes into every benchmark's JSON (bench_results.write_json) and its one-line
+summary is printed before every benchmark's table, so that two sets of numbers can be told apart
+afterwards: CPU model and SIMD flags, cores, memory, measured fp32 matmul peaks of XLA and torch,
+library versions, XLA flags, the load average and the commit measured.
+"""
+import functools
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
 import time
+
+# The packages whose versions decide a benchmark's numbers (absent ones are recorded as None).
+VERSIONED_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'tensorflow',
+                      'seqio', 'torch', 'transformers', 'peft')
+# The environment that changes what XLA, TensorFlow or torch do on a CPU.
+RECORDED_ENV = ('XLA_FLAGS', 'JAX_PLATFORMS', 'JAX_ENABLE_X64', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS',
+                'TF_NUM_INTEROP_THREADS', 'TF_NUM_INTRAOP_THREADS', 'ONEDNN_MAX_CPU_ISA')
+# /proc/cpuinfo flags that decide which matmul and elementwise kernels run.
+SIMD_FLAG_PREFIXES = ('sse4', 'avx', 'fma', 'f16c', 'amx', 'vnni')
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
@@ -15,6 +37,128 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
     f(a).block_until_ready()
     best = min(best, time.perf_counter() - tick)
   return 2 * size ** 3 / best
+
+
+def xla_matmul_peak_flops_in_child() -> float:
+  """matmul_peak_flops() in a child process: the benchmark's own process keeps JAX out (data
+  benchmarks) and its XLA state untouched; the child inherits XLA_FLAGS."""
+  code = ('import sys; sys.path.insert(0, sys.argv[1]); import hardware; '
+          'print(hardware.matmul_peak_flops())')
+  result = subprocess.run([sys.executable, '-c', code, os.path.dirname(os.path.abspath(__file__))],
+                          capture_output=True, text=True, check=False, timeout=600)
+  if result.returncode != 0:
+    raise RuntimeError(f'measuring the XLA matmul peak failed: {result.stderr[-2000:]}')
+  return float(result.stdout.strip().splitlines()[-1])
+
+
+def torch_matmul_peak_flops(size: int = 2048, repeats: int = 10) -> tuple[float | None, str]:
+  """torch's best fp32 matmul rate on all cores, in the torch child process; (None, why) without torch."""
+  from flan_t5x import hf_peer_client  # pylint: disable=g-import-not-at-top
+  try:
+    response, _ = hf_peer_client.call('matmul-peak', {'size': size, 'repeats': repeats,
+                                                      'num_threads': os.cpu_count() or 1})
+  except hf_peer_client.HFPeerUnavailable:
+    return None, "torch is not installed (pip install -e '.[bench]')"
+  return response['matmul_peak_flops'], f"torch {response['torch']}, {response['num_threads']} threads"
+
+
+def cpu_description() -> dict:
+  """CPU model, family/model/stepping and SIMD flags from /proc/cpuinfo (Linux), else `platform`."""
+  fields = {}
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if not line.strip():
+          break  # the first processor describes them all on the machines benchmarked here
+        key, _, value = line.partition(':')
+        fields[key.strip()] = value.strip()
+  except OSError:
+    pass
+  flags = fields.get('flags', '').split()
+  return {'model_name': fields.get('model name') or platform.processor() or platform.machine(),
+          'vendor': fields.get('vendor_id'), 'family': fields.get('cpu family'),
+          'model': fields.get('model'), 'stepping': fields.get('stepping'),
+          'simd_flags': sorted(f for f in flags if f.startswith(SIMD_FLAG_PREFIXES)),
+          'avx512': any(f.startswith('avx512') for f in flags), 'machine': platform.machine()}
+
+
+def _memory_gib() -> float | None:
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemTotal:'):
+          return int(line.split()[1]) / 2**20
+  except OSError:
+    pass
+  return None
+
+
+def _commit() -> str | None:
+  """The commit measured, with '+dirty' when the tree has changes (None outside a git checkout)."""
+  try:
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO_ROOT,
+                           capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return head + ('+dirty' if dirty else '')
+
+
+def _version(package: str) -> str | None:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def machine_record(measure_peaks: bool = True) -> dict:
+  """The machine a benchmark ran on (computed once per process; the peaks take a few seconds)."""
+  return _machine_record(bool(measure_peaks))
+
+
+@functools.cache
+def _machine_record(measure_peaks: bool) -> dict:
+  record = {
+      'cpu': cpu_description(),
+      'cpu_count': os.cpu_count(),
+      'usable_cpus': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None,
+      'memory_gib': _memory_gib(),
+      'load_average_at_start': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
+      'platform': platform.platform(), 'python': platform.python_version(),
+      'versions': {p: _version(p) for p in VERSIONED_PACKAGES},
+      'environment': {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
+      'commit': _commit(),
+  }
+  if measure_peaks:
+    record['xla_matmul_peak_flops'] = xla_matmul_peak_flops_in_child()
+    record['torch_matmul_peak_flops'], record['torch_matmul_note'] = torch_matmul_peak_flops()
+  return record
+
+
+def finish_record(record: dict) -> dict:
+  """The record with the load average at the end added: a busy machine shows in either."""
+  return {**record, 'load_average_at_end': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None}
+
+
+def summary_line(record: dict) -> str:
+  """One line for the top of a benchmark's printed output."""
+  cpu = record['cpu']
+  simd = 'AVX-512' if cpu['avx512'] else ('AVX2' if 'avx2' in cpu['simd_flags'] else 'no AVX2')
+  parts = [f"{cpu['model_name']} (family {cpu['family']} model {cpu['model']}, {simd})",
+           f"{record['cpu_count']} cores", f"{record['memory_gib']:.0f} GiB" if record['memory_gib'] else None]
+  if 'xla_matmul_peak_flops' in record:
+    torch_peak = record['torch_matmul_peak_flops']
+    parts.append(f"fp32 matmul peak XLA {record['xla_matmul_peak_flops'] / 1e9:.0f} GFLOP/s, torch "
+                 + (f'{torch_peak / 1e9:.0f} GFLOP/s' if torch_peak else 'not measured'))
+  versions = record['versions']
+  parts.append(', '.join(f'{p} {versions[p]}' for p in ('jax', 'flax', 'torch', 'transformers') if versions.get(p)))
+  parts.append(f"XLA_FLAGS={record['environment'].get('XLA_FLAGS', '(unset)')}")
+  load = record.get('load_average_at_start')
+  if load:
+    parts.append(f'load {load[0]:.2f}')
+  parts.append(f"commit {(record['commit'] or 'unknown')[:12]}")
+  return 'machine: ' + '; '.join(p for p in parts if p)
 
 
 def compiled_peak_bytes(compiled) -> int | None:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 
+import hardware  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from flan_t5x import checkpoints, data, models, network, optimizers, partitioning, schedules, train  # noqa: E402
@@ -108,6 +109,7 @@ def main() -> None:
   parser.add_argument('--log_period', type=int, default=10)
   parser.add_argument('--repeats', type=int, default=2)
   args = parser.parse_args()
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
   if args.steps % args.log_period:
     parser.error('--steps must be a multiple of --log_period')
   # Best of `repeats`, interleaved: other load on a shared machine only ever slows a run down.

@@ -27,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
+import hardware  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 from synthetic_training import MODEL_DIMS, synthetic_batch, timed_train_steps  # noqa: E402
 
@@ -122,6 +123,7 @@ def main():
     print('ARM ' + json.dumps(run_arm(args.models, args.child, args.batch, args.inputs, args.targets,
                                       args.steps)), flush=True)
     return
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
   results = {'cpu_count': os.cpu_count(), 'batch': args.batch, 'inputs': args.inputs, 'targets': args.targets,
              'optimizer': 'AdamW (both sides)', 'lora': {'rank': RANK, 'alpha': ALPHA, 'targets': 'q, v'},
              'runs': []}

@@ -24,6 +24,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / 'shared'
 sys.path.insert(0, str(ROOT))
 
+import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
+import hardware  # noqa: E402
+
 LENGTHS = {'inputs': 128, 'targets': 32}
 BATCH = 2
 
@@ -99,7 +102,7 @@ def main() -> None:
     _configure(mixture)
     resume_child(model_dir, mixture, int(vocab), int(position))
     return
-  import bench_results  # pylint: disable=g-import-not-at-top  (bench/ is on sys.path as a script)
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
   mixture, vocab_size = _configure(args.mixture)
   rows = []
   for position in [int(p) for p in args.positions.split(',')]:

@@ -38,6 +38,9 @@ import tempfile
 import threading
 import time
 
+import bench_results  # bench/ is on sys.path (as a script, and in the tests' conftest)
+import hardware
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TMP_MARK = '.orbax-checkpoint-tmp'
 _STARTED = re.compile(r'MODEL_DIR=.*: (?:resumed from .* at step (\d+)|initialized from scratch);')
@@ -263,6 +266,7 @@ def main() -> None:
   parser.add_argument('--period', type=int, default=1, help='checkpoint period (1: a save every step)')
   parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'soak_kill.json'))
   args = parser.parse_args()
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
   with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, 'children.log'), 'w') as log:
     reference_dir, soaked_dir = os.path.join(tmp, 'reference'), os.path.join(tmp, 'soaked')
     reference_s = _timed_reference(reference_dir, args.steps, log, args.period)
@@ -274,9 +278,7 @@ def main() -> None:
     result.update(compare(reference_dir, soaked_dir))
   result.update(steps=args.steps, seed=args.seed, period=args.period, reference_seconds=round(reference_s, 1),
                 soak_seconds=round(soak_s, 1), soak_to_reference_time_ratio=round(soak_s / reference_s, 2))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(result, f, indent=1)
+  bench_results.write_json('soak_kill', result, args.out)
   print(json.dumps({k: v for k, v in result.items() if k != 'record'}, indent=1))
   print(f'{result["kills"]} kills ({result["kills_in_save"]} inside a save; {result["kills_by_mode"].get("sigterm", 0)} '
         f'SIGTERMs, {result["sigterms_saved_at_reached_step"]} saved at the step reached, failures: '

@@ -37,6 +37,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import seqio  # noqa: E402
 
+import hardware  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 import flan_tasks  # noqa: E402,F401  (registers the tasks)
 from flan_tasks import config as flan_config  # noqa: E402
@@ -166,6 +167,7 @@ def main():
   parser.add_argument('--plot', default=None, help='also draw both curves into this PNG')
   parser.add_argument('--plot_from', default=None, help='only draw --plot from an earlier run\'s JSON')
   args = parser.parse_args()
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
   if args.plot_from:
     with open(args.plot_from) as f:
       print(f'wrote {plot_curves(json.load(f), args.plot or args.plot_from.replace(".json", ".png"))}')

@@ -24,7 +24,8 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
-from hardware import compiled_peak_bytes, matmul_peak_flops  # noqa: E402
+import hardware  # noqa: E402
+from hardware import compiled_peak_bytes  # noqa: E402
 from synthetic_training import MODEL_DIMS, synthetic_batch, timed_train_steps  # noqa: E402
 
 from flan_t5x import hf_peer_client, models, network, optimizers, partitioning, schedules  # noqa: E402
@@ -89,8 +90,9 @@ def main():
   parser.add_argument('--targets', type=int, default=128)
   parser.add_argument('--steps', type=int, default=5)
   args = parser.parse_args()
-  peak = matmul_peak_flops()
-  results = {'device': str(jax.devices()[0]), 'cpu_count': os.cpu_count(), 'matmul_peak_flops': peak,
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
+  peak = hardware.machine_record()['xla_matmul_peak_flops']
+  results = {'device': str(jax.devices()[0]), 'matmul_peak_flops': peak,
              'batch': args.batch, 'inputs': args.inputs, 'targets': args.targets, 'runs': []}
   for name in args.models.split(','):
     ours = bench_ours(name, args.batch, args.inputs, args.targets, args.steps)

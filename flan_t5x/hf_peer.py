@@ -280,6 +280,21 @@ def cmd_train_timing(request: dict) -> dict:
           'num_threads': torch.get_num_threads(), **_versions(torch, transformers)}
 
 
+def cmd_matmul_peak(request: dict) -> dict:
+  """torch's best fp32 `size` x `size` matmul rate (FLOP/s): the peer's side of a machine record."""
+  torch = _torch()
+  size, repeats = int(request.get('size', 2048)), int(request.get('repeats', 10))
+  a = torch.ones((size, size), dtype=torch.float32)
+  torch.matmul(a, a)
+  best = float('inf')
+  for _ in range(repeats):
+    tick = time.perf_counter()
+    torch.matmul(a, a)
+    best = min(best, time.perf_counter() - tick)
+  return {'matmul_peak_flops': 2 * size ** 3 / best, 'num_threads': torch.get_num_threads(),
+          **_versions(torch)}
+
+
 def cmd_generate_timing(request: dict) -> dict:
   """Best-of-`repeats` wall time of `generate` (after a warm-up call) for each case.
 
@@ -408,6 +423,7 @@ COMMANDS = {
     'forward': cmd_forward,
     'train-timing': cmd_train_timing,
     'generate-timing': cmd_generate_timing,
+    'matmul-peak': cmd_matmul_peak,
     'from-pretrained-timing': cmd_from_pretrained_timing,
     'peft-forward': cmd_peft_forward,
     'peft-make-adapter': cmd_peft_make_adapter,

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import sys
 
 import pytest
@@ -207,3 +208,26 @@ def no_flan_data(tmp_path):
   config.configure(data_dir=str(tmp_path / "empty"), tfds_data_dir=str(tmp_path / "no_tfds"))
   yield tmp_path
   config.reset()
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Not part of a user's copy of the root: environments, history, outputs, and what the tests read
+# from the checkout itself.
+_NOT_IN_REPO_COPY = {".venv", ".git", "runs", "docs", "tests", "notebooks", "build"}
+
+
+def copy_repo_root(dest: pathlib.Path, keep: tuple[str, ...] = ()) -> pathlib.Path:
+  """The repository root as a user has it, for running README commands as written (relative paths);
+  `keep`: top-level folders to copy besides (e.g. "notebooks")."""
+  def ignored(directory, names):
+    at_root = directory == str(REPO_ROOT)
+    return [n for n in names if (at_root and n in _NOT_IN_REPO_COPY and n not in keep) or n == "__pycache__"
+            or n.endswith(".egg-info") or n.endswith(".out.ipynb")
+            or (directory == str(REPO_ROOT / "bench") and n == "results")]
+  shutil.copytree(REPO_ROOT, dest, ignore=ignored)
+  return dest
+
+
+@pytest.fixture()
+def repo_copy(tmp_path):
+  return copy_repo_root(tmp_path / "repo")

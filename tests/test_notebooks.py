@@ -8,26 +8,20 @@ notebooks/ as Jupyter starts it, so its relative paths are the ones a user has.
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
 import nbformat
 from nbclient import NotebookClient
 
+from tests.conftest import copy_repo_root
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README_SECTION = "## Colab notebooks"
 
 
 def repo_copy(tmp_path: pathlib.Path) -> pathlib.Path:
-  root = tmp_path / "repo"
-  anywhere = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "*.out.ipynb")
-  outputs_here = {REPO: {"runs"}, REPO / "bench": {"results"}}  # run outputs, not gin/runs
-
-  def ignore(directory, names):
-    return set(anywhere(directory, names)) | (outputs_here.get(pathlib.Path(directory), set()) & set(names))
-  shutil.copytree(REPO, root, ignore=ignore)
-  return root
+  return copy_repo_root(tmp_path / "repo", keep=("notebooks",))
 
 
 def notebook_env(root: pathlib.Path) -> dict:

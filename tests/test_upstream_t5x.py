@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -70,15 +69,6 @@ print('PARSED')
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(REPO), capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0 and "PARSED" in proc.stdout, proc.stderr[-3000:]
-
-
-@pytest.fixture()
-def repo_copy(tmp_path):
-  skipped = {".venv", ".git", "runs", "bench", "docs", "tests", "notebooks", "build"}
-  root = tmp_path / "repo"
-  shutil.copytree(REPO, root, ignore=lambda d, names: [n for n in names if (d == str(REPO) and n in skipped)
-                                                       or n == "__pycache__" or n.endswith(".egg-info")])
-  return root
 
 
 def _env(root, **extra):

@@ -8,7 +8,6 @@ examples decoded. Data: the hand-written FLAN layout and SentencePiece model of 
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -30,16 +29,6 @@ def clean_gin():
   yield
   gin.clear_config(clear_constants=True)
   sys.modules['__main__'] = main
-
-
-@pytest.fixture()
-def repo_copy(tmp_path):
-  """The repository root as a user has it (no venv, no runs)."""
-  root = tmp_path / 'repo'
-  skipped = {'.venv', '.git', 'runs', 'bench', 'docs', 'tests', 'notebooks', 'build'}
-  shutil.copytree(REPO, root, ignore=lambda d, names: [n for n in names if (d == str(REPO) and n in skipped)
-                                                       or n == '__pycache__' or n.endswith('.egg-info')])
-  return root
 
 
 def _run(root, *args, env=None, timeout=900):

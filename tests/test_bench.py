@@ -1,0 +1,78 @@
+"""The README's benchmark smoke commands, as written from a copy of the root, and the machine
+record every benchmark JSON carries (bench/hardware.py)."""
+import glob
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import jax
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+import hardware  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def readme_smoke_commands() -> list[str]:
+  text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+  start = text.index("Quick smoke runs:")
+  return re.findall(r"`(python bench/[^`]+)`", text[start:start + 400])
+
+
+def test_the_readme_names_both_smoke_commands():
+  assert [c.split()[1] for c in readme_smoke_commands()] == ["bench/train_throughput.py",
+                                                             "bench/decode_throughput.py"]
+
+
+def _assert_machine_record(record: dict) -> None:
+  cpu = record["cpu"]
+  assert cpu["model_name"] and isinstance(cpu["simd_flags"], list)
+  assert record["cpu_count"] == os.cpu_count() and record["memory_gib"] > 0
+  assert record["xla_matmul_peak_flops"] > 1e8  # any real CPU does more than 0.1 GFLOP/s
+  torch_peak = record["torch_matmul_peak_flops"]
+  assert (torch_peak is None and "not installed" in record["torch_matmul_note"]) or torch_peak > 1e8
+  assert record["versions"]["jax"] == jax.__version__ and record["versions"]["flax"]
+  assert record["environment"].get("XLA_FLAGS") == os.environ.get("XLA_FLAGS")
+  assert len(record["load_average_at_start"]) == 3 and len(record["load_average_at_end"]) == 3
+
+
+def test_smoke_commands_run_as_written_and_record_the_machine(repo_copy):
+  env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+  for command in readme_smoke_commands():
+    proc = subprocess.run(shlex.split(command), cwd=repo_copy, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert re.search(r"^machine: .*cores.*fp32 matmul peak XLA \d+ GFLOP/s", proc.stdout, re.M), proc.stdout
+    name = command.split()[1][len("bench/"):-len(".py")]
+    [path] = glob.glob(str(repo_copy / "bench" / "results" / f"{name}_*.json"))
+    with open(path) as f:
+      result = json.load(f)
+    _assert_machine_record(result["machine"])
+    if name == "train_throughput":
+      [run] = result["runs"]
+      assert run["ours"]["tokens_per_s"] > 0 and 0 < run["ours"]["mfu"] < 1
+    else:
+      assert {(r["method"], r["batch"]) for r in result["results"]} == {("greedy", 1), ("beam-4", 1)}
+      assert all(r["ours_tokens"] == 4 for r in result["results"])
+
+
+def test_summary_line_names_avx512_hosts_and_missing_peaks():
+  record = {"cpu": {"model_name": "AMD EPYC 9R14", "family": "25", "model": "17", "avx512": True,
+                    "simd_flags": ["avx2", "avx512_bf16", "avx512f"]},
+            "cpu_count": 2, "memory_gib": 16.0, "xla_matmul_peak_flops": 206e9, "torch_matmul_peak_flops": None,
+            "versions": {"jax": "0.10.2"}, "environment": {}, "load_average_at_start": [0.1, 0.2, 0.3],
+            "commit": None}
+  line = hardware.summary_line(record)
+  assert "AMD EPYC 9R14 (family 25 model 17, AVX-512)" in line
+  assert "XLA 206 GFLOP/s, torch not measured" in line and "XLA_FLAGS=(unset)" in line
+
+
+def test_cpu_description_reads_this_machine():
+  cpu = hardware.cpu_description()
+  assert cpu["model_name"]
+  if os.path.exists("/proc/cpuinfo"):
+    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0]
+    assert cpu["avx512"] == ("avx512f" in flags)
