@@ -65,7 +65,7 @@ def run_arm(name: str, arm: str, batch: int, inputs: int, targets: int, steps: i
   if memory is not None:
     step_bytes = int(memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
                      - memory.alias_size_in_bytes)
-  state, metrics, times = timed_train_steps(trainer, state, local, steps)
+  state, metrics, times, cores_busy = timed_train_steps(trainer, state, local, steps)
   trainable = sum(x.size for x in jax.tree.leaves(state.params))
   frozen = sum(x.size for x in jax.tree.leaves(trainer.frozen_params))
   return {'model': name, 'arm': arm, 'trainable_params': int(trainable), 'params': int(trainable + frozen),

@@ -20,14 +20,16 @@ def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int) -> dict[s
 
 
 def timed_train_steps(trainer, state, local_batch: dict, steps: int):
-  """One warm-up step, then `steps` timed ones on the same batch: (state, last metrics, seconds per step)."""
+  """One warm-up step, then `steps` timed ones on the same batch: (state, last metrics, seconds per step,
+  cores busy = CPU seconds of all threads per wall second over the timed steps)."""
   import jax  # pylint: disable=g-import-not-at-top  (callers keep JAX out of their parent process)
   state, metrics = trainer.train_step(state, local_batch)
   jax.block_until_ready(metrics)
-  times = []
+  times, cpu_s = [], 0.0
   for _ in range(steps):
-    tick = time.perf_counter()
+    tick, cpu_tick = time.perf_counter(), time.process_time()
     state, metrics = trainer.train_step(state, local_batch)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - tick)
-  return state, metrics, times
+    cpu_s += time.process_time() - cpu_tick
+  return state, metrics, times, cpu_s / sum(times)

@@ -52,11 +52,12 @@ def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int) -> 
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   step_flops = float(cost.get('flops', 0.0))
   step_memory = compiled_peak_bytes(compiled)
-  state, metrics, times = timed_train_steps(trainer, state, local, steps)
+  state, metrics, times, cores_busy = timed_train_steps(trainer, state, local, steps)
   step_time = float(np.median(times))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   return {'model': name, 'params': int(num_params), 'step_time_s': step_time,
           'tokens_per_s': batch * (inputs + targets) / step_time, 'step_flops': step_flops,
+          'cores_busy': cores_busy,
           'achieved_flops_per_s': step_flops / step_time, 'loss': float(metrics['loss']),
           'compiled_step_peak_mib': step_memory / 2**20 if step_memory is not None else None}
 
@@ -79,7 +80,8 @@ def bench_peer(name: str, batch: int, inputs: int, targets: int, steps: int) -> 
   return {'model': name, 'framework': f"torch {response['torch']} / transformers {response['transformers']}",
           'params': response['params'], 'step_time_s': step_time,
           'tokens_per_s': batch * (inputs + targets) / step_time, 'loss': response['loss'],
-          'num_threads': response['num_threads'], 'peak_rss_mib': response['peak_rss_mib']}
+          'num_threads': response['num_threads'], 'peak_rss_mib': response['peak_rss_mib'],
+          'cores_busy': response.get('cores_busy')}
 
 
 def main():
@@ -101,8 +103,10 @@ def main():
     run = {'ours': ours, 'peer': peer,
            'ratio_ours_over_peer': ours['tokens_per_s'] / peer['tokens_per_s'] if peer else None}
     results['runs'].append(run)
-    print(f"{name}: {ours['tokens_per_s']:.0f} tok/s, MFU {ours['mfu']:.1%} of {peak / 1e9:.1f} GFLOP/s"
-          + (f"; HF peer {peer['tokens_per_s']:.0f} tok/s, ratio {run['ratio_ours_over_peer']:.2f}" if peer
+    print(f"{name}: {ours['tokens_per_s']:.0f} tok/s, MFU {ours['mfu']:.1%} of {peak / 1e9:.1f} GFLOP/s, "
+          f"{ours['cores_busy']:.2f} cores busy"
+          + (f"; HF peer {peer['tokens_per_s']:.0f} tok/s, {peer['cores_busy']:.2f} cores busy, ratio "
+             f"{run['ratio_ours_over_peer']:.2f}" if peer
              else '; HF peer not installed'), flush=True)
   # ru_maxrss is the process high-water mark (KiB on Linux): an upper bound for one train step. The
   # peer's is its own child's (RUSAGE_SELF excludes children), in each run's peer entry.

@@ -251,16 +251,19 @@ def _timed_train_steps(torch, model, optimizer, arrays: dict, steps: int) -> dic
   args = dict(input_ids=torch.as_tensor(arrays['encoder_input_tokens'], dtype=torch.long),
               decoder_input_ids=torch.as_tensor(arrays['decoder_input_tokens'], dtype=torch.long),
               labels=torch.as_tensor(arrays['decoder_target_tokens'], dtype=torch.long))
-  times, loss = [], None
+  times, loss, cpu_s = [], None, 0.0
   for i in range(steps + 1):
-    tick = time.perf_counter()
+    tick, cpu_tick = time.perf_counter(), time.process_time()
     loss = model(**args).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad()
     if i:
       times.append(time.perf_counter() - tick)
-  return {'step_times_s': times, 'step_time_s': float(np.median(times)), 'loss': float(loss)}
+      cpu_s += time.process_time() - cpu_tick
+  # Cores busy: CPU seconds of all this process's threads per wall second over the timed steps.
+  return {'step_times_s': times, 'step_time_s': float(np.median(times)), 'loss': float(loss),
+          'cores_busy': cpu_s / sum(times)}
 
 
 def cmd_train_timing(request: dict) -> dict:
