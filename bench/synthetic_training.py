@@ -7,6 +7,7 @@ MODEL_DIMS = {  # emb, heads, layers, head_dim, mlp, vocab
     'tiny': (32, 2, 2, 16, 64, 384),
     'flan_t5_small': (512, 6, 8, 64, 1024, 32128),
     'flan_t5_base': (768, 12, 12, 64, 2048, 32128),
+    'flan_t5_large': (1024, 16, 24, 64, 2816, 32128),
 }
 
 

@@ -33,11 +33,11 @@ from flan_t5x import trainer as trainer_lib  # noqa: E402
 
 
 
-def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int) -> dict:
+def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int, dtype: str = 'float32') -> dict:
   emb, heads, layers, head_dim, mlp, vocab = MODEL_DIMS[name]
   cfg = network.T5Config(vocab_size=vocab, emb_dim=emb, num_heads=heads, num_encoder_layers=layers,
                          num_decoder_layers=layers, head_dim=head_dim, mlp_dim=mlp, dropout_rate=0.0,
-                         dtype='float32')
+                         dtype=dtype)
   model = models.EncoderDecoderModel(network.Transformer(cfg), optimizer_def=optimizers.Adafactor(),
                                      loss_normalizing_factor='NUM_REAL_TARGET_TOKENS')
   trainer = trainer_lib.Trainer(
@@ -55,7 +55,7 @@ def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int) -> 
   state, metrics, times, cores_busy = timed_train_steps(trainer, state, local, steps)
   step_time = float(np.median(times))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  return {'model': name, 'params': int(num_params), 'step_time_s': step_time,
+  return {'model': name, 'dtype': dtype, 'params': int(num_params), 'step_time_s': step_time,
           'tokens_per_s': batch * (inputs + targets) / step_time, 'step_flops': step_flops,
           'cores_busy': cores_busy,
           'achieved_flops_per_s': step_flops / step_time, 'loss': float(metrics['loss']),

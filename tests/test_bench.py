@@ -76,3 +76,31 @@ def test_cpu_description_reads_this_machine():
   if os.path.exists("/proc/cpuinfo"):
     flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0]
     assert cpu["avx512"] == ("avx512f" in flags)
+
+
+def test_gpu_suite_runs_end_to_end_on_a_cpu_at_toy_sizes(repo_copy):
+  """The GPU suite's code path (train, greedy and beam decode, MFU, JSON) at toy sizes on the CPU; the
+  full suite needs a GPU (docs/performance.md)."""
+  proc = subprocess.run(
+      [sys.executable, "bench/gpu_suite.py", "--models", "tiny", "--train_batch", "2", "--inputs", "32",
+       "--targets", "8", "--train_steps", "1", "--decode_batch", "2", "--decode_input_length", "16",
+       "--new_tokens", "3", "--repeats", "1", "--peak_tflops", "0.5"],
+      cwd=repo_copy, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+  [path] = glob.glob(str(repo_copy / "bench" / "results" / "gpu_suite_*.json"))
+  with open(path) as f:
+    result = json.load(f)
+  _assert_machine_record(result["machine"])
+  assert result["datasheet_peak_flops"] == 0.5e12 and result["dtype"] == "bfloat16"
+  [train] = result["train"]["rows"]
+  assert train["dtype"] == "bfloat16" and train["seq_per_s"] > 0 and 0 < train["mfu"] < 1
+  assert [r["method"] for r in result["decode"]["rows"]] == ["greedy", "beam-4"]
+  assert all(r["tokens"] == 2 * 3 and r["mfu"] > 0 for r in result["decode"]["rows"])
+
+
+def test_gpu_suite_finds_datasheet_peaks_by_device_kind():
+  import gpu_suite  # pylint: disable=g-import-not-at-top  (bench/ is on sys.path above)
+  assert gpu_suite.datasheet_peak_flops("NVIDIA H100 PCIe") == 756e12
+  assert gpu_suite.datasheet_peak_flops("NVIDIA H100 80GB HBM3") == 989.4e12
+  assert gpu_suite.datasheet_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+  assert gpu_suite.datasheet_peak_flops("cpu") is None
