@@ -38,11 +38,14 @@ def _batched_matmul(a: Array, b: Array, contract_a: int, contract_b: int) -> Arr
                              preferred_element_type=jnp.float32)
 
 
-def _weights(q_GxQxD, k_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, batch: int) -> Array:
+def _weights(q_GxQxD, k_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, batch: int,
+             summed_bias_BxHxQxK=None) -> Array:
   """Softmax weights (B, H, Q, K) in float32."""
   heads = q_GxQxD.shape[0] // batch
   q_len, k_len = q_GxQxD.shape[1], k_GxKxD.shape[1]
   logits_BxHxQxK = _batched_matmul(q_GxQxD, k_GxKxD, 2, 2).reshape(batch, heads, q_len, k_len)
+  if summed_bias_BxHxQxK is not None:
+    return jax.nn.softmax(logits_BxHxQxK + summed_bias_BxHxQxK.astype(jnp.float32), axis=-1)
   if position_bias_HxQxK is not None:
     logits_BxHxQxK = logits_BxHxQxK + position_bias_HxQxK.astype(jnp.float32)[None]
   if mask_bias_Bx1xQxK is not None:
@@ -71,26 +74,27 @@ def _sum_over_batch(x_BxHxQxK: Array) -> Array:
   return total_HxQxK
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
 def _attention(q_GxQxD, k_GxKxD, v_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK,
-               batch):
+               summed_bias_BxHxQxK, batch):
   return _attention_fwd(q_GxQxD, k_GxKxD, v_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK,
-                        batch)[0]
+                        summed_bias_BxHxQxK, batch)[0]
 
 
 def _attention_fwd(q_GxQxD, k_GxKxD, v_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK,
-                   batch):
-  weights_BxHxQxK = _weights(q_GxQxD, k_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, batch)
+                   summed_bias_BxHxQxK, batch):
+  weights_BxHxQxK = _weights(q_GxQxD, k_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, batch,
+                             summed_bias_BxHxQxK)
   context_GxQxD, dropped_GxQxK = _context(weights_BxHxQxK, dropout_BxHx1xK, v_GxKxD)
   context_GxQxD = context_GxQxD.astype(q_GxQxD.dtype)
   residuals = (q_GxQxD, k_GxKxD, v_GxKxD, weights_BxHxQxK, dropped_GxQxK, context_GxQxD,
-               position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK)
+               position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK, summed_bias_BxHxQxK)
   return context_GxQxD, residuals
 
 
 def _attention_bwd(batch, residuals, dcontext_GxQxD):
   (q_GxQxD, k_GxKxD, v_GxKxD, weights_BxHxQxK, dropped_GxQxK, context_GxQxD,
-   position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK) = residuals
+   position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK, summed_bias_BxHxQxK) = residuals
   _, heads, q_len, k_len = weights_BxHxQxK.shape
   dv_GxKxD = _batched_matmul(dropped_GxQxK, dcontext_GxQxD, 1, 1)
   dweights_BxHxQxK = _batched_matmul(dcontext_GxQxD, v_GxKxD, 2, 2).reshape(weights_BxHxQxK.shape)
@@ -108,7 +112,10 @@ def _attention_bwd(batch, residuals, dcontext_GxQxD):
   # The mask and the dropout multiplier are constants of the step: no gradient.
   dmask = None if mask_bias_Bx1xQxK is None else jnp.zeros_like(mask_bias_Bx1xQxK)
   ddropout = None if dropout_BxHx1xK is None else jnp.zeros_like(dropout_BxHx1xK)
-  return dq_GxQxD, dk_GxKxD, dv_GxKxD.astype(v_GxKxD.dtype), dposition_bias, dmask, ddropout
+  # The summed bias stands in for position bias + mask in the forward; the position bias's
+  # gradient is returned above, so the sum gets none (its producer stops gradients anyway).
+  dsummed = None if summed_bias_BxHxQxK is None else jnp.zeros_like(summed_bias_BxHxQxK)
+  return dq_GxQxD, dk_GxKxD, dv_GxKxD.astype(v_GxKxD.dtype), dposition_bias, dmask, ddropout, dsummed
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -117,16 +124,35 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 def dot_product_attention(q_GxQxD: Array, k_GxKxD: Array, v_GxKxD: Array, batch: int,
                           position_bias_HxQxK: Array | None = None,
                           mask_bias_Bx1xQxK: Array | None = None,
-                          dropout_BxHx1xK: Array | None = None) -> Array:
+                          dropout_BxHx1xK: Array | None = None,
+                          summed_bias_BxHxQxK: Array | None = None) -> Array:
   """Context `(G, Q, D)` in q's dtype; G = batch * heads, rows ordered (batch, head).
 
   `dropout_BxHx1xK` multiplies the softmax weights (0 or 1/keep_rate; T5 broadcasts attention
   dropout over the query axis). The mask and dropout get no gradient.
+
+  `summed_bias_BxHxQxK`: position bias + mask bias, computed once by a caller whose layers all
+  share them (`summed_attention_bias`). The forward adds it instead of the two; the position
+  bias still gets its gradient. Why: XLA:CPU's fused matmul + softmax takes its addends
+  as full (B, H, Q, K) operands, so given the two apart it materializes both broadcasts and every
+  layer reads both; given the sum, one tensor is built and read.
   """
   if q_GxQxD.shape[0] % batch:
     raise ValueError(f'{q_GxQxD.shape[0]} query rows are not batch={batch} times a number of heads.')
   return _attention(q_GxQxD, k_GxKxD, v_GxKxD, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK,
-                    batch)
+                    summed_bias_BxHxQxK, batch)
+
+
+def summed_attention_bias(position_bias_HxQxK: Array | None, mask_bias_Bx1xQxK: Array | None
+                          ) -> Array | None:
+  """position bias + mask bias as one (B, H, Q, K) float32 tensor without gradient (the kernel
+  returns the position bias's gradient itself); None unless both are given, and None off the CPU:
+  GPU and TPU fusions read the two broadcasts in place, where a materialized sum would only add
+  memory (B * H * Q * K floats: 2 GiB at batch 128, 16 heads, 512 tokens)."""
+  if position_bias_HxQxK is None or mask_bias_Bx1xQxK is None or jax.default_backend() != 'cpu':
+    return None
+  return jax.lax.stop_gradient(position_bias_HxQxK.astype(jnp.float32)[None]
+                               + mask_bias_Bx1xQxK.astype(jnp.float32))
 
 
 def reference_attention(q_GxQxD: Array, k_GxKxD: Array, v_GxKxD: Array, batch: int,

@@ -199,8 +199,11 @@ class MultiHeadDotProductAttention(nn.Module):
 
   @nn.compact
   def __call__(self, inputs_q_BxQxE: Array, inputs_kv_BxKxE: Array, mask_bias_Bx1xQxK: Array | None,
-               deterministic: bool, position_bias_1xHxQxK: Array | None = None) -> Array:
-    """`mask_bias` (0 or a large negative number) is shared over heads; `position_bias` over the batch."""
+               deterministic: bool, position_bias_1xHxQxK: Array | None = None,
+               summed_bias_BxHxQxK: Array | None = None) -> Array:
+    """`mask_bias` (0 or a large negative number) is shared over heads; `position_bias` over the batch;
+    `summed_bias`: their sum when the caller built it once for all layers
+    (attention_kernel.summed_attention_bias)."""
     batch, q_len, emb_dim = inputs_q_BxQxE.shape
     k_len = inputs_kv_BxKxE.shape[1]
     heads, head_dim = self.num_heads, self.head_dim
@@ -226,7 +229,8 @@ class MultiHeadDotProductAttention(nn.Module):
                                                       deterministic=False)
     position_bias_HxQxK = None if position_bias_1xHxQxK is None else position_bias_1xHxQxK[0]
     context_GxQxD = attention_kernel.dot_product_attention(
-        q_GxQxD, k_GxKxD, v_GxKxD, batch, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK)
+        q_GxQxD, k_GxKxD, v_GxKxD, batch, position_bias_HxQxK, mask_bias_Bx1xQxK, dropout_BxHx1xK,
+        summed_bias_BxHxQxK)
     context_NxJ = (context_GxQxD.astype(self.dtype).reshape(batch, heads, q_len, head_dim)
                    .transpose(0, 2, 1, 3).reshape(batch * q_len, joined))
     out_NxE = dense(emb_dim, ('joined_kv', 'embed'), kernel_init=self.kernel_init, name='out')(

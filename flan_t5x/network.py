@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flan_t5x import attention_kernel
 from flan_t5x import layers
 from flan_t5x import prompt_tuning
 
@@ -83,14 +84,16 @@ class EncoderLayer(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BxLxE: Array, mask_bias_Bx1xLxL: Array, position_bias_1xHxLxL: Array):
+  def __call__(self, x_BxLxE: Array, mask_bias_Bx1xLxL: Array, position_bias_1xHxLxL: Array,
+               summed_bias_BxHxLxL: Array | None = None):
     cfg, dtype = self.config, self.config.activation_dtype
     dropout = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
         y, deterministic=self.deterministic)
     h = layers.RMSNorm(dtype=dtype, name='pre_attention_layer_norm')(x_BxLxE)
     h = layers.MultiHeadDotProductAttention(cfg.num_heads, cfg.head_dim, dtype=dtype,
                                             dropout_rate=cfg.dropout_rate, lora=cfg.lora, name='attention')(
-        h, h, mask_bias_Bx1xLxL, deterministic=self.deterministic, position_bias_1xHxQxK=position_bias_1xHxLxL)
+        h, h, mask_bias_Bx1xLxL, deterministic=self.deterministic, position_bias_1xHxQxK=position_bias_1xHxLxL,
+        summed_bias_BxHxQxK=summed_bias_BxHxLxL)
     x_BxLxE = x_BxLxE + dropout(h)
     h = layers.RMSNorm(dtype=dtype, name='pre_mlp_layer_norm')(x_BxLxE)
     h = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, dtype=dtype,
@@ -167,12 +170,13 @@ class Encoder(nn.Module):
     length = embedded_BxLxE.shape[1]
     position_bias_1xHxLxL = layers.RelativePositionBiases(cfg.num_heads, dtype=dtype, name='relpos_bias')(
         length, length, bidirectional=True)
-    # Mask (per row) and position bias (per head) stay separate: their sum would be (B, H, L, L).
     mask_bias_Bx1xLxL = layers.mask_to_bias(mask_Bx1xLxL, dtype)
+    # On CPU their (B, H, L, L) sum, built once for all layers (attention_kernel.summed_attention_bias).
+    summed_bias_BxHxLxL = attention_kernel.summed_attention_bias(position_bias_1xHxLxL[0], mask_bias_Bx1xLxL)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(embedded_BxLxE, deterministic=self.deterministic)
     x = layers.constrain(x.astype(dtype), ('batch', 'length', 'embed'))
-    x = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers, 2, self.deterministic)(
-        x, mask_bias_Bx1xLxL, position_bias_1xHxLxL)
+    x = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers, 3, self.deterministic)(
+        x, mask_bias_Bx1xLxL, position_bias_1xHxLxL, summed_bias_BxHxLxL)
     x = layers.RMSNorm(dtype=dtype, name='encoder_norm')(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=self.deterministic)
 

@@ -48,6 +48,25 @@ def test_matches_reference_in_float32(shape, use_bias, use_mask, use_dropout):
     assert actual[1][3] is None
 
 
+@pytest.mark.parametrize('dtype,tolerance', [(jnp.float32, 2e-5), (jnp.bfloat16, 0.05)])
+def test_summed_bias_gives_the_reference_values_and_every_gradient(dtype, tolerance):
+  """The encoder's form on CPU: position bias + mask built once (summed_attention_bias) and passed
+  besides; the position bias's gradient still comes back, through the kernel."""
+  qkv, bias, mask, dropout, cotangent = _inputs(3, 2, 6, 6, 4, dtype, seed=2)
+
+  def with_sum(q, k, v, batch, position_bias, mask_bias, dropout_mask):
+    summed = attention_kernel.summed_attention_bias(position_bias, mask_bias)
+    assert summed is not None and summed.shape == (3, 2, 6, 6)  # the tests run on the CPU
+    return attention_kernel.dot_product_attention(q, k, v, batch, position_bias, mask_bias, dropout_mask,
+                                                  summed_bias_BxHxQxK=summed)
+  expected = _value_and_grads(attention_kernel.reference_attention, qkv, 3, bias, mask, dropout, cotangent)
+  actual = _value_and_grads(with_sum, qkv, 3, bias, mask, dropout, cotangent)
+  for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual)):
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tolerance,
+                               atol=tolerance)
+  assert attention_kernel.summed_attention_bias(bias, None) is None
+
+
 def test_matches_reference_in_bfloat16():
   qkv, bias, mask, dropout, cotangent = _inputs(2, 2, 6, 6, 8, jnp.bfloat16, seed=1)
   expected = _value_and_grads(attention_kernel.reference_attention, qkv, 2, bias, mask, dropout, cotangent)
