@@ -1,6 +1,8 @@
 """The forgetting study: metric arithmetic on hand-made matrices; a tiny end-to-end study on demo data."""
 import json
 import os
+import pathlib
+import shlex
 import subprocess
 import sys
 
@@ -8,6 +10,7 @@ import pytest
 
 from flan_t5x import forgetting_metrics as fm
 from flan_t5x import gin_utils
+from tests.conftest import SHARED_DATASETS, SHARED_SPIECE
 
 REPO = gin_utils.REPO_ROOT
 
@@ -137,3 +140,31 @@ def test_study_needs_exactly_one_base(tmp_path):
                          base_training=forgetting.BaseTraining(gin_files=['g.gin'], steps=1))
   with pytest.raises(ValueError, match='steps must be positive'):
     forgetting.BaseTraining(gin_files=['g.gin'], steps=0)
+
+
+def _readme_cpu_study_command() -> str:
+  readme = (pathlib.Path(REPO) / 'README.md').read_text(encoding='utf-8')
+  [command] = [line for line in readme.splitlines()
+               if line.startswith('FLAN_DATA_DIR=') and 'gin/forgetting/cpu_study.gin' in line]
+  return command
+
+
+@pytest.mark.skipif(not SHARED_DATASETS.is_dir() or not SHARED_SPIECE.is_file(), reason='needs ../shared')
+def test_readme_cpu_study_command_runs_as_written_on_shared_data(repo_copy):
+  """The README's CPU study on ../shared, from a copy of the root (../shared beside it), with only
+  CPU-cost overrides appended: 2 base steps, 1 step per arm, 2 examples per task."""
+  (repo_copy.parent / 'shared').symlink_to(SHARED_DATASETS.parent)
+  overrides = ['--gin.BASE_STEPS=2', '--gin.STEPS_PER_ARM=1',
+               "--gin.forgetting.run_study.eval_bindings={'MAX_EXAMPLES': '2', 'BATCH_SIZE': '2', "
+               "'TASK_FEATURE_LENGTHS': \"{'inputs': 64, 'targets': 8}\"}"]
+  env_part, command = _readme_cpu_study_command().split(' ', 1)
+  key, value = env_part.split('=', 1)
+  argv = [sys.executable if word == 'python' else word for word in shlex.split(command)] + overrides
+  env = dict(os.environ, PYTHONPATH=str(repo_copy), **{key: value})
+  proc = subprocess.run(argv, cwd=repo_copy, env=env, capture_output=True, text=True, timeout=1800)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  study = repo_copy / 'runs' / 'forgetting_cpu'
+  results = json.loads((study / 'results.json').read_text())
+  assert set(results['matrix']) == {'base', 'single_task', 'multi_task', 'replay_10pct', 'lora_single_task'}
+  assert results['uncertainty']['num_examples']['dialogsum_zs'] == 2
+  assert (study / 'arms' / 'single_task' / 'checkpoint_3').is_dir()  # base step 2 + 1 step

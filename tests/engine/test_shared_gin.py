@@ -71,10 +71,18 @@ def test_flan_mix_dialogsum_eval_heldout_and_infer_run_on_flan_t5x(repo_copy, tm
   results = (repo_copy / 'runs' / 'eval' / 'results.md').read_text()
   assert 'dialogsum_zs' in results
   _run(repo_copy, 'flan_t5x.infer', '--gin_file=gin/infer.gin', f"--gin.CHECKPOINT_PATH='{checkpoint}'",
-       "--gin.INFER_OUTPUT_DIR='runs/infer'", *TINY, "--gin.MIXTURE_OR_TASK_NAME='dialogsum_zs'",
+       "--gin.INFER_OUTPUT_DIR='runs/infer_task'", *TINY, "--gin.MIXTURE_OR_TASK_NAME='dialogsum_zs'",
        "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 8}", env=env)
-  lines = (repo_copy / 'runs' / 'infer' / 'predictions-00000-of-00001.jsonl').read_text().splitlines()
+  lines = (repo_copy / 'runs' / 'infer_task' / 'predictions-00000-of-00001.jsonl').read_text().splitlines()
   assert lines and all('prediction' in json.loads(line) for line in lines)
+  # README: predictions for a JSONL file of raw inputs (its paths as written; the checkpoint this test trained).
+  inputs = ['Summarize: #Person1#: My order is late. #Person2#: I will check.', 'Rate this review: great shoes']
+  (repo_copy / 'inputs.jsonl').write_text(''.join(json.dumps({'inputs': text}) + '\n' for text in inputs))
+  _run(repo_copy, 'flan_t5x.infer', '--gin_file=gin/infer_jsonl.gin', f"--gin.CHECKPOINT_PATH='{checkpoint}'",
+       "--gin.INFER_INPUT_PATH='inputs.jsonl'", "--gin.INFER_OUTPUT_DIR='runs/infer'", *TINY, env=env)
+  output = repo_copy / 'runs' / 'infer' / 'predictions-00000-of-00001.jsonl'
+  rows = [json.loads(line) for line in output.read_text().splitlines()]
+  assert [row['input'] for row in rows] == inputs and all(isinstance(row['prediction'], str) for row in rows)
 
 
 def test_flan2022_trains_on_flan_t5x(repo_copy, tmp_path, tiny_spm):
