@@ -343,17 +343,16 @@ class CollectionSource(seqio.DataSource):
         shard_index=shard_info.index if shard_info else 0,
         num_shards=shard_info.num_shards if shard_info else 1,
         fixed_styles=[collection.style[i] for i in self._shard_ids],
-        submix_of=self._submix_of_task.get)
-    return ds.map(_with_num_shots)
+        submix_of=self._submix_of_task.get, num_shots_of=_num_shots)
+    return ds
 
   def __repr__(self):
     return f"CollectionSource({self._name!r}, files={len(self._shard_ids)})"
 
 
-def _with_num_shots(example):
+def _num_shots(style: str) -> int:
   # The dumps do not record how many exemplars a few-shot prompt has: -1 means unknown.
-  is_zero_shot = tf.strings.regex_full_match(example["_template_type"], "zs.*")
-  return {**example, "_num_shots": tf.where(is_zero_shot, 0, -1)}
+  return 0 if style.startswith("zs") else -1
 
 
 def _add_task(name: str, source: CollectionSource, vocabulary, metrics: Sequence[str] = ()):
