@@ -34,6 +34,7 @@ import csv
 import io
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -350,6 +351,91 @@ class CollectionSource(seqio.DataSource):
     return f"CollectionSource({self._name!r}, files={len(self._shard_ids)})"
 
 
+class _MixedSource(seqio.DataSource):
+  """Rows of several collection streams, mixed row by row at fixed rates (before tokenization).
+
+  Each stream repeats `num_epochs` times (None: forever); like SeqIO's mixtures, the mix ends
+  when a stream ends.
+  """
+
+  def __init__(self, sources: Sequence[CollectionSource], rates: Sequence[float],
+               num_epochs: Optional[int]):
+    self._sources, self._num_epochs = list(sources), num_epochs
+    total = sum(rates)
+    self._log_rates = [float(np.log(r / total)) for r in rates]
+    super().__init__(splits=("train",))
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return False  # each stream splits by file (or by row when it has fewer files than hosts)
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return sorted({f for s in self._sources for f in s.list_shards(split)})
+
+  def num_input_examples(self, split: str) -> int:
+    return sum(s.num_input_examples(split) for s in self._sources)
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
+                  use_cached: bool = False, num_epochs: Optional[int] = 1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs
+    if seed is None:  # as SeqIO's mixtures: a fixed mix without shuffling, a fresh one with it
+      seed = random.SystemRandom().randrange(2**31) if shuffle else 42
+    streams = []
+    for source in self._sources:
+      if shard_info and len(source.list_shards(split)) < shard_info.num_shards:
+        ds = source.get_dataset(split, shuffle, seed).shard(shard_info.num_shards, shard_info.index)
+      else:
+        ds = source.get_dataset(split, shuffle, seed, shard_info)
+      streams.append(ds.repeat(self._num_epochs))
+    # Which stream gives each row: drawn 1,024 rows at a time from the rates (a few tf.data ops
+    # per 1,024 rows instead of per row).
+    log_rates = tf.constant([self._log_rates], tf.float32)
+    choices = tf.data.Dataset.random(seed=seed).map(
+        lambda s: tf.random.stateless_categorical(
+            log_rates, _CHOICE_BATCH, seed=tf.stack([s, tf.constant(seed, tf.int64)]))[0]).unbatch()
+    return tf.data.Dataset.choose_from_datasets(streams, choices, stop_on_empty_dataset=True)
+
+
+_CHOICE_BATCH = 1024
+
+
+class CollectionMixture(seqio.Mixture):
+  """The collection's streams at their rates, mixed as raw rows and then tokenized once.
+
+  A SeqIO mixture of the stream tasks (rates, `tasks`, sub-mixture use elsewhere as usual), whose
+  own `get_dataset` mixes the streams' rows before the (shared) preprocessing instead of running
+  one tokenization pipeline per stream and mixing tokenized examples: the same examples at the
+  same rates, for the cost of a single task (bench/collection_pipeline.py).
+  """
+
+  def get_dataset(self, sequence_length=None, split: str = "train", use_cached: bool = False,
+                  shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, num_epochs: Optional[int] = None,
+                  copy_pretokenized: bool = False, compute_stats_empirically: bool = False,
+                  log_mixing_proportions: bool = True,
+                  passthrough_features: Optional[Sequence[str]] = None,
+                  trim_output_features: bool = True,
+                  try_in_mem_cache: bool = True) -> tf.data.Dataset:
+    del use_cached, compute_stats_empirically, log_mixing_proportions, try_in_mem_cache
+    tasks = self.tasks
+    if split != "train":
+      raise ValueError(f"{self.name}: the Flan Collection's shards are the train split; got {split!r}")
+    first = tasks[0]  # the streams share preprocessors, features and shuffle buffer
+    rows = seqio.Task(
+        f"{self.name}_rows", _MixedSource([t.source for t in tasks],
+                                          [self.get_rate(t) for t in tasks], num_epochs),
+        output_features=first.output_features, preprocessors=first.preprocessors,
+        shuffle_buffer_size=first.shuffle_buffer_size)
+    ds = rows.get_dataset(sequence_length, split=split, shuffle=shuffle, seed=seed,
+                          shard_info=shard_info, num_epochs=1,
+                          trim_output_features=trim_output_features, try_in_mem_cache=False)
+    keys = set(self.output_features) | set(passthrough_features or ())
+    if copy_pretokenized:
+      keys |= {f"{k}_pretokenized" for k in self.output_features}
+    return ds.map(lambda ex: {k: v for k, v in ex.items() if k in keys})
+
+
 def _num_shots(style: str) -> int:
   # The dumps do not record how many exemplars a few-shot prompt has: -1 means unknown.
   return 0 if style.startswith("zs") else -1
@@ -368,7 +454,7 @@ def _add_task(name: str, source: CollectionSource, vocabulary, metrics: Sequence
 
 
 @dataclasses.dataclass
-class CollectionMixture:
+class CollectionInfo:
   """What `add_flan_collection` registered, for `describe` / `flan_tasks.inspect`."""
   name: str
   collection: Collection
@@ -381,10 +467,10 @@ class CollectionMixture:
   categories: Dict[str, Set[str]]
 
 
-_MIXTURES: Dict[str, CollectionMixture] = {}
+_MIXTURES: Dict[str, CollectionInfo] = {}
 
 
-def registered(name: str) -> Optional[CollectionMixture]:
+def registered(name: str) -> Optional[CollectionInfo]:
   return _MIXTURES.get(name)
 
 
@@ -480,7 +566,7 @@ def add_flan_collection(
 
 
 def _register(name, collection, counts, excluded, weights, caps, styles, category_map,
-              vocabulary) -> CollectionMixture:
+              vocabulary) -> CollectionInfo:
   submix_of_task = {task: submix for submix, task, _ in counts}
   files_of: Dict[Tuple[str, str], Set[int]] = {}
   task_files: Dict[str, Set[int]] = {}
@@ -520,8 +606,8 @@ def _register(name, collection, counts, excluded, weights, caps, styles, categor
                                        category_map, vocabulary)
   if name in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, sorted(rates.items()))
-  info = CollectionMixture(name, collection, rates, stream_of, kept, counts,
+  seqio.MixtureRegistry.add(name, sorted(rates.items()), mixture_cls=CollectionMixture)
+  info = CollectionInfo(name, collection, rates, stream_of, kept, counts,
                            sorted(excluded), task_names, category_map)
   _MIXTURES[name] = info
   return info
