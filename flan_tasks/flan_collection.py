@@ -24,6 +24,7 @@ next to them or in `cache_dir`; no data is read at import.
 """
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -332,7 +333,9 @@ class CollectionSource(seqio.DataSource):
 
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
                   shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
-                  use_cached: bool = False, num_epochs: Optional[int] = 1) -> tf.data.Dataset:
+                  use_cached: bool = False, num_epochs: Optional[int] = 1,
+                  features: Optional[Sequence[str]] = None) -> tf.data.Dataset:
+    """`features`: the fields to read (default: all of shards.FEATURES)."""
     del sequence_length, use_cached, num_epochs  # handled by the Task
     if split != "train":
       raise ValueError(f"{self._name}: the Flan Collection's shards are the train split; got {split!r}")
@@ -344,7 +347,7 @@ class CollectionSource(seqio.DataSource):
         shard_index=shard_info.index if shard_info else 0,
         num_shards=shard_info.num_shards if shard_info else 1,
         fixed_styles=[collection.style[i] for i in self._shard_ids],
-        submix_of=self._submix_of_task.get, num_shots_of=_num_shots)
+        submix_of=self._submix_of_task.get, num_shots_of=_num_shots, features=features)
     return ds
 
   def __repr__(self):
@@ -359,8 +362,8 @@ class _MixedSource(seqio.DataSource):
   """
 
   def __init__(self, sources: Sequence[CollectionSource], rates: Sequence[float],
-               num_epochs: Optional[int]):
-    self._sources, self._num_epochs = list(sources), num_epochs
+               num_epochs: Optional[int], features: Sequence[str]):
+    self._sources, self._num_epochs, self._features = list(sources), num_epochs, list(features)
     total = sum(rates)
     self._log_rates = [float(np.log(r / total)) for r in rates]
     super().__init__(splits=("train",))
@@ -384,9 +387,10 @@ class _MixedSource(seqio.DataSource):
     streams = []
     for source in self._sources:
       if shard_info and len(source.list_shards(split)) < shard_info.num_shards:
-        ds = source.get_dataset(split, shuffle, seed).shard(shard_info.num_shards, shard_info.index)
+        ds = source.get_dataset(split, shuffle, seed, features=self._features).shard(
+            shard_info.num_shards, shard_info.index)
       else:
-        ds = source.get_dataset(split, shuffle, seed, shard_info)
+        ds = source.get_dataset(split, shuffle, seed, shard_info, features=self._features)
       streams.append(ds.repeat(self._num_epochs))
     # Which stream gives each row: drawn 1,024 rows at a time from the rates (a few tf.data ops
     # per 1,024 rows instead of per row).
@@ -421,19 +425,24 @@ class CollectionMixture(seqio.Mixture):
     tasks = self.tasks
     if split != "train":
       raise ValueError(f"{self.name}: the Flan Collection's shards are the train split; got {split!r}")
-    first = tasks[0]  # the streams share preprocessors, features and shuffle buffer
+    # Only the features this mixture returns are read and carried (as SeqIO's mixtures return
+    # the output features and `passthrough_features`), so no per-row filtering is needed.
+    features = set(self.output_features) | set(passthrough_features or ())
+    pretokenized = {f"{k}_pretokenized" for k in self.output_features}
+    if copy_pretokenized:
+      features |= pretokenized
+    copies = bool(features & pretokenized)  # tokenizing copies all the texts or none
     rows = seqio.Task(
         f"{self.name}_rows", _MixedSource([t.source for t in tasks],
-                                          [self.get_rate(t) for t in tasks], num_epochs),
-        output_features=first.output_features, preprocessors=first.preprocessors,
-        shuffle_buffer_size=first.shuffle_buffer_size)
+                                          [self.get_rate(t) for t in tasks], num_epochs, features),
+        output_features=self.output_features, preprocessors=_preprocessors(copies),
+        shuffle_buffer_size=registry.TASK_SHUFFLE_BUFFER)
     ds = rows.get_dataset(sequence_length, split=split, shuffle=shuffle, seed=seed,
                           shard_info=shard_info, num_epochs=1,
                           trim_output_features=trim_output_features, try_in_mem_cache=False)
-    keys = set(self.output_features) | set(passthrough_features or ())
-    if copy_pretokenized:
-      keys |= {f"{k}_pretokenized" for k in self.output_features}
-    return ds.map(lambda ex: {k: v for k, v in ex.items() if k in keys})
+    if copies and not pretokenized <= features:
+      ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k in features})
+    return ds
 
 
 def _num_shots(style: str) -> int:
@@ -441,12 +450,18 @@ def _num_shots(style: str) -> int:
   return 0 if style.startswith("zs") else -1
 
 
+def _preprocessors(copy_pretokenized: bool = True) -> list:
+  """Every collection task's preprocessing (the mixture's single pipeline too)."""
+  return [functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=copy_pretokenized),
+          seqio.preprocessors.append_eos_after_trim]
+
+
 def _add_task(name: str, source: CollectionSource, vocabulary, metrics: Sequence[str] = ()):
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   seqio.TaskRegistry.add(
       name, source=source,
-      preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+      preprocessors=_preprocessors(),
       output_features=registry.output_features(vocabulary),
       postprocess_fn=metrics_lib.strip_postprocessor,
       metric_fns=metrics_lib.resolve_metrics(metrics) if metrics else [],

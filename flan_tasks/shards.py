@@ -29,6 +29,10 @@ DEFAULT_CHUNK_ROWS = 1024
 # Chunks read concurrently by one stream: consecutive rows come from this many chunks, drawn in a
 # random order inside each chunk. Memory per stream is about this many chunks (or row groups).
 CYCLE_LENGTH = 4
+# What a stream's rows hold, and their types.
+FEATURES = {"inputs": tf.string, "targets": tf.string, "_task_name": tf.string,
+            "_template_type": tf.string, "_template_idx": tf.int32, "_task_source": tf.string,
+            "_num_shots": tf.int32}
 # Parquet files a stream keeps open (chunks come from all of a host's files in a random order).
 OPEN_FILES = 16
 # Salts the hash that orders a chunk's rows, so the order is independent of the keep draws.
@@ -368,9 +372,10 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
            fixed_styles: Optional[Sequence[Optional[str]]] = None,
            submix_of: Optional[Callable[[str], str]] = None,
            num_shots_of: Optional[Callable[[str], int]] = None,
+           features: Optional[Sequence[str]] = None,
            cycle_length: int = CYCLE_LENGTH) -> tf.data.Dataset:
   """The kept rows of this host's files as a dataset of {inputs, targets, _task_name,
-  _template_type, _template_idx, _task_source, _num_shots}.
+  _template_type, _template_idx, _task_source, _num_shots} (or of those in `features`).
 
   `submix_of(task)` gives `_task_source` ("" without it) and `num_shots_of(template type)` gives
   `_num_shots` (-1, unknown, without it).
@@ -381,6 +386,7 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
   keep decisions.
   """
   fixed_styles = list(fixed_styles) if fixed_styles is not None else [None] * len(shards)
+  features = list(FEATURES) if features is None else [f for f in FEATURES if f in features]
   mine = list(range(shard_index, len(shards), num_shards))
   if not mine:
     raise ValueError(f"host {shard_index} of {num_shards} gets no file: the collection part has only "
@@ -419,11 +425,16 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
       order_key = _mix64(np.asarray([epoch_key[0] ^ _ORDER_SALT], np.uint64))
       kept = kept[np.argsort(_mix64(locator[kept] ^ order_key), kind="stable")]
     rows = kept + start
-    taken = {name: getattr(block, name).take(rows).to_numpy(zero_copy_only=False)
-             for name in ("inputs", "targets")}
     task, style = block.task_code[rows], block.style_code[rows]
-    return [taken["inputs"], taken["targets"], block.task_names[task], block.style_names[style],
-            block.sources[task], block.template_idx[rows], block.num_shots[style]]
+    column = {
+        "inputs": lambda: block.inputs.take(rows).to_numpy(zero_copy_only=False),
+        "targets": lambda: block.targets.take(rows).to_numpy(zero_copy_only=False),
+        "_task_name": lambda: block.task_names[task],
+        "_template_type": lambda: block.style_names[style],
+        "_template_idx": lambda: block.template_idx[rows],
+        "_task_source": lambda: block.sources[task],
+        "_num_shots": lambda: block.num_shots[style]}
+    return [column[f]() for f in features]
 
   def permute(i, n, key, salt):
     if not shuffle:
@@ -434,13 +445,10 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
 
   def rows_of(position, key):
     chunk = permute(position, tf.constant(num_chunks, tf.int64), key, tf.constant(-1, tf.int64))
-    values = tf.py_function(read_chunk, [chunk, key], [tf.string] * 5 + [tf.int32] * 2)
+    values = tf.py_function(read_chunk, [chunk, key], [FEATURES[f] for f in features])
     for v in values:
       v.set_shape([None])
-    inputs, targets, task, style, source, idx, shots = values
-    return tf.data.Dataset.from_tensor_slices({
-        "inputs": inputs, "targets": targets, "_task_name": task, "_template_type": style,
-        "_template_idx": idx, "_task_source": source, "_num_shots": shots})
+    return tf.data.Dataset.from_tensor_slices(dict(zip(features, values)))
 
   def epoch(key):
     return tf.data.Dataset.range(num_chunks).interleave(
