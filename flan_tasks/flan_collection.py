@@ -15,7 +15,8 @@ registers, from a directory (local or gs://) of the collection's Parquet / JSONL
   metrics where its category has one), for inspecting, evaluating or mixing a single task;
 - the mixture `flan2022`: submix weights flan2021 0.4, t0 0.32, niv2 0.2, cot 0.05, dialog 0.03,
   template styles in equal shares within a submix (zsopt/zsnoopt/fsopt/fsnoopt for flan2021 and t0,
-  zsopt/fsopt for the others), as in FLAN's `run_example.py`.
+  zsopt/fsopt for the others), as in FLAN's `run_example.py`. It mixes the streams' raw rows and
+  tokenizes them in one pipeline (CollectionMixture), not one pipeline per stream.
 
 Tasks can be excluded by name (or glob), category or submix, or by naming held-out tasks/mixtures
 whose datasets must not be trained on; `check_no_leak` verifies any training mixture against a

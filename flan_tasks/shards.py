@@ -4,12 +4,15 @@ A shard is indexed once (row counts, chunk boundaries, per-(task, template type)
 only the metadata columns) and read later one chunk at a time: at most a few chunks per stream are
 in memory, whatever the size of the collection. The order is a keyed, stateless permutation of a
 host's chunks and of the rows inside each chunk, redrawn every epoch, so the tf.data iterator state
-a training checkpoint stores is a handful of integers per stream (plus the rows of the current
-batch), not a shuffle buffer.
+a training checkpoint stores is a handful of integers per stream (a restored iterator reads its
+open chunks again), not a shuffle buffer.
 
 Which rows an epoch keeps is decided per row by a keyed hash against a keep probability given per
 (task, template type): that is how per-task example caps, template-style shares and excluded tasks
 are applied without reading anything twice.
+
+A chunk is read by one Python call that does the whole chunk's work in numpy and Arrow (keep
+draws, the keyed order, selecting the kept rows' texts): tf.data then only slices the result.
 """
 import collections
 import dataclasses
@@ -281,8 +284,8 @@ class ChunkReader:
 
   def _read_group(self, shard: int, group: int, first_row: int) -> _Block:
     path, columns = self._shards[shard].path, self._columns
-    # The open file is cached with the row groups (its footer is parsed once), and read on this
-    # thread: Arrow's pool would only add hand-offs on a host whose cores are busy.
+    # The file stays open (its footer parsed once) and is read on this thread: Arrow's pool
+    # would only add hand-offs on a host whose cores are busy.
     parquet = self._cached(shard, lambda: _parquet_file(path), self._files, OPEN_FILES)
     table = parquet.read_row_group(group, columns=columns.all(), use_threads=False)
     for column in (columns.inputs, columns.targets, columns.task):
