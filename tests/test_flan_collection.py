@@ -199,6 +199,13 @@ def test_mixture_returns_the_features_of_a_seqio_mixture(flan2022):
   assert keys(copy_pretokenized=True) == [
       {"inputs", "targets", "inputs_pretokenized", "targets_pretokenized"}] * 3
 
+  def first(seed):
+    ds = mixture.get_dataset(LENGTHS, split="train", shuffle=True, seed=seed)
+    return [ex["inputs"].tolist() for ex in ds.take(30).as_numpy_iterator()]
+
+  one = first(5)
+  assert one == first(5) and one != first(6)  # the mix and the order are a function of the seed
+
 
 def test_null_text_in_parquet_names_file_and_row(tmp_path):
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
