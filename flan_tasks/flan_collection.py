@@ -15,7 +15,8 @@ registers, from a directory (local or gs://) of the collection's Parquet / JSONL
   metrics where its category has one), for inspecting, evaluating or mixing a single task;
 - the mixture `flan2022`: submix weights flan2021 0.4, t0 0.32, niv2 0.2, cot 0.05, dialog 0.03,
   template styles in equal shares within a submix (zsopt/zsnoopt/fsopt/fsnoopt for flan2021 and t0,
-  zsopt/fsopt for the others), as in FLAN's `run_example.py`.
+  zsopt/fsopt for the others), as in FLAN's `run_example.py`. It mixes the streams' raw rows and
+  tokenizes them in one pipeline (CollectionMixture), not one pipeline per stream.
 
 Tasks can be excluded by name (or glob), category or submix, or by naming held-out tasks/mixtures
 whose datasets must not be trained on; `check_no_leak` verifies any training mixture against a
@@ -24,6 +25,7 @@ next to them or in `cache_dir`; no data is read at import.
 """
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -34,6 +36,7 @@ import csv
 import io
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -331,7 +334,9 @@ class CollectionSource(seqio.DataSource):
 
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
                   shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
-                  use_cached: bool = False, num_epochs: Optional[int] = 1) -> tf.data.Dataset:
+                  use_cached: bool = False, num_epochs: Optional[int] = 1,
+                  features: Optional[Sequence[str]] = None) -> tf.data.Dataset:
+    """`features`: the fields to read (default: all of shards.FEATURES)."""
     del sequence_length, use_cached, num_epochs  # handled by the Task
     if split != "train":
       raise ValueError(f"{self._name}: the Flan Collection's shards are the train split; got {split!r}")
@@ -343,17 +348,113 @@ class CollectionSource(seqio.DataSource):
         shard_index=shard_info.index if shard_info else 0,
         num_shards=shard_info.num_shards if shard_info else 1,
         fixed_styles=[collection.style[i] for i in self._shard_ids],
-        submix_of=self._submix_of_task.get)
-    return ds.map(_with_num_shots)
+        submix_of=self._submix_of_task.get, num_shots_of=_num_shots, features=features)
+    return ds
 
   def __repr__(self):
     return f"CollectionSource({self._name!r}, files={len(self._shard_ids)})"
 
 
-def _with_num_shots(example):
+class _MixedSource(seqio.DataSource):
+  """Rows of several collection streams, mixed row by row at fixed rates (before tokenization).
+
+  Each stream repeats `num_epochs` times (None: forever); like SeqIO's mixtures, the mix ends
+  when a stream ends.
+  """
+
+  def __init__(self, sources: Sequence[CollectionSource], rates: Sequence[float],
+               num_epochs: Optional[int], features: Sequence[str]):
+    self._sources, self._num_epochs, self._features = list(sources), num_epochs, list(features)
+    total = sum(rates)
+    self._log_rates = [float(np.log(r / total)) for r in rates]
+    super().__init__(splits=("train",))
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return False  # each stream splits by file (or by row when it has fewer files than hosts)
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return sorted({f for s in self._sources for f in s.list_shards(split)})
+
+  def num_input_examples(self, split: str) -> int:
+    return sum(s.num_input_examples(split) for s in self._sources)
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
+                  use_cached: bool = False, num_epochs: Optional[int] = 1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs
+    if seed is None:  # as SeqIO's mixtures: a fixed mix without shuffling, a fresh one with it
+      seed = random.SystemRandom().randrange(2**31) if shuffle else 42
+    streams = []
+    for source in self._sources:
+      if shard_info and len(source.list_shards(split)) < shard_info.num_shards:
+        ds = source.get_dataset(split, shuffle, seed, features=self._features).shard(
+            shard_info.num_shards, shard_info.index)
+      else:
+        ds = source.get_dataset(split, shuffle, seed, shard_info, features=self._features)
+      streams.append(ds.repeat(self._num_epochs))
+    # Which stream gives each row: drawn 1,024 rows at a time from the rates (a few tf.data ops
+    # per 1,024 rows instead of per row).
+    log_rates = tf.constant([self._log_rates], tf.float32)
+    choices = tf.data.Dataset.random(seed=seed).map(
+        lambda s: tf.random.stateless_categorical(
+            log_rates, _CHOICE_BATCH, seed=tf.stack([s, tf.constant(seed, tf.int64)]))[0]).unbatch()
+    return tf.data.Dataset.choose_from_datasets(streams, choices, stop_on_empty_dataset=True)
+
+
+_CHOICE_BATCH = 1024
+
+
+class CollectionMixture(seqio.Mixture):
+  """The collection's streams at their rates, mixed as raw rows and then tokenized once.
+
+  A SeqIO mixture of the stream tasks (rates, `tasks`, sub-mixture use elsewhere as usual), whose
+  own `get_dataset` mixes the streams' rows before the (shared) preprocessing instead of running
+  one tokenization pipeline per stream and mixing tokenized examples: the same examples at the
+  same rates, for the cost of a single task (bench/collection_pipeline.py).
+  """
+
+  def get_dataset(self, sequence_length=None, split: str = "train", use_cached: bool = False,
+                  shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, num_epochs: Optional[int] = None,
+                  copy_pretokenized: bool = False, compute_stats_empirically: bool = False,
+                  log_mixing_proportions: bool = True,
+                  passthrough_features: Optional[Sequence[str]] = None,
+                  trim_output_features: bool = True,
+                  try_in_mem_cache: bool = True) -> tf.data.Dataset:
+    del use_cached, compute_stats_empirically, log_mixing_proportions, try_in_mem_cache
+    tasks = self.tasks
+    if split != "train":
+      raise ValueError(f"{self.name}: the Flan Collection's shards are the train split; got {split!r}")
+    # Only the features this mixture returns are read and carried (as SeqIO's mixtures return
+    # the output features and `passthrough_features`), so no per-row filtering is needed.
+    features = set(self.output_features) | set(passthrough_features or ())
+    pretokenized = {f"{k}_pretokenized" for k in self.output_features}
+    if copy_pretokenized:
+      features |= pretokenized
+    copies = bool(features & pretokenized)  # tokenizing copies all the texts or none
+    rows = seqio.Task(
+        f"{self.name}_rows", _MixedSource([t.source for t in tasks],
+                                          [self.get_rate(t) for t in tasks], num_epochs, features),
+        output_features=self.output_features, preprocessors=_preprocessors(copies),
+        shuffle_buffer_size=registry.TASK_SHUFFLE_BUFFER)
+    ds = rows.get_dataset(sequence_length, split=split, shuffle=shuffle, seed=seed,
+                          shard_info=shard_info, num_epochs=1,
+                          trim_output_features=trim_output_features, try_in_mem_cache=False)
+    if copies and not pretokenized <= features:
+      ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k in features})
+    return ds
+
+
+def _num_shots(style: str) -> int:
   # The dumps do not record how many exemplars a few-shot prompt has: -1 means unknown.
-  is_zero_shot = tf.strings.regex_full_match(example["_template_type"], "zs.*")
-  return {**example, "_num_shots": tf.where(is_zero_shot, 0, -1)}
+  return 0 if style.startswith("zs") else -1
+
+
+def _preprocessors(copy_pretokenized: bool = True) -> list:
+  """Every collection task's preprocessing (the mixture's single pipeline too)."""
+  return [functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=copy_pretokenized),
+          seqio.preprocessors.append_eos_after_trim]
 
 
 def _add_task(name: str, source: CollectionSource, vocabulary, metrics: Sequence[str] = ()):
@@ -361,7 +462,7 @@ def _add_task(name: str, source: CollectionSource, vocabulary, metrics: Sequence
     seqio.TaskRegistry.remove(name)
   seqio.TaskRegistry.add(
       name, source=source,
-      preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+      preprocessors=_preprocessors(),
       output_features=registry.output_features(vocabulary),
       postprocess_fn=metrics_lib.strip_postprocessor,
       metric_fns=metrics_lib.resolve_metrics(metrics) if metrics else [],
@@ -369,7 +470,7 @@ def _add_task(name: str, source: CollectionSource, vocabulary, metrics: Sequence
 
 
 @dataclasses.dataclass
-class CollectionMixture:
+class CollectionInfo:
   """What `add_flan_collection` registered, for `describe` / `flan_tasks.inspect`."""
   name: str
   collection: Collection
@@ -382,10 +483,10 @@ class CollectionMixture:
   categories: Dict[str, Set[str]]
 
 
-_MIXTURES: Dict[str, CollectionMixture] = {}
+_MIXTURES: Dict[str, CollectionInfo] = {}
 
 
-def registered(name: str) -> Optional[CollectionMixture]:
+def registered(name: str) -> Optional[CollectionInfo]:
   return _MIXTURES.get(name)
 
 
@@ -481,7 +582,7 @@ def add_flan_collection(
 
 
 def _register(name, collection, counts, excluded, weights, caps, styles, category_map,
-              vocabulary) -> CollectionMixture:
+              vocabulary) -> CollectionInfo:
   submix_of_task = {task: submix for submix, task, _ in counts}
   files_of: Dict[Tuple[str, str], Set[int]] = {}
   task_files: Dict[str, Set[int]] = {}
@@ -521,8 +622,8 @@ def _register(name, collection, counts, excluded, weights, caps, styles, categor
                                        category_map, vocabulary)
   if name in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, sorted(rates.items()))
-  info = CollectionMixture(name, collection, rates, stream_of, kept, counts,
+  seqio.MixtureRegistry.add(name, sorted(rates.items()), mixture_cls=CollectionMixture)
+  info = CollectionInfo(name, collection, rates, stream_of, kept, counts,
                            sorted(excluded), task_names, category_map)
   _MIXTURES[name] = info
   return info

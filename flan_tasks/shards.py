@@ -4,12 +4,15 @@ A shard is indexed once (row counts, chunk boundaries, per-(task, template type)
 only the metadata columns) and read later one chunk at a time: at most a few chunks per stream are
 in memory, whatever the size of the collection. The order is a keyed, stateless permutation of a
 host's chunks and of the rows inside each chunk, redrawn every epoch, so the tf.data iterator state
-a training checkpoint stores is a handful of integers per stream (plus the rows of the current
-batch), not a shuffle buffer.
+a training checkpoint stores is a handful of integers per stream (a restored iterator reads its
+open chunks again), not a shuffle buffer.
 
 Which rows an epoch keeps is decided per row by a keyed hash against a keep probability given per
 (task, template type): that is how per-task example caps, template-style shares and excluded tasks
 are applied without reading anything twice.
+
+A chunk is read by one Python call that does the whole chunk's work in numpy and Arrow (keep
+draws, the keyed order, selecting the kept rows' texts): tf.data then only slices the result.
 """
 import collections
 import dataclasses
@@ -29,7 +32,14 @@ DEFAULT_CHUNK_ROWS = 1024
 # Chunks read concurrently by one stream: consecutive rows come from this many chunks, drawn in a
 # random order inside each chunk. Memory per stream is about this many chunks (or row groups).
 CYCLE_LENGTH = 4
-FETCH_BATCH = 64
+# What a stream's rows hold, and their types.
+FEATURES = {"inputs": tf.string, "targets": tf.string, "_task_name": tf.string,
+            "_template_type": tf.string, "_template_idx": tf.int32, "_task_source": tf.string,
+            "_num_shots": tf.int32}
+# Parquet files a stream keeps open (chunks come from all of a host's files in a random order).
+OPEN_FILES = 16
+# Salts the hash that orders a chunk's rows, so the order is independent of the keep draws.
+_ORDER_SALT = np.uint64(0x6A09E667F3BCC908)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,71 +181,183 @@ def _parse_json_line(raw: bytes, path: str, line_no: int, columns: Columns) -> d
   return value
 
 
-class ChunkReader:
-  """Reads chunks of shards, keeping the last few decoded in memory (shared by a stream's threads)."""
+@dataclasses.dataclass(frozen=True)
+class _Block:
+  """Decoded rows of a Parquet row group or a JSONL chunk, ready to be selected from at once.
 
-  def __init__(self, shards: Sequence[ShardIndex], columns: Columns, cache_size: int):
+  Text columns stay Arrow binary arrays (only selected rows become Python bytes); task and
+  template type are integer codes into small tables of output values, and `keep` is each row's
+  keep probability under the stream's plan.
+  """
+  inputs: "pa.Array"
+  targets: "pa.Array"
+  task_code: np.ndarray
+  style_code: np.ndarray
+  task_names: np.ndarray  # object array of UTF-8 bytes, by task code
+  style_names: np.ndarray  # by style code
+  num_shots: np.ndarray  # int32 by style code
+  sources: np.ndarray  # by task code
+  template_idx: np.ndarray  # int32 (-1 without the column)
+  keep: np.ndarray  # float64 per row
+
+
+def _codes(values: Sequence) -> Tuple[np.ndarray, list]:
+  """(code per value, distinct values in order of appearance)."""
+  table: Dict = {}
+  codes = np.fromiter((table.setdefault(v, len(table)) for v in values), np.int64, len(values))
+  return codes, list(table)
+
+
+def _arrow_codes(column) -> Tuple[np.ndarray, list]:
+  """Dictionary-encodes an Arrow column (string or dictionary type) without per-row Python."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+  if not pa.types.is_dictionary(array.type):
+    array = array.dictionary_encode()
+  return (array.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+          array.dictionary.to_pylist())
+
+
+def _as_binary(column):
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+  if pa.types.is_dictionary(array.type):
+    array = array.dictionary_decode()
+  if pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type):
+    return array.cast(pa.large_binary())
+  return array.cast(pa.binary())
+
+
+def _bytes_table(values: Sequence) -> np.ndarray:
+  out = np.empty([len(values)], dtype=object)
+  out[:] = [v.encode("utf-8") if isinstance(v, str) else str(v).encode("utf-8") for v in values]
+  return out
+
+
+class ChunkReader:
+  """Reads chunks of a stream's shards as _Blocks, keeping the last few in memory.
+
+  A Parquet row group is decoded once and its chunks sliced from it. `keep` maps (task, template
+  type) to a keep probability (pairs not in it: 0); `styles[shard]` is the template type of every
+  row of a shard when its folder says it, else the column's values go through `normalize_style`.
+  """
+
+  def __init__(self, shards: Sequence[ShardIndex], columns: Columns, cache_size: int,
+               keep: Mapping[Tuple[str, str], float], styles: Sequence[Optional[str]],
+               normalize_style: Callable[[str, str, int], str],
+               submix_of: Optional[Callable[[str], str]] = None,
+               num_shots_of: Optional[Callable[[str], int]] = None):
     self._shards, self._columns = list(shards), columns
+    self._keep, self._styles = dict(keep), list(styles)
+    self._normalize_style, self._submix_of = normalize_style, submix_of
+    self._num_shots_of = num_shots_of or (lambda style: -1)
     self._cache: "collections.OrderedDict" = collections.OrderedDict()
     self._cache_size = cache_size
+    self._files: "collections.OrderedDict" = collections.OrderedDict()
     self._lock = threading.Lock()
+    # Row number in its file of each chunk's first row (for errors).
+    self._first_row = [np.cumsum([0] + [n for _, n in s.chunks[:-1]]) for s in self._shards]
 
-  def _cached(self, key, load):
+  def _cached(self, key, load, cache=None, size=None):
+    cache = self._cache if cache is None else cache
+    size = size or self._cache_size
     with self._lock:
-      if key in self._cache:
-        self._cache.move_to_end(key)
-        return self._cache[key]
+      if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
     value = load()
     with self._lock:
-      self._cache[key] = value
-      while len(self._cache) > self._cache_size:
-        self._cache.popitem(last=False)
+      cache[key] = value
+      while len(cache) > size:
+        cache.popitem(last=False)
     return value
 
-  def chunk(self, shard: int, chunk: int) -> Dict[str, np.ndarray]:
-    """{column: object array of the chunk's values}."""
+  def chunk(self, shard: int, chunk: int) -> Tuple[_Block, int, int]:
+    """(block, first row of the chunk in the block, rows in the chunk)."""
     index = self._shards[shard]
     (a, b), num_rows = index.chunks[chunk]
     if index.file_format == PARQUET:
-      group = self._cached((shard, "group", a), lambda: self._read_group(index.path, a))
-      return {c: v[b:b + num_rows] for c, v in group.items()}
-    return self._cached((shard, chunk), lambda: self._read_lines(index.path, a, b, num_rows))
+      first_row = int(self._first_row[shard][chunk]) - b
+      block = self._cached((shard, "group", a), lambda: self._read_group(shard, a, first_row))
+      return block, b, num_rows
+    return self._cached((shard, chunk), lambda: self._read_lines(shard, a, b, num_rows)), 0, num_rows
 
-  def _read_group(self, path: str, group: int) -> Dict[str, np.ndarray]:
-    table = _parquet_file(path).read_row_group(group, columns=self._columns.all())
-    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in self._columns.all()}
+  def _read_group(self, shard: int, group: int, first_row: int) -> _Block:
+    path, columns = self._shards[shard].path, self._columns
+    # The file stays open (its footer parsed once) and is read on this thread: Arrow's pool
+    # would only add hand-offs on a host whose cores are busy.
+    parquet = self._cached(shard, lambda: _parquet_file(path), self._files, OPEN_FILES)
+    table = parquet.read_row_group(group, columns=columns.all(), use_threads=False)
+    for column in (columns.inputs, columns.targets, columns.task):
+      array = table.column(column)
+      if array.null_count:
+        row = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
+        raise BadRowError(path, first_row + row, f"column {column!r} is null (row {row} of row "
+                          f"group {group}); expected a string")
+    task_code, tasks = _arrow_codes(table.column(columns.task))
+    if self._styles[shard] is None:
+      style_code, styles = _arrow_codes(table.column(columns.template_type))
+    else:
+      style_code, styles = np.zeros([table.num_rows], np.int64), [self._styles[shard]]
+    template_idx = (table.column(columns.template_idx).to_numpy().astype(np.int32)
+                    if columns.template_idx else np.full([table.num_rows], -1, np.int32))
+    return self._block(shard, lambda i: first_row + i, _as_binary(table.column(columns.inputs)),
+                       _as_binary(table.column(columns.targets)), task_code, tasks, style_code,
+                       styles, template_idx)
 
-  def _read_lines(self, path: str, offset: int, first_line: int, num_rows: int):
-    values = {c: [] for c in self._columns.all()}
+  def _read_lines(self, shard: int, offset: int, first_line: int, num_rows: int) -> _Block:
+    import pyarrow as pa  # pylint: disable=g-import-not-at-top
+    path, columns = self._shards[shard].path, self._columns
+    values = {c: [] for c in columns.all()}
+    lines = []
     with _open(path) as f:
       f.seek(offset)
       line_no = first_line
-      while len(values[self._columns.inputs]) < num_rows:
+      while len(values[columns.inputs]) < num_rows:
         raw = f.readline()
         if not raw:
           raise BadRowError(path, line_no, "file is shorter than when it was indexed; re-index it")
         if raw.strip():
-          row = _parse_json_line(raw, path, line_no, self._columns)
+          row = _parse_json_line(raw, path, line_no, columns)
           for c in values:
             values[c].append(row[c])
+          lines.append(line_no)
         line_no += 1
-    return {c: np.asarray(v, dtype=object) for c, v in values.items()}
+    text = {c: pa.array([v if isinstance(v, str) else str(v) for v in values[c]], pa.string())
+            for c in (columns.inputs, columns.targets)}
+    task_code, tasks = _codes(values[columns.task])
+    if self._styles[shard] is None:
+      style_code, styles = _codes(values[columns.template_type])
+    else:
+      style_code, styles = np.zeros([num_rows], np.int64), [self._styles[shard]]
+    template_idx = (np.asarray(values[columns.template_idx], np.int32) if columns.template_idx
+                    else np.full([num_rows], -1, np.int32))
+    return self._block(shard, lines.__getitem__, _as_binary(text[columns.inputs]),
+                       _as_binary(text[columns.targets]), task_code, tasks, style_code, styles,
+                       template_idx)
+
+  def _block(self, shard, line_of, inputs, targets, task_code, tasks, style_code, styles,
+             template_idx) -> _Block:
+    path = self._shards[shard].path
+    if self._styles[shard] is None:
+      # Only the distinct values are normalized; a bad one names its first row.
+      styles = [self._normalize_style(
+          v, path, line_of(int(np.flatnonzero(style_code == i)[0]))) for i, v in enumerate(styles)]
+    keep_by_pair = np.asarray([[self._keep.get((t, s), 0.0) for s in styles] for t in tasks],
+                              np.float64).reshape(len(tasks), len(styles))
+    return _Block(inputs, targets, task_code, style_code, _bytes_table(tasks),
+                  _bytes_table(styles), np.asarray([self._num_shots_of(s) for s in styles], np.int32),
+                  _bytes_table([self._submix_of(t) if self._submix_of else "" for t in tasks]),
+                  template_idx, keep_by_pair[task_code, style_code])
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
   """SplitMix64 finalizer: a well-spread 64-bit hash of uint64 values (vectorized)."""
-  x = x.astype(np.uint64)
+  x = np.asarray(x).astype(np.uint64)
   with np.errstate(over="ignore"):
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
-
-
-def _utf8(strings: Sequence) -> np.ndarray:
-  """A 1-D object array of UTF-8 bytes (what a tf.string tensor takes)."""
-  out = np.empty([len(strings)], dtype=object)
-  out[:] = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in strings]
-  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,9 +374,14 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
            shuffle: bool, shard_index: int = 0, num_shards: int = 1,
            fixed_styles: Optional[Sequence[Optional[str]]] = None,
            submix_of: Optional[Callable[[str], str]] = None,
+           num_shots_of: Optional[Callable[[str], int]] = None,
+           features: Optional[Sequence[str]] = None,
            cycle_length: int = CYCLE_LENGTH) -> tf.data.Dataset:
   """The kept rows of this host's files as a dataset of {inputs, targets, _task_name,
-  _template_type, _template_idx, _task_source}.
+  _template_type, _template_idx, _task_source, _num_shots} (or of those in `features`).
+
+  `submix_of(task)` gives `_task_source` ("" without it) and `num_shots_of(template type)` gives
+  `_num_shots` (-1, unknown, without it).
 
   Host `shard_index` of `num_shards` reads files shard_index, shard_index + num_shards, ... (so
   together the hosts read every row once per epoch). The order is a function of `seed` and the
@@ -262,6 +389,7 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
   keep decisions.
   """
   fixed_styles = list(fixed_styles) if fixed_styles is not None else [None] * len(shards)
+  features = list(FEATURES) if features is None else [f for f in FEATURES if f in features]
   mine = list(range(shard_index, len(shards), num_shards))
   if not mine:
     raise ValueError(f"host {shard_index} of {num_shards} gets no file: the collection part has only "
@@ -269,23 +397,47 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
                      f"at least as many files as hosts")
   host_shards = [shards[i] for i in mine]
   host_styles = [fixed_styles[i] for i in mine]
-  chunk_shard, chunk_index, chunk_rows = [], [], []
+  chunk_shard, chunk_index = [], []
   for s, index in enumerate(host_shards):
-    for c, (_, n) in enumerate(index.chunks):
+    for c in range(len(index.chunks)):
       chunk_shard.append(s)
       chunk_index.append(c)
-      chunk_rows.append(n)
-  num_chunks = len(chunk_rows)
+  num_chunks = len(chunk_shard)
   if num_chunks == 0:
     raise ValueError(f"host {shard_index}: its files {[s.path for s in host_shards]} have no rows")
-  # Each fetch touches at most `cycle_length` chunks; two more cover parallel fetches.
-  reader = ChunkReader(host_shards, columns, cache_size=cycle_length + 2)
-  chunk_rows_t = tf.constant(chunk_rows, tf.int64)
+  # Each stream reads `cycle_length` chunks at a time; two more cover a row group being replaced.
+  reader = ChunkReader(host_shards, columns, cycle_length + 2, plan.keep, host_styles,
+                       plan.normalize_style, submix_of, num_shots_of)
   # File ids in the hash (keep decisions) are global, so a row's decision does not depend on
   # how many hosts read the collection.
   global_file = np.asarray(mine, np.uint64)
-  keep_table = dict(plan.keep)
   seed_key = np.uint64(_mix64(np.asarray([seed & (2**63 - 1)], np.uint64))[0])
+
+  def read_chunk(chunk, key):
+    """A chunk's kept rows in a keyed order: whole-chunk numpy work, no per-row Python."""
+    chunk, key = int(chunk), np.uint64(int(key) & (2**64 - 1))
+    shard, within = chunk_shard[chunk], chunk_index[chunk]
+    block, start, num_rows = reader.chunk(shard, within)
+    row = np.arange(num_rows, dtype=np.uint64)
+    locator = (global_file[shard] << np.uint64(40)) + (np.uint64(within) << np.uint64(20)) + row
+    # One uniform draw per (row, epoch key, seed); rows below their keep probability stay.
+    epoch_key = _mix64(np.asarray([key ^ seed_key], np.uint64))
+    uniform = (_mix64(locator ^ epoch_key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    kept = np.flatnonzero(uniform < block.keep[start:start + num_rows])
+    if shuffle:  # a keyed permutation of the kept rows: sort by a second, independent hash
+      order_key = _mix64(np.asarray([epoch_key[0] ^ _ORDER_SALT], np.uint64))
+      kept = kept[np.argsort(_mix64(locator[kept] ^ order_key), kind="stable")]
+    rows = kept + start
+    task, style = block.task_code[rows], block.style_code[rows]
+    column = {
+        "inputs": lambda: block.inputs.take(rows).to_numpy(zero_copy_only=False),
+        "targets": lambda: block.targets.take(rows).to_numpy(zero_copy_only=False),
+        "_task_name": lambda: block.task_names[task],
+        "_template_type": lambda: block.style_names[style],
+        "_template_idx": lambda: block.template_idx[rows],
+        "_task_source": lambda: block.sources[task],
+        "_num_shots": lambda: block.num_shots[style]}
+    return [column[f]() for f in features]
 
   def permute(i, n, key, salt):
     if not shuffle:
@@ -296,65 +448,22 @@ def stream(shards: Sequence[ShardIndex], columns: Columns, plan: KeepPlan, *, se
 
   def rows_of(position, key):
     chunk = permute(position, tf.constant(num_chunks, tf.int64), key, tf.constant(-1, tf.int64))
-    n = chunk_rows_t[chunk]
-    return tf.data.Dataset.range(n).map(
-        lambda j: (chunk, permute(j, n, key, chunk), key))
+    values = tf.py_function(read_chunk, [chunk, key], [FEATURES[f] for f in features])
+    for v in values:
+      v.set_shape([None])
+    return tf.data.Dataset.from_tensor_slices(dict(zip(features, values)))
 
   def epoch(key):
     return tf.data.Dataset.range(num_chunks).interleave(
         lambda p: rows_of(p, key), cycle_length=cycle_length, block_length=1)
 
-  def fetch(chunks, rows, keys):
-    chunks, rows, keys = chunks.numpy(), rows.numpy(), keys.numpy()
-    picked, probabilities, locators = [], [], []
-    epoch_keys = []
-    for chunk, row, key in zip(chunks, rows, keys):
-      shard = chunk_shard[chunk]
-      values = reader.chunk(shard, chunk_index[chunk])
-      task = values[columns.task][row]
-      style = host_styles[shard]
-      if style is None:
-        style = plan.normalize_style(values[columns.template_type][row], host_shards[shard].path, -1)
-      probability = keep_table.get((task, style), 0.0)
-      if probability > 0.0:
-        picked.append((values, row, task, style))
-        probabilities.append(probability)
-        locators.append((int(global_file[shard]) << 40) + (int(chunk_index[chunk]) << 20) + int(row))
-        epoch_keys.append(int(key) & (2**64 - 1))
-    if picked:
-      # One uniform draw per (row, epoch key, seed); rows below their keep probability stay.
-      epoch_key = _mix64(np.asarray(epoch_keys, np.uint64) ^ seed_key)
-      draws = _mix64(np.asarray(locators, np.uint64) ^ epoch_key)
-      uniform = (draws >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-      picked = [p for p, u, q in zip(picked, uniform, probabilities) if u < q]
-    return [
-        _utf8([v[columns.inputs][r] for v, r, _, _ in picked]),
-        _utf8([v[columns.targets][r] for v, r, _, _ in picked]),
-        _utf8([t for _, _, t, _ in picked]),
-        _utf8([s for _, _, _, s in picked]),
-        _utf8([submix_of(t) if submix_of else "" for _, _, t, _ in picked]),
-        np.asarray([int(v[columns.template_idx][r]) if columns.template_idx else -1
-                    for v, r, _, _ in picked], np.int32),
-    ]
-
-  def fetch_tf(chunks, rows, keys):
-    values = tf.py_function(fetch, [chunks, rows, keys],
-                            [tf.string] * 5 + [tf.int32])
-    for v in values:
-      v.set_shape([None])
-    inputs, targets, task, style, source, idx = values
-    return {"inputs": inputs, "targets": targets, "_task_name": task, "_template_type": style,
-            "_template_idx": idx, "_task_source": source}
-
   if shuffle:
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
   else:
     keys = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64))
-  ds = keys.flat_map(epoch).batch(FETCH_BATCH).map(
-      fetch_tf, num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True).unbatch()
   options = tf.data.Options()
-  # The reading function is a pure function of (file, chunk, row, epoch key): the iterator state
-  # (positions) is all a checkpoint needs, so tf.data may leave the function's state out.
+  # The reading function is a pure function of (file, chunk, epoch key): the iterator state
+  # (positions; a restored interleave calls it again for its open chunks) is all a checkpoint
+  # needs, so tf.data may leave the function's state out.
   options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
-  return ds.with_options(options)
+  return keys.flat_map(epoch).with_options(options)

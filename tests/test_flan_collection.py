@@ -181,6 +181,48 @@ def test_engine_input_position_resumes_the_collection_stream(generated):
     assert all((got[k] == want[k]).all() for k in want)
 
 
+def test_mixture_returns_the_features_of_a_seqio_mixture(flan2022):
+  # The mixture mixes raw rows and tokenizes once; what it returns is still a SeqIO mixture's:
+  # the output features, plus passthrough features and pretokenized copies when asked.
+  mixture = seqio.get_mixture_or_task("fc_test")
+  assert isinstance(mixture, fc.CollectionMixture) and len(mixture.tasks) == 14
+
+  def keys(**kwargs):
+    ds = mixture.get_dataset(LENGTHS, split="train", shuffle=True, seed=0, **kwargs)
+    return [set(ex) for ex in ds.take(3).as_numpy_iterator()]
+
+  assert keys() == [{"inputs", "targets"}] * 3
+  assert keys(passthrough_features=["_task_name", "_num_shots"]) == [
+      {"inputs", "targets", "_task_name", "_num_shots"}] * 3
+  assert keys(passthrough_features=["inputs_pretokenized"]) == [
+      {"inputs", "targets", "inputs_pretokenized"}] * 3
+  assert keys(copy_pretokenized=True) == [
+      {"inputs", "targets", "inputs_pretokenized", "targets_pretokenized"}] * 3
+
+  def first(seed):
+    ds = mixture.get_dataset(LENGTHS, split="train", shuffle=True, seed=seed)
+    return [ex["inputs"].tolist() for ex in ds.take(30).as_numpy_iterator()]
+
+  one = first(5)
+  assert one == first(5) and one != first(6)  # the mix and the order are a function of the seed
+
+
+def test_null_text_in_parquet_names_file_and_row(tmp_path):
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "c" / "cot_submix_original" / "data"
+  folder.mkdir(parents=True)
+  rows = 10
+  pq.write_table(pa.table({
+      "inputs": [f"q{i}" if i != 7 else None for i in range(rows)],
+      "targets": ["a"] * rows, "task_name": ["cot_x"] * rows,
+      "template_type": ["zs_opt"] * rows}), folder / "train.parquet", row_group_size=4)
+  flan_tasks.add_flan_collection(str(tmp_path / "c"), "fc_null", vocabulary=BYTES)
+  source = seqio.get_mixture_or_task("fc_null_cot_zsopt").source
+  with pytest.raises(Exception, match=r"train\.parquet:7: column 'inputs' is null"):
+    list(source.get_dataset("train", shuffle=False).as_numpy_iterator())
+
+
 def test_open_orca_layout_and_clear_errors(tmp_path):
   orca = synthetic_collection.write_collection(str(tmp_path / "orca"), 40, 3_000, layout="open_orca",
                                                files_per_folder=2)
