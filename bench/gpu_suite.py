@@ -31,7 +31,7 @@ import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 import decode_throughput  # noqa: E402
 import hardware  # noqa: E402
 import train_throughput  # noqa: E402
-from synthetic_training import MODEL_DIMS  # noqa: E402
+from synthetic_training import t5_config  # noqa: E402
 
 from flan_t5x import decoding, models, network  # noqa: E402
 
@@ -54,15 +54,9 @@ def datasheet_peak_flops(device_kind: str) -> float | None:
   return None
 
 
-def decode_config(name: str, dtype: str) -> network.T5Config:
-  emb, heads, layers, head_dim, mlp, vocab = MODEL_DIMS[name]
-  return network.T5Config(vocab_size=vocab, emb_dim=emb, num_heads=heads, num_encoder_layers=layers,
-                          num_decoder_layers=layers, head_dim=head_dim, mlp_dim=mlp, dropout_rate=0.0, dtype=dtype)
-
-
 def bench_decode(name: str, dtype: str, batch: int, input_length: int, new_tokens: int, repeats: int,
                  peak: float | None) -> list[dict]:
-  config = decode_config(name, dtype)
+  config = t5_config(name, dtype)
   module = network.Transformer(config)
   params = nn.meta.unbox(models.EncoderDecoderModel(module).init_params(jax.random.PRNGKey(0), 1, 8, 8))
   kernel = np.asarray(params['decoder']['logits_dense']['kernel']).copy()

@@ -54,19 +54,9 @@ def main() -> None:
   args = parser.parse_args()
   print(hardware.summary_line(hardware.machine_record()), flush=True)
   import jax  # pylint: disable=g-import-not-at-top
-  from synthetic_training import MODEL_DIMS, synthetic_batch  # pylint: disable=g-import-not-at-top
-  from flan_t5x import models, network, optimizers, partitioning, schedules  # pylint: disable=g-import-not-at-top
-  from flan_t5x import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
-  emb, heads, layers, head_dim, mlp, vocab = MODEL_DIMS[args.model]
-  cfg = network.T5Config(vocab_size=vocab, emb_dim=emb, num_heads=heads, num_encoder_layers=layers,
-                         num_decoder_layers=layers, head_dim=head_dim, mlp_dim=mlp, dropout_rate=0.0,
-                         dtype='float32')
-  model = models.EncoderDecoderModel(network.Transformer(cfg), optimizer_def=optimizers.Adafactor(),
-                                     loss_normalizing_factor='NUM_REAL_TARGET_TOKENS')
-  trainer = trainer_lib.Trainer(
-      model=model, partitioner=partitioning.PjitPartitioner(devices=jax.devices()[:1]),
-      learning_rate_fn=schedules.create_learning_rate_scheduler('constant', 1e-3), batch_size=8,
-      task_feature_lengths={'inputs': 512, 'targets': 128})
+  from synthetic_training import MODEL_DIMS, benchmark_trainer, synthetic_batch  # pylint: disable=g-import-not-at-top
+  vocab = MODEL_DIMS[args.model][-1]
+  trainer = benchmark_trainer(args.model, 8, 512, 128)
   state, batch = trainer.init_state(), synthetic_batch(8, 512, 128, vocab)
   compiled = trainer._train_step.lower(  # pylint: disable=protected-access
       state, trainer.frozen_params, trainer.partitioner.shard_batch(batch), jax.random.PRNGKey(0)).compile()

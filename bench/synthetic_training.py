@@ -11,6 +11,29 @@ MODEL_DIMS = {  # emb, heads, layers, head_dim, mlp, vocab
 }
 
 
+def t5_config(name: str, dtype: str = 'float32'):
+  """The T5.1.1 configuration of MODEL_DIMS[name], without dropout."""
+  from flan_t5x import network  # pylint: disable=g-import-not-at-top  (callers keep JAX out of their parent process)
+  emb, heads, layers, head_dim, mlp, vocab = MODEL_DIMS[name]
+  return network.T5Config(vocab_size=vocab, emb_dim=emb, num_heads=heads, num_encoder_layers=layers,
+                          num_decoder_layers=layers, head_dim=head_dim, mlp_dim=mlp, dropout_rate=0.0,
+                          dtype=dtype)
+
+
+def benchmark_trainer(name: str, batch: int, inputs: int, targets: int, dtype: str = 'float32'):
+  """The train benchmarks' trainer: MODEL_DIMS[name], Adafactor at a constant 1e-3, one device."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flan_t5x import models, network, optimizers, partitioning, schedules  # pylint: disable=g-import-not-at-top
+  from flan_t5x import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  model = models.EncoderDecoderModel(network.Transformer(t5_config(name, dtype)),
+                                     optimizer_def=optimizers.Adafactor(),
+                                     loss_normalizing_factor='NUM_REAL_TARGET_TOKENS')
+  return trainer_lib.Trainer(
+      model=model, partitioner=partitioning.PjitPartitioner(devices=jax.devices()[:1]),
+      learning_rate_fn=schedules.create_learning_rate_scheduler('constant', 1e-3), batch_size=batch,
+      task_feature_lengths={'inputs': inputs, 'targets': targets})
+
+
 def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int) -> dict[str, np.ndarray]:
   rng = np.random.RandomState(0)
   dec_targets = rng.randint(2, vocab, size=(batch, targets)).astype(np.int32)

@@ -26,24 +26,15 @@ import numpy as np  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 import hardware  # noqa: E402
 from hardware import compiled_peak_bytes  # noqa: E402
-from synthetic_training import MODEL_DIMS, synthetic_batch, timed_train_steps  # noqa: E402
+from synthetic_training import MODEL_DIMS, benchmark_trainer, synthetic_batch, timed_train_steps  # noqa: E402
 
-from flan_t5x import hf_peer_client, models, network, optimizers, partitioning, schedules  # noqa: E402
-from flan_t5x import trainer as trainer_lib  # noqa: E402
+from flan_t5x import hf_peer_client  # noqa: E402
 
 
 
 def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int, dtype: str = 'float32') -> dict:
-  emb, heads, layers, head_dim, mlp, vocab = MODEL_DIMS[name]
-  cfg = network.T5Config(vocab_size=vocab, emb_dim=emb, num_heads=heads, num_encoder_layers=layers,
-                         num_decoder_layers=layers, head_dim=head_dim, mlp_dim=mlp, dropout_rate=0.0,
-                         dtype=dtype)
-  model = models.EncoderDecoderModel(network.Transformer(cfg), optimizer_def=optimizers.Adafactor(),
-                                     loss_normalizing_factor='NUM_REAL_TARGET_TOKENS')
-  trainer = trainer_lib.Trainer(
-      model=model, partitioner=partitioning.PjitPartitioner(devices=jax.devices()[:1]),
-      learning_rate_fn=schedules.create_learning_rate_scheduler('constant', 1e-3), batch_size=batch,
-      task_feature_lengths={'inputs': inputs, 'targets': targets})
+  vocab = MODEL_DIMS[name][-1]
+  trainer = benchmark_trainer(name, batch, inputs, targets, dtype)
   state = trainer.init_state()
   local = synthetic_batch(batch, inputs, targets, vocab)
   sharded = trainer.partitioner.shard_batch(local)

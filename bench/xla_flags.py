@@ -34,21 +34,10 @@ DEFAULT_FLAG_SETS = {
 
 
 def _train_case(model_name: str, steps: int) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from synthetic_training import MODEL_DIMS, synthetic_batch, timed_train_steps  # pylint: disable=g-import-not-at-top
-  from flan_t5x import models, network, optimizers, partitioning, schedules  # pylint: disable=g-import-not-at-top
-  from flan_t5x import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
-  emb, heads, layers, head_dim, mlp, vocab = MODEL_DIMS[model_name]
-  cfg = network.T5Config(vocab_size=vocab, emb_dim=emb, num_heads=heads, num_encoder_layers=layers,
-                         num_decoder_layers=layers, head_dim=head_dim, mlp_dim=mlp, dropout_rate=0.0,
-                         dtype='float32')
-  model = models.EncoderDecoderModel(network.Transformer(cfg), optimizer_def=optimizers.Adafactor(),
-                                     loss_normalizing_factor='NUM_REAL_TARGET_TOKENS')
-  trainer = trainer_lib.Trainer(
-      model=model, partitioner=partitioning.PjitPartitioner(devices=jax.devices()[:1]),
-      learning_rate_fn=schedules.create_learning_rate_scheduler('constant', 1e-3), batch_size=8,
-      task_feature_lengths={'inputs': 512, 'targets': 128})
+  from synthetic_training import MODEL_DIMS, benchmark_trainer, synthetic_batch, timed_train_steps  # pylint: disable=g-import-not-at-top
+  vocab = MODEL_DIMS[model_name][-1]
+  trainer = benchmark_trainer(model_name, 8, 512, 128)
   state, metrics, times, cores_busy = timed_train_steps(trainer, trainer.init_state(), synthetic_batch(8, 512, 128, vocab),
                                             steps)
   return {'seconds': float(np.median(times)), 'times': times, 'tokens_per_call': 8 * 640,
@@ -60,9 +49,9 @@ def _decode_case(method: str, batch: int, steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from decode_throughput import flan_t5_small  # pylint: disable=g-import-not-at-top
   from flan_t5x import decoding, models, network  # pylint: disable=g-import-not-at-top
-  config = network.T5Config(vocab_size=32128, emb_dim=512, num_heads=6, num_encoder_layers=8,
-                            num_decoder_layers=8, head_dim=64, mlp_dim=1024, dropout_rate=0.0, dtype='float32')
+  config = flan_t5_small()
   module = network.Transformer(config)
   params = nn.meta.unbox(models.EncoderDecoderModel(module).init_params(jax.random.PRNGKey(0), 1, 8, 8))
   kernel = np.asarray(params['decoder']['logits_dense']['kernel']).copy()
