@@ -263,3 +263,22 @@ def test_train_to_quality_starts_from_our_weights_and_trains(tmp_path):
   assert abs(curve[0]["val_loss"] - ours_initial) < 1e-4
   assert curve[-1]["step"] == 3 and curve[-1]["val_loss"] < curve[0]["val_loss"]
   assert outputs["val_decoded"].shape == (4, 5)
+
+
+@pytest.mark.hf
+@pytest.mark.skipif(not HAS_TORCH_PEER, reason="torch + transformers not installed (pip install -e '.[bench]')")
+def test_train_timing_peer_has_an_untied_head_like_ours():
+  """bench/train_throughput.py's peer stands for a T5.1.1 model: own lm_head, as many parameters as ours
+  (transformers 5 ties every fresh T5's head to the embedding unless hf_peer unties it)."""
+  config = network.T5Config(vocab_size=384, emb_dim=32, num_heads=2, num_encoder_layers=2, num_decoder_layers=2,
+                            head_dim=16, mlp_dim=64, dropout_rate=0.0, dtype="float32")
+  ours = models.EncoderDecoderModel(network.Transformer(config)).init_params(jax.random.PRNGKey(0), 2, 8, 4)
+  hf_config = dict(vocab_size=384, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
+                   num_heads=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0)
+  rng = np.random.RandomState(0)
+  targets = rng.randint(2, 384, size=(2, 4)).astype(np.int32)
+  arrays = {"encoder_input_tokens": rng.randint(2, 384, size=(2, 8)).astype(np.int32),
+            "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))), "decoder_target_tokens": targets}
+  response, _ = hf_peer_client.call("train-timing", {"config": hf_config, "steps": 1, "lr": 1e-3}, arrays)
+  assert response["params"] == sum(x.size for x in jax.tree_util.tree_leaves(models.unbox(ours)))
+  assert np.isfinite(response["loss"])
