@@ -12,7 +12,8 @@ our weights exported with `flan_t5x.hf_format.save`, run after ours in a child
 process (flan_t5x.hf_peer: torch next to JAX/TensorFlow segfaults). MFU: the
 matmul FLOPs of the decode (`model_flops`, counted from the config) per second
 over the best fp32 2048^2 matmul rate; memory: XLA's compiled plan per case
-and each process's peak RSS. Writes bench/results/decode_throughput_<time>.json.
+and each process's peak RSS. "At 100% MFU": the ratio ours would reach with every matmul at the
+measured peak, the most this machine allows. Writes bench/results/decode_throughput_<time>.json.
 """
 
 from __future__ import annotations
@@ -156,14 +157,16 @@ def main() -> None:
   for row, (peer_s, peer_tokens, peer_rss) in zip(results, timings or []):
     row.update(peer_seconds=peer_s, peer_tokens=peer_tokens, peer_tokens_per_s=peer_tokens / peer_s,
                peer_mfu=row['model_flops'] / peer_s / peak_flops, peer_process_peak_rss_mib=peer_rss,
-               ratio_ours_over_peer=row['ours_tokens_per_s'] / (peer_tokens / peer_s))
+               ratio_ours_over_peer=row['ours_tokens_per_s'] / (peer_tokens / peer_s),
+               ratio_at_full_mfu=hardware.ratio_at_full_mfu(peer_s, row['model_flops'], peak_flops))
 
-  print('\n| method | batch | ours tok/s | MFU | peer tok/s | MFU | ours/peer |\n|---|---|---|---|---|---|---|')
+  print('\n| method | batch | ours tok/s | MFU | peer tok/s | MFU | ours/peer | at 100% MFU |\n'
+        '|---|---|---|---|---|---|---|---|')
   nan = float('nan')
   for r in results:
     print(f"| {r['method']} | {r['batch']} | {r['ours_tokens_per_s']:.1f} | {r['ours_mfu']:.1%} | "
           f"{r.get('peer_tokens_per_s', nan):.1f} | {r.get('peer_mfu', nan):.1%} | "
-          f"{r.get('ratio_ours_over_peer', nan):.2f} |")
+          f"{r.get('ratio_ours_over_peer', nan):.2f} | {r.get('ratio_at_full_mfu') or nan:.2f} |")
   # Memory: ours per case from XLA's compiled memory plan; the process high-water mark (ours, and the
   # torch child's over all its cases) as an upper bound.
   payload = {'config': dataclasses.asdict(config), 'input_length': args.input_length,

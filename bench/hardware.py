@@ -168,3 +168,11 @@ def compiled_peak_bytes(compiled) -> int | None:
     return None
   return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
              - stats.alias_size_in_bytes)
+
+
+def ratio_at_full_mfu(peer_seconds: float, our_flops: float, peak_flops: float | None) -> float | None:
+  """ours/peer if our `our_flops` ran at `peak_flops` (100% MFU) against the peer's measured time: the
+  most a ratio target can be on this machine without doing less work. None without a measured peak."""
+  if not peak_flops or not our_flops:
+    return None
+  return peer_seconds / (our_flops / peak_flops)

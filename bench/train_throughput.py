@@ -7,7 +7,8 @@ peak, where the peak is the best fp32 2048x2048 matmul rate on this machine.
 If `torch` and `transformers` are installed (`.[bench]`), Hugging Face T5
 (T5.1.1 config, gated-GELU, untied head) trained with torch AdamW is timed on
 the same shapes as a peer, in a child process (flan_t5x.hf_peer: torch next to
-JAX/TensorFlow segfaults). Peak RSS is reported per side. Writes JSON to
+JAX/TensorFlow segfaults). Peak RSS is reported per side. "At 100% MFU" is the ratio ours
+would reach if our step's FLOPs ran at the measured peak: the most this machine allows. Writes JSON to
 bench/results/.
 """
 
@@ -25,7 +26,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 import hardware  # noqa: E402
-from hardware import compiled_peak_bytes  # noqa: E402
+from hardware import compiled_peak_bytes, ratio_at_full_mfu  # noqa: E402
 from synthetic_training import MODEL_DIMS, benchmark_trainer, synthetic_batch, timed_train_steps  # noqa: E402
 
 from flan_t5x import hf_peer_client  # noqa: E402
@@ -92,12 +93,13 @@ def main():
     ours['mfu'] = ours['achieved_flops_per_s'] / peak
     peer = bench_peer(name, args.batch, args.inputs, args.targets, args.steps)
     run = {'ours': ours, 'peer': peer,
-           'ratio_ours_over_peer': ours['tokens_per_s'] / peer['tokens_per_s'] if peer else None}
+           'ratio_ours_over_peer': ours['tokens_per_s'] / peer['tokens_per_s'] if peer else None,
+           'ratio_at_full_mfu': ratio_at_full_mfu(peer['step_time_s'], ours['step_flops'], peak) if peer else None}
     results['runs'].append(run)
     print(f"{name}: {ours['tokens_per_s']:.0f} tok/s, MFU {ours['mfu']:.1%} of {peak / 1e9:.1f} GFLOP/s, "
           f"{ours['cores_busy']:.2f} cores busy"
           + (f"; HF peer {peer['tokens_per_s']:.0f} tok/s, {peer['cores_busy']:.2f} cores busy, ratio "
-             f"{run['ratio_ours_over_peer']:.2f}" if peer
+             f"{run['ratio_ours_over_peer']:.2f} (at 100% MFU: {run['ratio_at_full_mfu'] or float('nan'):.2f})" if peer
              else '; HF peer not installed'), flush=True)
   # ru_maxrss is the process high-water mark (KiB on Linux): an upper bound for one train step. The
   # peer's is its own child's (RUSAGE_SELF excludes children), in each run's peer entry.
