@@ -1,10 +1,13 @@
-r"""Where one train step's time goes: XLA:CPU thunks of a profiled step, summed by flax module and
-pass (forward / backward) and by thread.
+r"""Where one train step's (or decode call's) time goes: XLA:CPU thunks of a profiled run, summed by
+flax module and pass (forward / backward) and by thread.
 
   python bench/profile_step.py [--model tiny] [--steps 3] [--top 25]
+  python bench/profile_step.py --decode greedy [--batch 16] [--input_length 128] [--new_tokens 32]
 
 The method of docs/performance.md, as a script: a perfetto trace of `--steps` steps (after a
-warm-up), each thunk joined with the optimized HLO's `op_name` metadata, summed per step. The
+warm-up), each thunk joined with the optimized HLO's `op_name` metadata, summed per step. With
+`--decode` the run is a decode call of bench/decode_throughput.py's case, and the thunks that run
+once per decoded token (the while loop's body) are also summed per decoder step. The
 "threads" column says on how many threads a thunk's events ran; "busy" is the sum of thunk
 time per wall second of the step (above 1: thunks overlapped on several cores). Writes JSON to
 bench/results/.
@@ -26,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 import hardware  # noqa: E402
+import jax  # noqa: E402
 
 _OP_NAME = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name="([^"]*)"', re.M)
 _FUSION_CALL = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?calls=%?([\w.\-]+)', re.M)
@@ -34,7 +38,11 @@ _FUSION_CALL = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?calls=%?([\w.\-]+)',
 def _module_of(op_name: str) -> str:
   """'jit(train_step)/transpose(jvp(Transformer))/encoder/layers_0/attention/...' -> pass + module path."""
   kind = 'backward' if 'transpose(' in op_name else 'forward'
-  parts = [p for p in op_name.split('/') if p and '(' not in p]
+  names = op_name.split('/')
+  if 'while' in names:  # a decode loop's body: once per decoded token
+    kind += ' loop'
+  parts = [p for p in names if p and '(' not in p and p not in ('while', 'body', 'cond')
+           and not p.startswith('Transformer.')]
   module = '/'.join(re.sub(r'_\d+$', '_N', p) for p in parts[:4]) or op_name[:40]
   return f'{kind} {module}'
 
@@ -46,58 +54,116 @@ def _hlo_labels(hlo_text: str) -> dict[str, str]:
   return labels
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--model', default='tiny')
-  parser.add_argument('--steps', type=int, default=3)
-  parser.add_argument('--top', type=int, default=25)
-  args = parser.parse_args()
-  print(hardware.summary_line(hardware.machine_record()), flush=True)
-  import jax  # pylint: disable=g-import-not-at-top
-  from synthetic_training import MODEL_DIMS, benchmark_trainer, synthetic_batch  # pylint: disable=g-import-not-at-top
-  vocab = MODEL_DIMS[args.model][-1]
-  trainer = benchmark_trainer(args.model, 8, 512, 128)
-  state, batch = trainer.init_state(), synthetic_batch(8, 512, 128, vocab)
-  compiled = trainer._train_step.lower(  # pylint: disable=protected-access
-      state, trainer.frozen_params, trainer.partitioner.shard_batch(batch), jax.random.PRNGKey(0)).compile()
-  labels = _hlo_labels(compiled.as_text())
-  state, metrics = trainer.train_step(state, batch)
-  jax.block_until_ready(metrics)
+def _traced(run, calls: int):
+  """Runs `run()` `calls` times under the profiler: (thunk events, wall seconds per call)."""
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
     tick = time.perf_counter()
-    for _ in range(args.steps):
-      state, metrics = trainer.train_step(state, batch)
-      jax.block_until_ready((state, metrics))
-    wall_s = (time.perf_counter() - tick) / args.steps
+    for _ in range(calls):
+      run()
+    wall_s = (time.perf_counter() - tick) / calls
     jax.profiler.stop_trace()
     [trace_path] = glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True)
     with gzip.open(trace_path) as f:
-      events = json.load(f)['traceEvents']
-  by_label, threads, by_thunk = collections.defaultdict(float), collections.defaultdict(set), collections.Counter()
+      return [e for e in json.load(f)['traceEvents'] if e.get('ph') == 'X'], wall_s
+
+
+def _train_step(model_name: str):
+  """(labels, run one step) for the train benchmarks' trainer, warmed up."""
+  from synthetic_training import MODEL_DIMS, benchmark_trainer, synthetic_batch  # pylint: disable=g-import-not-at-top
+  vocab = MODEL_DIMS[model_name][-1]
+  trainer = benchmark_trainer(model_name, 8, 512, 128)
+  state, batch = trainer.init_state(), synthetic_batch(8, 512, 128, vocab)
+  compiled = trainer._train_step.lower(  # pylint: disable=protected-access
+      state, trainer.frozen_params, trainer.partitioner.shard_batch(batch), jax.random.PRNGKey(0)).compile()
+  box = [state]
+
+  def run():
+    box[0], metrics = trainer.train_step(box[0], batch)
+    jax.block_until_ready((box[0], metrics))
+  run()
+  return _hlo_labels(compiled.as_text()), run
+
+
+def _decode_call(method: str, batch: int, input_length: int, new_tokens: int, config):
+  """(labels, run one decode call): bench/decode_throughput.py's case, EOS out of reach."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from flan_t5x import decoding, models, network  # pylint: disable=g-import-not-at-top
+  module = network.Transformer(config)
+  params = nn.meta.unbox(models.EncoderDecoderModel(module).init_params(jax.random.PRNGKey(0), 1, 8, 8))
+  kernel = np.asarray(params['decoder']['logits_dense']['kernel']).copy()
+  kernel[:, decoding.EOS_ID] = 0.0
+  params['decoder']['logits_dense']['kernel'] = jnp.asarray(kernel)
+  beams = 4 if method == 'beam' else 1
+  fn = decoding.make_predict_fn(module, new_tokens, decoding.DecodingConfig(method, beams, alpha=0.6))
+  inputs = np.random.RandomState(0).randint(2, config.vocab_size, size=(batch, input_length)).astype(np.int32)
+  key = jax.random.PRNGKey(0)
+  compiled = fn.lower(params, inputs, key).compile()
+  run = lambda: jax.block_until_ready(fn(params, inputs, key))
+  run()
+  return _hlo_labels(compiled.as_text()), run
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--model', default='tiny')
+  parser.add_argument('--decode', choices=('greedy', 'beam'), default=None,
+                      help='profile one decode call of the FLAN-T5-small config instead of a train step')
+  parser.add_argument('--batch', type=int, default=16, help='decode batch')
+  parser.add_argument('--input_length', type=int, default=128, help='decode input length')
+  parser.add_argument('--new_tokens', type=int, default=32, help='decoded tokens per call')
+  parser.add_argument('--steps', type=int, default=3, help='profiled train steps or decode calls')
+  parser.add_argument('--top', type=int, default=25)
+  args = parser.parse_args()
+  print(hardware.summary_line(hardware.machine_record()), flush=True)
+  if args.decode:
+    from decode_throughput import flan_t5_small  # pylint: disable=g-import-not-at-top
+    what = f'{args.decode} decode, batch {args.batch}, input {args.input_length}, {args.new_tokens} tokens'
+    labels, run = _decode_call(args.decode, args.batch, args.input_length, args.new_tokens, flan_t5_small())
+  else:
+    what = f'{args.model} train step'
+    labels, run = _train_step(args.model)
+  events, wall_s = _traced(run, args.steps)
+  by_label, threads, by_thunk, calls = (collections.defaultdict(float), collections.defaultdict(set),
+                                        collections.Counter(), collections.Counter())
   total_us = 0.0
   for event in events:
-    name = event.get('name', '')
-    base = name.split(':')[0]
-    if event.get('ph') != 'X' or base not in labels:
+    base = event.get('name', '').split(':')[0]
+    if base not in labels:
       continue
     label = labels[base]
     by_label[label] += event['dur']
     by_thunk[base] += event['dur']
+    calls[base] += 1
     threads[label].add(event.get('tid'))
     total_us += event['dur']
-  per_step = {k: v / 1e3 / args.steps for k, v in by_label.items()}
-  print(f"\n{args.model}: {wall_s * 1e3:.1f} ms per step (wall); thunks {total_us / 1e3 / args.steps:.1f} ms per "
-        f"step, busy {total_us / 1e6 / args.steps / wall_s:.2f}\n")
-  print('| pass and module | ms per step | share of thunk time | threads |\n|---|---|---|---|')
-  for label, ms in sorted(per_step.items(), key=lambda kv: -kv[1])[:args.top]:
+  per_call = {k: v / 1e3 / args.steps for k, v in by_label.items()}
+  print(f"\n{what}: {wall_s * 1e3:.1f} ms per call (wall); thunks {total_us / 1e3 / args.steps:.1f} ms per "
+        f"call, busy {total_us / 1e6 / args.steps / wall_s:.2f}\n")
+  print('| pass and module | ms per call | share of thunk time | threads |\n|---|---|---|---|')
+  for label, ms in sorted(per_call.items(), key=lambda kv: -kv[1])[:args.top]:
     print(f'| {label} | {ms:.1f} | {ms * 1e3 * args.steps / total_us:.1%} | {len(threads[label])} |')
-  print('\nlongest thunks (ms per step): ' + ', '.join(f'{k} {v / 1e3 / args.steps:.1f}'
-                                                        for k, v in by_thunk.most_common(12)))
+  print('\nlongest thunks (ms per call, runs per call): ' + ', '.join(
+      f'{k} {v / 1e3 / args.steps:.1f} ({calls[k] // args.steps})' for k, v in by_thunk.most_common(12)))
+  loop = {}
+  if args.decode:
+    # Thunks of the while loop's body run once per decoded token: their time per decoder step.
+    loop_thunks = {k: v for k, v in by_thunk.items() if calls[k] // args.steps >= args.new_tokens - 1}
+    loop_us = sum(loop_thunks.values()) / args.steps
+    # The body's thunks run once per loop iteration (the loop's condition once more).
+    steps_per_call = (collections.Counter(calls[k] for k in loop_thunks).most_common(1)[0][0] / args.steps
+                      if loop_thunks else 0)
+    loop = {'loop_thunks': len(loop_thunks), 'loop_steps_per_call': steps_per_call,
+            'loop_thunk_ms_per_step': loop_us / 1e3 / steps_per_call if steps_per_call else None}
+    print(f"\ndecode loop: {len(loop_thunks)} thunks per step, {loop['loop_thunk_ms_per_step']:.2f} ms of thunk "
+          f"time per step over {steps_per_call:.0f} steps")
   path = bench_results.write_json('profile_step', {
-      'model': args.model, 'steps': args.steps, 'wall_ms_per_step': wall_s * 1e3,
-      'thunk_ms_per_step': total_us / 1e3 / args.steps, 'by_module_ms_per_step': per_step,
-      'top_thunks_ms_per_step': {k: v / 1e3 / args.steps for k, v in by_thunk.most_common(50)}})
+      'case': what, 'model': None if args.decode else args.model, 'decode': args.decode, 'calls': args.steps,
+      'wall_ms_per_call': wall_s * 1e3, 'thunk_ms_per_call': total_us / 1e3 / args.steps,
+      'by_module_ms_per_call': per_call, **loop,
+      'top_thunks_ms_per_call': {k: v / 1e3 / args.steps for k, v in by_thunk.most_common(50)}})
   print(f'wrote {path}')
 
 

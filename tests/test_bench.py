@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 from tests.conftest import REPO_ROOT
 
@@ -54,9 +55,14 @@ def test_smoke_commands_run_as_written_and_record_the_machine(repo_copy):
     if name == "train_throughput":
       [run] = result["runs"]
       assert run["ours"]["tokens_per_s"] > 0 and 0 < run["ours"]["mfu"] < 1
+      if run["peer"]:  # the ceiling: ours/peer with our FLOPs at the measured peak
+        assert run["ratio_at_full_mfu"] == pytest.approx(run["ratio_ours_over_peer"] / run["ours"]["mfu"])
     else:
       assert {(r["method"], r["batch"]) for r in result["results"]} == {("greedy", 1), ("beam-4", 1)}
       assert all(r["ours_tokens"] == 4 for r in result["results"])
+      for r in result["results"]:
+        if "peer_seconds" in r:
+          assert r["ratio_at_full_mfu"] == pytest.approx(r["ratio_ours_over_peer"] / r["ours_mfu"])
 
 
 def test_summary_line_names_avx512_hosts_and_missing_peaks():
@@ -104,3 +110,23 @@ def test_gpu_suite_finds_datasheet_peaks_by_device_kind():
   assert gpu_suite.datasheet_peak_flops("NVIDIA H100 80GB HBM3") == 989.4e12
   assert gpu_suite.datasheet_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
   assert gpu_suite.datasheet_peak_flops("cpu") is None
+
+
+def test_profile_step_sums_a_train_step_and_a_decode_loop_by_module(repo_copy):
+  for args, case in ((["--model", "tiny", "--steps", "1"], "tiny train step"),
+                     (["--decode", "greedy", "--batch", "2", "--input_length", "8", "--new_tokens", "3",
+                       "--steps", "1"], "greedy decode, batch 2, input 8, 3 tokens")):
+    proc = subprocess.run([sys.executable, "bench/profile_step.py", *args], cwd=repo_copy,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    [path] = glob.glob(str(repo_copy / "bench" / "results" / "profile_step_*.json"))
+    with open(path) as f:
+      result = json.load(f)
+    os.remove(path)
+    assert result["case"] == case and result["thunk_ms_per_call"] > 0
+    modules = result["by_module_ms_per_call"]
+    if "--decode" in args:
+      assert result["loop_steps_per_call"] == 3 and result["loop_thunk_ms_per_step"] > 0
+      assert any(m.startswith("forward loop decoder/layers_N/mlp") for m in modules), sorted(modules)
+    else:
+      assert any(m.startswith("backward encoder/layers_N/attention") for m in modules), sorted(modules)
