@@ -1,13 +1,13 @@
-# flan-t5x developer commands. `make test` (no torch needed) and `make test-hf` (installs the bench extra:
-# torch + transformers, run in a child process) are what CI runs; `make demo` trains the tiny demo model
-# on the built-in demo mixture.
+# flan-t5x developer commands. `make test` (no torch needed), `make test-slow` (the end-to-end runs) and
+# `make test-hf` (installs the bench extra: torch + transformers, run in a child process) are what CI
+# runs; `make demo` trains the tiny demo model on the built-in demo mixture.
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HF_STAMP := $(VENV)/.installed-hf
 
-.PHONY: test test-hf demo install install-hf bench-data clean
+.PHONY: test test-slow test-hf demo install install-hf bench-data clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ install-hf: $(HF_STAMP)
 # Two workers: JAX compiles and TF pipelines are mostly single-threaded, so 2 cores halve the wall time.
 TEST_WORKERS ?= 2
 
+# The default suite: everything but the end-to-end runs marked slow (about 10 min on 2 cores).
 test: $(STAMP)
-	$(VPY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
+
+# The end-to-end runs: README commands as written, kill/resume, multi-host, mesh, notebooks (about 25 min).
+test-slow: $(STAMP)
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m slow tests
 
 # Hugging Face parity (export -> transformers, fixture import, pytorch_model.bin) against the installed
 # transformers; FLAN_REQUIRE_HF=1 turns "torch not installed" skips into failures.

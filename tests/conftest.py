@@ -24,6 +24,8 @@ REQUIRE_HF = os.environ.get("FLAN_REQUIRE_HF") == "1"
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "hf: Hugging Face parity test (torch peer); `make test-hf` runs these")
+  config.addinivalue_line("markers", "slow: an end-to-end run of a job, a README command or a multi-process "
+                          "scenario (about 20 s or more on 2 cores); `make test-slow` runs these, `make test` not")
 
 
 def pytest_runtest_setup(item):

@@ -40,6 +40,7 @@ def _assert_machine_record(record: dict) -> None:
   assert len(record["load_average_at_start"]) == 3 and len(record["load_average_at_end"]) == 3
 
 
+@pytest.mark.slow
 def test_smoke_commands_run_as_written_and_record_the_machine(repo_copy):
   env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
   for command in readme_smoke_commands():
@@ -84,6 +85,7 @@ def test_cpu_description_reads_this_machine():
     assert cpu["avx512"] == ("avx512f" in flags)
 
 
+@pytest.mark.slow
 def test_gpu_suite_runs_end_to_end_on_a_cpu_at_toy_sizes(repo_copy):
   """The GPU suite's code path (train, greedy and beam decode, MFU, JSON) at toy sizes on the CPU; the
   full suite needs a GPU (docs/performance.md)."""
@@ -112,6 +114,7 @@ def test_gpu_suite_finds_datasheet_peaks_by_device_kind():
   assert gpu_suite.datasheet_peak_flops("cpu") is None
 
 
+@pytest.mark.slow
 def test_profile_step_sums_a_train_step_and_a_decode_loop_by_module(repo_copy):
   for args, case in ((["--model", "tiny", "--steps", "1"], "tiny train step"),
                      (["--decode", "greedy", "--batch", "2", "--input_length", "8", "--new_tokens", "3",

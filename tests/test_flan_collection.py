@@ -61,6 +61,7 @@ def test_registers_tasks_with_their_example_counts(generated, flan2022):
       n for (_, t, _), n in generated.counts.items() if t == task)
 
 
+@pytest.mark.slow
 def test_mixture_submix_and_style_shares_over_50k_examples(generated, flan2022):
   ds = seqio.get_mixture_or_task("fc_test").get_dataset(
       LENGTHS, split="train", shuffle=True, seed=7, num_epochs=None, try_in_mem_cache=False,

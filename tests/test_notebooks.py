@@ -13,6 +13,7 @@ import sys
 
 import nbformat
 from nbclient import NotebookClient
+import pytest
 
 from tests.conftest import copy_repo_root
 
@@ -67,6 +68,7 @@ def readme_commands() -> list[str]:
   return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
+@pytest.mark.slow
 def test_readme_notebook_commands(tmp_path):
   """The README's commands as written, from a copy of the repo root: the inspect notebook executed by
   `jupyter execute`, then the CLI on a file of hand-written rows."""
@@ -94,6 +96,7 @@ def test_readme_notebook_commands(tmp_path):
   assert "== chats_zs (train)" in cli and "<unk>" in cli and "p50=" in cli
 
 
+@pytest.mark.slow
 def test_finetune_notebook(tmp_path):
   root = repo_copy(tmp_path)
   cpu_cost = {"TRAIN_STEPS": 20, "EVAL_EXAMPLES": 4, "EVAL_LENGTHS": {"inputs": 256, "targets": 64},

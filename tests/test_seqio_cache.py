@@ -52,6 +52,7 @@ def _examples(task, lengths, cached):
                  int(ex["_template_idx"])) for ex in ds.as_numpy_iterator())
 
 
+@pytest.mark.slow
 def test_every_task_was_cached_with_both_splits(cache):
   cache_dir, _, tasks = cache
   assert len(tasks) == 10 and {"demo_dialogue_zs", "demo_dialogue_fs"} <= set(tasks)
@@ -68,6 +69,7 @@ def test_every_task_was_cached_with_both_splits(cache):
   assert "_fs_blocks" in fs_info["features"] and "inputs" not in fs_info["features"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lengths", [LONG, SHORT], ids=["long", "short"])
 def test_cached_validation_examples_equal_uncached(cache, lengths):
   _, _, tasks = cache
@@ -84,6 +86,7 @@ def test_cached_validation_examples_equal_uncached(cache, lengths):
     assert shots["demo_code_fs"] < 50, shots
 
 
+@pytest.mark.slow
 def test_flan_t5x_trains_from_the_cache(cache, tmp_path):
   cache_dir, data_dir, _ = cache
   bindings = {
@@ -131,6 +134,7 @@ def test_few_shot_exemplars_do_not_depend_on_order_or_sharding():
   assert flan_tasks.task_info("demo_review_fs").variant == "fs"
 
 
+@pytest.mark.slow
 def test_a_mixture_member_with_only_its_cache_stays_a_member(cache, tmp_path):
   # A host that holds the cache but not the raw files (e.g. a TPU pod reading a cache on GCS).
   _, data_dir, _ = cache

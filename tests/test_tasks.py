@@ -147,6 +147,7 @@ def test_demo_data_is_deterministic():
   assert first != demo_data.generate("demo_dialogue", "validation")
 
 
+@pytest.mark.slow
 def test_same_seed_same_order():
   def order(seed):
     ds = seqio.get_mixture_or_task("demo_mix").get_dataset(

@@ -6,6 +6,7 @@ import stat
 
 import jax
 import numpy as np
+import pytest
 
 from flan_t5x import adapters
 from flan_t5x import checkpoints
@@ -44,6 +45,7 @@ def _result(task):
           'by_template': {'0': {'num_examples': 2, 'metrics': metrics}}}
 
 
+@pytest.mark.slow
 def test_every_output_is_0644_and_every_directory_0755_under_umask_022(tmp_path):
   with _umask(0o022):
     assert file_modes.umask() == 0o022 and file_modes.file_mode() == 0o644

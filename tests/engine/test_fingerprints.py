@@ -115,6 +115,7 @@ def _run_infer_cli(tmp_path, checkpoint_path, inputs, out, **bindings):
   return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_infer_cli_refuses_another_checkpoint_and_new_dir_starts_fresh(model_dir, tmp_path):
   _, directory = model_dir
   inputs, out = tmp_path / 'in.jsonl', tmp_path / 'out'
@@ -186,6 +187,7 @@ def test_same_job_resumes_and_skips_finished_chunks(model_dir, tmp_path, capsys)
   assert _snapshot(out) == before  # nothing decoded or rewritten
 
 
+@pytest.mark.slow
 def test_stopped_job_resumes_without_duplicates_and_never_mixes_chunks(model_dir, tmp_path):
   model, directory = model_dir
   step_20 = os.path.join(directory, 'checkpoint_20')

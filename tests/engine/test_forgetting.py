@@ -81,6 +81,7 @@ forgetting.run_study.eval_bindings = {{'MAX_EXAMPLES': '3', 'BATCH_SIZE': '8'}}
   return str(path)
 
 
+@pytest.mark.slow
 def test_tiny_study_writes_every_output_and_adds_an_arm_later(tmp_path):
   study = tmp_path / 'study'
   out = _run(['flan_t5x.forgetting', f'--gin_file={_study_gin(tmp_path, ["single", "lora"], train_base=True)}'])

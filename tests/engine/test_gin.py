@@ -105,6 +105,7 @@ def test_gin_dot_flags_are_rewritten():
       'prog', '--gin_bindings=MODEL_DIR = "\'/x\'"', '--gin_file=a.gin']
 
 
+@pytest.mark.slow
 def test_command_line_trains_saves_and_writes_config(tmp_path):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, HERE, os.environ.get('PYTHONPATH', '')]),
              XLA_FLAGS='--xla_backend_optimization_level=0')

@@ -32,6 +32,7 @@ def test_hugging_face_checkpoint_of_another_vocabulary_is_refused(tmp_path):
     helpers.run_training(tmp_path / 'run', 1, initial_checkpoint=str(tmp_path / 'hf'))
 
 
+@pytest.mark.slow
 def test_a_trained_model_dir_is_detected_and_exports(tmp_path):
   helpers.run_training(tmp_path / 'run', 1)
   assert checkpoint_import.detect_format(str(tmp_path / 'run')) == 'flan_t5x'

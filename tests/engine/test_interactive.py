@@ -19,6 +19,7 @@ def _build(model_dir, *bindings, **overrides):
       **overrides)
 
 
+@pytest.mark.slow
 def test_train_resume_predict_score_evaluate(tmp_path):
   first = _build(tmp_path / "a")
   assert first.step == 0 and first.origin == "fresh parameters" and first.mixture_or_task_name == "demo_mix"

@@ -56,6 +56,7 @@ def _lora_base(tmp_path):
           '--gin.LORA_DROPOUT=0.1', "--gin.LORA_TARGETS='all'"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arm', ['full', 'lora'])
 def test_sigkill_then_restart_matches_uninterrupted_run(tmp_path, arm):
   reference_dir, killed_dir = tmp_path / 'reference', tmp_path / 'killed'

@@ -90,6 +90,7 @@ def two_process_run(tmp_path_factory):
   return model_dir, [_losses(out) for out in outputs]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch(two_process_run):
   _, (losses_0, losses_1) = two_process_run
   assert sorted(losses_0) == list(range(1, STEPS + 1)) and losses_0 == losses_1
@@ -97,6 +98,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(two_process_run
   np.testing.assert_allclose([losses_0[s] for s in range(1, STEPS + 1)], expected, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_worker_stops_its_peer_and_both_resume_exactly(two_process_run, tmp_path):
   _, (reference, _) = two_process_run
   model_dir = tmp_path / 'killed'
@@ -125,6 +127,7 @@ def test_killed_worker_stops_its_peer_and_both_resume_exactly(two_process_run, t
                              rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_host_makes_both_save_the_same_step_and_the_restart_resumes_it(two_process_run, tmp_path):
   """JAX's preemption notifier on host 1 tells host 0; both stop at the agreed step and save it."""
   _, (reference, _) = two_process_run
@@ -172,6 +175,7 @@ def _run_job(module: str, run_gin: str, bindings: dict, hosts: int, tmp_path) ->
                             text=True) for index in range(hosts)])
 
 
+@pytest.mark.slow
 def test_two_process_eval_equals_one_process(two_process_run, tmp_path):
   model_dir, _ = two_process_run
   results = {}
@@ -188,6 +192,7 @@ def test_two_process_eval_equals_one_process(two_process_run, tmp_path):
   assert results[2] == results[1]
 
 
+@pytest.mark.slow
 def test_two_process_infer_decodes_every_input_once(two_process_run, tmp_path):
   model_dir, _ = two_process_run
   inputs = tmp_path / 'inputs.jsonl'
@@ -207,6 +212,7 @@ def test_two_process_infer_decodes_every_input_once(two_process_run, tmp_path):
   assert predictions[2] == predictions[1]
 
 
+@pytest.mark.slow
 def test_two_process_infer_refuses_together_when_one_host_inputs_changed(two_process_run, tmp_path):
   """Line 6 (host 1's) edited: host 0's manifest still matches, yet both refuse (no host waits on the other)."""
   model_dir, _ = two_process_run

@@ -118,6 +118,7 @@ def test_scanned_layers_compute_the_same_function():
   assert grads['encoder']['layers']['mlp']['wi_0']['kernel'].shape == (2, 32, 64)
 
 
+@pytest.mark.slow
 def test_dropout_changes_training_loss_but_not_eval():
   model = helpers.tiny_model(dropout_rate=0.3)
   params = _init(model, 0, 2, 16, 12)

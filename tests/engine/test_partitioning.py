@@ -53,6 +53,7 @@ def mesh_report():
   return json.loads(lines[-1][len('MESH_REPORT '):])
 
 
+@pytest.mark.slow
 def test_data_and_model_parallel_losses_match_single_device(mesh_report):
   assert mesh_report['num_devices'] == 8
   losses = mesh_report['losses']
@@ -61,6 +62,7 @@ def test_data_and_model_parallel_losses_match_single_device(mesh_report):
   np.testing.assert_allclose(losses['dp4_mp2'], losses['1'], rtol=2e-5)
 
 
+@pytest.mark.slow
 def test_parameters_and_batches_are_really_sharded(mesh_report):
   specs = mesh_report['specs']
   assert specs['dp4_mp2']['mesh'] == {'data': 4, 'model': 2}
@@ -72,6 +74,7 @@ def test_parameters_and_batches_are_really_sharded(mesh_report):
   assert specs['1']['batch_shard_rows'] == 8
 
 
+@pytest.mark.slow
 def test_mesh_errors_and_replica_axis(mesh_report):
   assert 'Global batch size 12 is not divisible by the data-parallel mesh size 8' in mesh_report['indivisible_error']
   assert '8 devices cannot be split into model-parallel groups of 3' in mesh_report['partitions_error']

@@ -59,6 +59,7 @@ def models_unbox(tree):
   return models.unbox(tree)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scan', [False, True])
 def test_zero_b_is_the_base_model_and_merge_matches_adapter(scan):
   base = _base_params(scan_layers=scan)
@@ -106,6 +107,7 @@ def test_lora_targets_and_axes():
     lora.LoraConfig(targets=['(query'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer,scan', [('adafactor', True), ('adamw', False)])
 def test_only_adapters_train_and_have_optimizer_state(optimizer, scan):
   opt = optimizers.Adafactor() if optimizer == 'adafactor' else optimizers.AdamW()
@@ -139,6 +141,7 @@ def _train_batches(n):
   return [b for _, b in zip(range(n), data.InputIterator(dataset))]
 
 
+@pytest.mark.slow
 def test_lora_run_checkpoints_adapters_and_loads_as_base_plus_adapter(tmp_path):
   """(Resume after SIGKILL with the same losses: tests/engine/test_kill_resume.py, 'lora'.)"""
   base_path = checkpoint_import.save_params_checkpoint(_base_params(), str(tmp_path / 'base'))
@@ -250,6 +253,7 @@ def test_peft_model_needs_a_base_checkpoint(tmp_path):
     helpers.run_training(tmp_path / 'run', 1, model=model)
 
 
+@pytest.mark.slow
 def test_eight_devices_model_parallel_shard_adapters_and_match_one_device():
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0',
              JAX_PLATFORMS='cpu')

@@ -1,6 +1,7 @@
 """Progress: a bar only on a terminal, plain lines in logs; eval shows what it decodes."""
 import jax
 import numpy as np
+import pytest
 import seqio
 
 from flan_t5x import evaluation
@@ -11,6 +12,7 @@ from flan_t5x import progress
 import helpers
 
 
+@pytest.mark.slow
 def test_training_off_a_terminal_prints_plain_lines_and_no_bar(tmp_path, capsys):
   helpers.run_training(tmp_path, 2, eval_period=2, use_progress_bar=True)
   captured = capsys.readouterr()

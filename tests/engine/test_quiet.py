@@ -6,6 +6,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from flan_t5x import checkpoint_import
 from flan_t5x import quiet
@@ -27,6 +28,7 @@ def test_only_known_noise_is_dropped():
   assert not quiet.is_noise('Saving checkpoint failed')
 
 
+@pytest.mark.slow
 def test_eval_job_prints_no_library_noise(tmp_path):
   params = jax.tree.map(np.asarray, helpers.make_trainer().init_state().params)
   checkpoint = checkpoint_import.save_params_checkpoint(params, str(tmp_path / 'ckpt'), step=1)

@@ -40,6 +40,7 @@ def _run(root, *args, env=None, timeout=900):
   return proc
 
 
+@pytest.mark.slow
 def test_demo_trains_then_evaluates_as_the_readme_writes(repo_copy):
   _run(repo_copy, 'flan_t5x.train', '--gin_file=gin/demo.gin', '--gin.TRAIN_STEPS=3', '--gin.BATCH_SIZE=4',
        '--gin.EVAL_PERIOD=3', '--gin.EVAL_STEPS=1')
@@ -52,6 +53,7 @@ def test_demo_trains_then_evaluates_as_the_readme_writes(repo_copy):
   assert 'demo_support_zs' in json.dumps(results)
 
 
+@pytest.mark.slow
 def test_flan_mix_dialogsum_eval_heldout_and_infer_run_on_flan_t5x(repo_copy, tmp_path, tiny_spm):
   from tests.conftest import write_flan_layout  # pylint: disable=g-import-not-at-top
   data = tmp_path / 'data'
@@ -85,6 +87,7 @@ def test_flan_mix_dialogsum_eval_heldout_and_infer_run_on_flan_t5x(repo_copy, tm
   assert [row['input'] for row in rows] == inputs and all(isinstance(row['prediction'], str) for row in rows)
 
 
+@pytest.mark.slow
 def test_flan2022_trains_on_flan_t5x(repo_copy, tmp_path, tiny_spm):
   from flan_tasks import synthetic_collection  # pylint: disable=g-import-not-at-top
   collection = synthetic_collection.write_collection(str(tmp_path / "collection"), 20, 400).root
@@ -129,6 +132,7 @@ utils.create_learning_rate_scheduler.base_learning_rate = 0.01
 """
 
 
+@pytest.mark.slow
 def test_a_t5x_form_user_file_runs_on_flan_t5x(tmp_path):
   (tmp_path / 'my_task.gin').write_text(T5X_FORM_USER_FILE)
   model_dir = tmp_path / 'model'
@@ -189,6 +193,7 @@ VOCAB_PATH = '%(vocab)s'  # sets the model's and flan_tasks' vocabulary
 """
 
 
+@pytest.mark.slow
 def test_your_own_task_trains_then_evaluates_as_the_readme_writes(repo_copy, tmp_path, tiny_spm):
   from tests.conftest import DIALOGUES  # pylint: disable=g-import-not-at-top
   data = tmp_path / 'data'

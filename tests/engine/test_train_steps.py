@@ -63,6 +63,7 @@ def test_finished_model_dir_is_a_no_op_that_says_so(tmp_path, capsys):
   assert mtimes() == before
 
 
+@pytest.mark.slow
 def test_command_line_refuses_before_writing_anything(tmp_path):
   base = checkpoint_import.save_params_checkpoint(_params(), str(tmp_path / 'base'), step=12)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([helpers.REPO_ROOT, HERE, os.environ.get('PYTHONPATH', '')]))

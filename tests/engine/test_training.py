@@ -47,6 +47,7 @@ def uninterrupted(tmp_path_factory):
   return model_dir, step, history
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_like_uninterrupted_run(uninterrupted, tmp_path):
   full_dir, full_step, full_history = uninterrupted
   first_step, first_history = helpers.run_training(tmp_path, 1)
@@ -98,6 +99,7 @@ def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
+@pytest.mark.slow
 def test_microbatched_step_equals_full_batch_step():
   model = helpers.tiny_model()
   cfg = helpers.dataset_cfg(batch_size=8)
@@ -116,6 +118,7 @@ def test_microbatched_step_equals_full_batch_step():
     helpers.make_trainer(model=model, num_microbatches=3)
 
 
+@pytest.mark.slow
 def test_tiny_model_loss_falls_by_half(tmp_path):
   """On flan_tasks' demo_mix when available (the `make demo` setting), else the engine test task."""
   if importlib.util.find_spec('flan_tasks') is not None:
@@ -132,6 +135,7 @@ def test_tiny_model_loss_falls_by_half(tmp_path):
   assert np.mean(losses[-5:]) <= 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_early_stopping_and_keep_best_checkpoint(tmp_path):
   # Validation loss falls while training, so 'max' never improves after the first evaluation:
   # with patience 2 training stops at the third evaluation (step 6), and keep-best holds step 2.
@@ -145,6 +149,7 @@ def test_early_stopping_and_keep_best_checkpoint(tmp_path):
   assert kept == [2, 6]  # the best by the metric and the latest
 
 
+@pytest.mark.slow
 def test_stop_at_loss_and_log_period(tmp_path):
   step, history = helpers.run_training(tmp_path, 12, period=100, log_period=4, stop_at_loss=1e9)
   # The log at step 4 is read one step late, so training stops at step 5 and logs that step too.

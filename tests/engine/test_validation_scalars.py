@@ -14,6 +14,7 @@ def _scalars(model_dir, name, tag):
   return summaries.read_scalars(os.path.join(str(model_dir), name), tag)
 
 
+@pytest.mark.slow
 def test_validation_loss_is_a_per_batch_mean_comparable_to_train_loss(tmp_path):
   # eval_steps=2 (helpers.run_training): sums over the batches would be twice the per-batch values.
   helpers.run_training(tmp_path, 2, eval_period=2, period=2)

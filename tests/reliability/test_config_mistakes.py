@@ -80,6 +80,7 @@ def test_unknown_task_name_suggests_registered_ones(tmp_path):
   assert not any(model_dir.glob('checkpoint_*'))
 
 
+@pytest.mark.slow
 def test_missing_required_macros_are_listed_by_the_command_line_job(tmp_path):
   model_gin = tmp_path / 'tiny_model.gin'
   model_gin.write_text(helpers.TINY_MODEL_GIN)
@@ -102,6 +103,7 @@ def test_required_macro_check_and_helper_macros():
     config_checks.check_macro_overrides(['LR = 0.1'], {'LR_RATE': '1'})
 
 
+@pytest.mark.slow
 def test_initial_checkpoint_of_another_model_size_is_refused_before_training(tmp_path):
   source = tmp_path / 'source'
   faults.train(source, 1)
@@ -147,6 +149,7 @@ def _snapshot(directory):
           for p in directory.rglob('*') if p.is_file() and not p.name.startswith('.lock-')}
 
 
+@pytest.mark.slow
 def test_resuming_with_another_batch_size_is_refused_and_writes_nothing(tmp_path):
   model_dir = tmp_path / 'run'
   helpers.run_training(model_dir, 1, batch_size=4)

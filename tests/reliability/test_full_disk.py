@@ -36,6 +36,7 @@ def _assert_resumes_from_intact(model_dir, capsys, total_steps):
   assert f'resumed from {model_dir} at step {last}' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_file_size_limit_stops_training_and_keeps_the_previous_checkpoint(tmp_path, capsys):
   model_dir = tmp_path / 'run'
   faults.train(model_dir, 2)
@@ -68,6 +69,7 @@ def _can_remount() -> bool:
   return probe.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_remount(), reason='no private mount namespace (unshare -m) here')
 def test_read_only_model_dir_is_refused_before_training_and_a_writable_restart_resumes(tmp_path, capsys):
   """Remounting read-only while training fails here ('mount point is busy': the run holds files open
@@ -86,6 +88,7 @@ def test_read_only_model_dir_is_refused_before_training_and_a_writable_restart_r
   _assert_resumes_from_intact(model_dir, capsys, 4)
 
 
+@pytest.mark.slow
 def test_model_dir_turning_unwritable_mid_run_fails_at_once_with_the_permission_error(tmp_path, capsys):
   """Orbax created step directories in its save thread: the save then waited 300 s on a barrier and
   failed with 'TimeoutError: Timeout waiting for key …step_directory_creation', the cause 50 lines up."""

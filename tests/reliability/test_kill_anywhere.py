@@ -4,11 +4,14 @@ of an uninterrupted run (bench/soak_kill.py does the same with 20+ kills)."""
 
 import subprocess
 
+import pytest
+
 import soak_kill  # bench/soak_kill.py (conftest puts bench/ on the path)
 
 STEPS = 12
 
 
+@pytest.mark.slow
 def test_killed_in_a_save_and_at_startup_then_resumed_equals_uninterrupted(tmp_path):
   reference_dir, soaked_dir = tmp_path / 'reference', tmp_path / 'soaked'
   done = subprocess.run(soak_kill.command(reference_dir, STEPS), cwd=soak_kill.ROOT, env=soak_kill.child_env(),

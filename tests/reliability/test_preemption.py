@@ -6,6 +6,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from flan_t5x import checkpoint_integrity
 from flan_t5x import preemption
 
@@ -30,6 +32,7 @@ def _until_logged(life, step: int, timeout: float = 600) -> None:
   assert life.last_logged_step is not None and life.last_logged_step >= step, ''.join(life.lines)[-2000:]
 
 
+@pytest.mark.slow
 def test_sigint_then_sigterm_save_the_step_reached_and_resume_exactly(tmp_path):
   assert soak_kill.PREEMPTED_EXIT_CODE == preemption.EXIT_CODE
   reference_dir, model_dir = _reference(tmp_path), tmp_path / 'preempted'

@@ -18,6 +18,7 @@ _HOLD = ('import sys, time\n'
          'time.sleep(600)\n')
 
 
+@pytest.mark.slow
 def test_second_trainer_is_refused_and_a_killed_holder_frees_the_dir(tmp_path):
   model_dir = tmp_path / 'run'
   model_dir.mkdir()
