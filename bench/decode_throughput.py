@@ -51,6 +51,16 @@ def flan_t5_small(vocab_size: int = 32128) -> network.T5Config:
 
 
 
+def params_without_eos(module):
+  """Random parameters of `module` (seed 0) with EOS's column of the logits kernel set to 0: random
+  logits put EOS below the row maximum, so every row decodes the full length on both sides."""
+  params = nn.meta.unbox(models.EncoderDecoderModel(module).init_params(jax.random.PRNGKey(0), 1, 8, 8))
+  kernel = np.asarray(params['decoder']['logits_dense']['kernel']).copy()
+  kernel[:, decoding.EOS_ID] = 0.0
+  params['decoder']['logits_dense']['kernel'] = jnp.asarray(kernel)
+  return params
+
+
 def _time(fn, repeats: int) -> float:
   fn()  # warm-up / compile
   best = float('inf')
@@ -121,12 +131,7 @@ def main() -> None:
 
   config = flan_t5_small()
   module = network.Transformer(config)
-  model = models.EncoderDecoderModel(module)
-  params = nn.meta.unbox(model.init_params(jax.random.PRNGKey(0), 1, 8, 8))
-  # Keep EOS out of reach so both sides decode the full length: push its logit down.
-  kernel = np.asarray(params['decoder']['logits_dense']['kernel']).copy()
-  kernel[:, decoding.EOS_ID] = 0.0
-  params['decoder']['logits_dense']['kernel'] = jnp.asarray(kernel)
+  params = params_without_eos(module)
 
   peak_flops = hardware.machine_record()['xla_matmul_peak_flops']
   rng = np.random.RandomState(0)

@@ -22,9 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
@@ -33,7 +31,7 @@ import hardware  # noqa: E402
 import train_throughput  # noqa: E402
 from synthetic_training import t5_config  # noqa: E402
 
-from flan_t5x import decoding, models, network  # noqa: E402
+from flan_t5x import decoding, network  # noqa: E402
 
 # Dense bf16 tensor-core / MXU peaks from the vendors' datasheets (TFLOP/s), by device-kind substring;
 # the first match wins, so the more specific names come first.
@@ -58,10 +56,7 @@ def bench_decode(name: str, dtype: str, batch: int, input_length: int, new_token
                  peak: float | None) -> list[dict]:
   config = t5_config(name, dtype)
   module = network.Transformer(config)
-  params = nn.meta.unbox(models.EncoderDecoderModel(module).init_params(jax.random.PRNGKey(0), 1, 8, 8))
-  kernel = np.asarray(params['decoder']['logits_dense']['kernel']).copy()
-  kernel[:, decoding.EOS_ID] = 0.0  # EOS's logit 0, below the maximum: every row decodes `new_tokens` tokens
-  params['decoder']['logits_dense']['kernel'] = jnp.asarray(kernel)
+  params = decode_throughput.params_without_eos(module)  # every row decodes `new_tokens` tokens
   inputs = np.random.RandomState(0).randint(2, config.vocab_size - 100, size=(batch, input_length)).astype(np.int32)
   inputs[:, -1] = decoding.EOS_ID
   rows = []

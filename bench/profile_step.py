@@ -87,15 +87,11 @@ def _train_step(model_name: str):
 
 def _decode_call(method: str, batch: int, input_length: int, new_tokens: int, config):
   """(labels, run one decode call): bench/decode_throughput.py's case, EOS out of reach."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from flan_t5x import decoding, models, network  # pylint: disable=g-import-not-at-top
+  from decode_throughput import params_without_eos  # pylint: disable=g-import-not-at-top
+  from flan_t5x import decoding, network  # pylint: disable=g-import-not-at-top
   module = network.Transformer(config)
-  params = nn.meta.unbox(models.EncoderDecoderModel(module).init_params(jax.random.PRNGKey(0), 1, 8, 8))
-  kernel = np.asarray(params['decoder']['logits_dense']['kernel']).copy()
-  kernel[:, decoding.EOS_ID] = 0.0
-  params['decoder']['logits_dense']['kernel'] = jnp.asarray(kernel)
+  params = params_without_eos(module)
   beams = 4 if method == 'beam' else 1
   fn = decoding.make_predict_fn(module, new_tokens, decoding.DecodingConfig(method, beams, alpha=0.6))
   inputs = np.random.RandomState(0).randint(2, config.vocab_size, size=(batch, input_length)).astype(np.int32)
