@@ -13,7 +13,10 @@ process (flan_t5x.hf_peer: torch next to JAX/TensorFlow segfaults). MFU: the
 matmul FLOPs of the decode (`model_flops`, counted from the config) per second
 over the best fp32 2048^2 matmul rate; memory: XLA's compiled plan per case
 and each process's peak RSS. "At 100% MFU": the ratio ours would reach with every matmul at the
-measured peak, the most this machine allows. Writes bench/results/decode_throughput_<time>.json.
+measured peak, the most this machine allows. Ours keeps freed host memory as flan_t5x's jobs do on
+CPU hosts (flan_t5x/host_memory.py; --no-keep_freed_host_memory: glibc's defaults); the peer runs
+with glibc's defaults and again with the same settings (--peer_malloc). Writes
+bench/results/decode_throughput_<time>.json.
 """
 
 from __future__ import annotations
@@ -104,11 +107,13 @@ def ours(module, params, inputs_BxL, new_tokens, cfg, repeats):
   return seconds, generated, peak_bytes
 
 
-def peer(model_dir: str, cases: list[tuple[np.ndarray, int]], new_tokens: int, repeats: int
-         ) -> list[tuple[float, int]] | None:
-  """(seconds, tokens) of HF `generate` per (inputs_BxL, beams) case, in the torch child process."""
+def peer(model_dir: str, cases: list[tuple[np.ndarray, int]], new_tokens: int, repeats: int,
+         keep_freed_host_memory: bool = False) -> list[tuple[float, int, float]] | None:
+  """(seconds, tokens, peak RSS) of HF `generate` per (inputs_BxL, beams) case, in the torch child
+  process (with glibc's defaults, or with our host-memory settings)."""
   arrays = {f'inputs_{i}': inputs_BxL for i, (inputs_BxL, _) in enumerate(cases)}
   request = {'model_dir': model_dir, 'num_threads': os.cpu_count() or 1,
+             'keep_freed_host_memory': keep_freed_host_memory,
              'cases': [{'inputs': f'inputs_{i}', 'beams': beams, 'new_tokens': new_tokens,
                         'repeats': repeats, 'length_penalty': 0.6 if beams > 1 else 1.0}
                        for i, (_, beams) in enumerate(cases)]}
@@ -126,7 +131,11 @@ def main() -> None:
   parser.add_argument('--repeats', type=int, default=2)
   parser.add_argument('--batch_sizes', default='1,16')
   parser.add_argument('--no_peer', action='store_true')
+  hardware.add_host_memory_arguments(parser)
   args = parser.parse_args()
+  peer_settings = hardware.apply_host_memory_arguments(args)  # before JAX's backend starts
+  if args.no_peer:
+    peer_settings = []
   print(hardware.summary_line(hardware.machine_record()), flush=True)
 
   config = flan_t5_small()
@@ -151,27 +160,34 @@ def main() -> None:
       cases.append((inputs, beams))
       print(json.dumps(results[-1]), flush=True)
 
-  # The peer runs after ours, all cases in one child (one torch import and model load).
-  timings = None
-  if not args.no_peer:
+  # The peer runs after ours, all cases in one child per setting (one torch import and model load).
+  # 'peer_*': glibc's defaults (what a torch user gets); 'peer_kept_memory_*': our host-memory settings.
+  timings = {}
+  if peer_settings:
     with tempfile.TemporaryDirectory() as tmp:
       hf_format.save(jax.tree.map(np.asarray, params), config, tmp)
-      timings = peer(tmp, cases, args.new_tokens, args.repeats)
-    if timings is None:
+      for keep in peer_settings:
+        timings['peer_kept_memory' if keep else 'peer'] = peer(tmp, cases, args.new_tokens, args.repeats, keep)
+    if None in timings.values():
       print('HF peer not installed (pip install -e .[bench])', flush=True)
-  for row, (peer_s, peer_tokens, peer_rss) in zip(results, timings or []):
-    row.update(peer_seconds=peer_s, peer_tokens=peer_tokens, peer_tokens_per_s=peer_tokens / peer_s,
-               peer_mfu=row['model_flops'] / peer_s / peak_flops, peer_process_peak_rss_mib=peer_rss,
-               ratio_ours_over_peer=row['ours_tokens_per_s'] / (peer_tokens / peer_s),
-               ratio_at_full_mfu=hardware.ratio_at_full_mfu(peer_s, row['model_flops'], peak_flops))
+  for prefix, side in timings.items():
+    suffix = '' if prefix == 'peer' else '_' + prefix
+    for row, (peer_s, peer_tokens, peer_rss) in zip(results, side or []):
+      row.update({f'{prefix}_seconds': peer_s, f'{prefix}_tokens': peer_tokens,
+                  f'{prefix}_tokens_per_s': peer_tokens / peer_s,
+                  f'{prefix}_mfu': row['model_flops'] / peer_s / peak_flops,
+                  f'{prefix}_process_peak_rss_mib': peer_rss,
+                  f'ratio_ours_over_{prefix}': row['ours_tokens_per_s'] / (peer_tokens / peer_s),
+                  f'ratio_at_full_mfu{suffix}': hardware.ratio_at_full_mfu(peer_s, row['model_flops'], peak_flops)})
 
-  print('\n| method | batch | ours tok/s | MFU | peer tok/s | MFU | ours/peer | at 100% MFU |\n'
-        '|---|---|---|---|---|---|---|---|')
+  print('\n| method | batch | ours tok/s | MFU | peer tok/s | MFU | ours/peer | at 100% MFU '
+        '| peer, host memory kept: tok/s | ours/that peer |\n|---|---|---|---|---|---|---|---|---|---|')
   nan = float('nan')
   for r in results:
     print(f"| {r['method']} | {r['batch']} | {r['ours_tokens_per_s']:.1f} | {r['ours_mfu']:.1%} | "
           f"{r.get('peer_tokens_per_s', nan):.1f} | {r.get('peer_mfu', nan):.1%} | "
-          f"{r.get('ratio_ours_over_peer', nan):.2f} | {r.get('ratio_at_full_mfu') or nan:.2f} |")
+          f"{r.get('ratio_ours_over_peer', nan):.2f} | {r.get('ratio_at_full_mfu') or nan:.2f} | "
+          f"{r.get('peer_kept_memory_tokens_per_s', nan):.1f} | {r.get('ratio_ours_over_peer_kept_memory', nan):.2f} |")
   # Memory: ours per case from XLA's compiled memory plan; the process high-water mark (ours, and the
   # torch child's over all its cases) as an upper bound.
   payload = {'config': dataclasses.asdict(config), 'input_length': args.input_length,

@@ -3,8 +3,10 @@
 `machine_record()` goes into every benchmark's JSON (bench_results.write_json) and its one-line
 summary is printed before every benchmark's table, so that two sets of numbers can be told apart
 afterwards: CPU model and SIMD flags, cores, memory, measured fp32 matmul peaks of XLA and torch,
-library versions, XLA flags, the load average and the commit measured.
+library versions, XLA flags, whether our process keeps freed host memory (flan_t5x/host_memory.py),
+the load average and the commit measured.
 """
+import argparse
 import functools
 import importlib.metadata
 import os
@@ -22,6 +24,30 @@ RECORDED_ENV = ('XLA_FLAGS', 'JAX_PLATFORMS', 'JAX_ENABLE_X64', 'OMP_NUM_THREADS
 # /proc/cpuinfo flags that decide which matmul and elementwise kernels run.
 SIMD_FLAG_PREFIXES = ('sse4', 'avx', 'fma', 'f16c', 'amx', 'vnni')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+  sys.path.insert(0, REPO_ROOT)
+
+from flan_t5x import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position  (standard library only)
+
+PEER_MALLOC_CHOICES = ('default', 'kept', 'both')
+
+
+def add_host_memory_arguments(parser: argparse.ArgumentParser) -> None:
+  """--keep_freed_host_memory (ours) and --peer_malloc (the torch peer): the two sides' glibc settings."""
+  parser.add_argument('--keep_freed_host_memory', action=argparse.BooleanOptionalAction, default=True,
+                      help='ours: glibc keeps freed memory for reuse (flan_t5x/host_memory.py), as '
+                           "flan_t5x's jobs do on CPU-only hosts")
+  parser.add_argument('--peer_malloc', choices=PEER_MALLOC_CHOICES, default='both',
+                      help="the peer with glibc's defaults (what a torch user gets), with the same "
+                           'settings as ours (kept), or both, each in its own child process')
+
+
+def apply_host_memory_arguments(args: argparse.Namespace) -> list[bool]:
+  """Applies --keep_freed_host_memory to this process (before JAX's backend starts); returns the
+  peer's settings to run: [False] (default), [True] (kept) or [False, True]."""
+  if args.keep_freed_host_memory:
+    host_memory.keep_freed_memory()
+  return {'default': [False], 'kept': [True], 'both': [False, True]}[args.peer_malloc]
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
@@ -128,6 +154,7 @@ def _machine_record(measure_peaks: bool) -> dict:
       'platform': platform.platform(), 'python': platform.python_version(),
       'versions': {p: _version(p) for p in VERSIONED_PACKAGES},
       'environment': {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
+      'keep_freed_host_memory': host_memory.applied(),
       'commit': _commit(),
   }
   if measure_peaks:
@@ -154,6 +181,7 @@ def summary_line(record: dict) -> str:
   versions = record['versions']
   parts.append(', '.join(f'{p} {versions[p]}' for p in ('jax', 'flax', 'torch', 'transformers') if versions.get(p)))
   parts.append(f"XLA_FLAGS={record['environment'].get('XLA_FLAGS', '(unset)')}")
+  parts.append('host memory kept (glibc)' if record.get('keep_freed_host_memory') else 'glibc malloc defaults')
   load = record.get('load_average_at_start')
   if load:
     parts.append(f'load {load[0]:.2f}')

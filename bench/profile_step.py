@@ -112,7 +112,12 @@ def main() -> None:
   parser.add_argument('--new_tokens', type=int, default=32, help='decoded tokens per call')
   parser.add_argument('--steps', type=int, default=3, help='profiled train steps or decode calls')
   parser.add_argument('--top', type=int, default=25)
+  parser.add_argument('--keep_freed_host_memory', action=argparse.BooleanOptionalAction, default=True,
+                      help="glibc keeps freed memory for reuse, as flan_t5x's jobs do on CPU hosts "
+                           '(flan_t5x/host_memory.py)')
   args = parser.parse_args()
+  if args.keep_freed_host_memory:  # before JAX's backend starts its threads
+    hardware.host_memory.keep_freed_memory()
   print(hardware.summary_line(hardware.machine_record()), flush=True)
   if args.decode:
     from decode_throughput import flan_t5_small  # pylint: disable=g-import-not-at-top

@@ -8,8 +8,10 @@ If `torch` and `transformers` are installed (`.[bench]`), Hugging Face T5
 (T5.1.1 config, gated-GELU, untied head) trained with torch AdamW is timed on
 the same shapes as a peer, in a child process (flan_t5x.hf_peer: torch next to
 JAX/TensorFlow segfaults). Peak RSS is reported per side. "At 100% MFU" is the ratio ours
-would reach if our step's FLOPs ran at the measured peak: the most this machine allows. Writes JSON to
-bench/results/.
+would reach if our step's FLOPs ran at the measured peak: the most this machine allows. Ours keeps
+freed host memory as flan_t5x's jobs do on CPU hosts (flan_t5x/host_memory.py;
+--no-keep_freed_host_memory: glibc's defaults); the peer runs with glibc's defaults and again with
+the same settings (--peer_malloc), each in its own child. Writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int, dty
           'compiled_step_peak_mib': step_memory / 2**20 if step_memory is not None else None}
 
 
-def bench_peer(name: str, batch: int, inputs: int, targets: int, steps: int) -> dict | None:
-  """The same shapes in Hugging Face T5 + torch AdamW, timed in the torch child process."""
+def bench_peer(name: str, batch: int, inputs: int, targets: int, steps: int,
+               keep_freed_host_memory: bool = False) -> dict | None:
+  """The same shapes in Hugging Face T5 + torch AdamW, timed in the torch child process (with glibc's
+  defaults, or with our host-memory settings)."""
   emb, heads, layers, head_dim, mlp, vocab = MODEL_DIMS[name]
   config = dict(vocab_size=vocab, d_model=emb, d_kv=head_dim, d_ff=mlp, num_layers=layers,
                 num_decoder_layers=layers, num_heads=heads, feed_forward_proj='gated-gelu',
@@ -63,7 +67,8 @@ def bench_peer(name: str, batch: int, inputs: int, targets: int, steps: int) -> 
   local = synthetic_batch(batch, inputs, targets, vocab)
   try:
     response, _ = hf_peer_client.call(
-        'train-timing', {'config': config, 'steps': steps, 'lr': 1e-3},
+        'train-timing', {'config': config, 'steps': steps, 'lr': 1e-3,
+                         'keep_freed_host_memory': keep_freed_host_memory},
         {k: local[k] for k in ('encoder_input_tokens', 'decoder_input_tokens', 'decoder_target_tokens')},
         timeout=None)
   except hf_peer_client.HFPeerUnavailable:
@@ -73,7 +78,7 @@ def bench_peer(name: str, batch: int, inputs: int, targets: int, steps: int) -> 
           'params': response['params'], 'step_time_s': step_time,
           'tokens_per_s': batch * (inputs + targets) / step_time, 'loss': response['loss'],
           'num_threads': response['num_threads'], 'peak_rss_mib': response['peak_rss_mib'],
-          'cores_busy': response.get('cores_busy')}
+          'cores_busy': response.get('cores_busy'), 'keep_freed_host_memory': response['keep_freed_host_memory']}
 
 
 def main():
@@ -83,7 +88,9 @@ def main():
   parser.add_argument('--inputs', type=int, default=512)
   parser.add_argument('--targets', type=int, default=128)
   parser.add_argument('--steps', type=int, default=5)
+  hardware.add_host_memory_arguments(parser)
   args = parser.parse_args()
+  peer_settings = hardware.apply_host_memory_arguments(args)
   print(hardware.summary_line(hardware.machine_record()), flush=True)
   peak = hardware.machine_record()['xla_matmul_peak_flops']
   results = {'device': str(jax.devices()[0]), 'matmul_peak_flops': peak,
@@ -91,16 +98,24 @@ def main():
   for name in args.models.split(','):
     ours = bench_ours(name, args.batch, args.inputs, args.targets, args.steps)
     ours['mfu'] = ours['achieved_flops_per_s'] / peak
-    peer = bench_peer(name, args.batch, args.inputs, args.targets, args.steps)
-    run = {'ours': ours, 'peer': peer,
-           'ratio_ours_over_peer': ours['tokens_per_s'] / peer['tokens_per_s'] if peer else None,
-           'ratio_at_full_mfu': ratio_at_full_mfu(peer['step_time_s'], ours['step_flops'], peak) if peer else None}
+    line = (f"{name}: {ours['tokens_per_s']:.0f} tok/s, MFU {ours['mfu']:.1%} of {peak / 1e9:.1f} GFLOP/s, "
+            f"{ours['cores_busy']:.2f} cores busy")
+    run = {'ours': ours}
+    # 'peer': glibc's defaults (what a torch user gets); 'peer_kept_memory': our host-memory settings.
+    for keep in peer_settings:
+      key = 'peer_kept_memory' if keep else 'peer'
+      peer = bench_peer(name, args.batch, args.inputs, args.targets, args.steps, keep)
+      run[key] = peer
+      run[f'ratio_ours_over_{key}'] = ours['tokens_per_s'] / peer['tokens_per_s'] if peer else None
+      full_key = 'ratio_at_full_mfu' + ('_peer_kept_memory' if keep else '')
+      run[full_key] = (ratio_at_full_mfu(peer['step_time_s'], ours['step_flops'], peak)
+                       if peer else None)
+      line += (f"; HF peer{' (host memory kept)' if keep else ''} {peer['tokens_per_s']:.0f} tok/s, "
+               f"{peer['cores_busy']:.2f} cores busy, ratio {run[f'ratio_ours_over_{key}']:.2f} "
+               f"(at 100% MFU: {run[full_key] or float('nan'):.2f})" if peer
+               else '; HF peer not installed')
     results['runs'].append(run)
-    print(f"{name}: {ours['tokens_per_s']:.0f} tok/s, MFU {ours['mfu']:.1%} of {peak / 1e9:.1f} GFLOP/s, "
-          f"{ours['cores_busy']:.2f} cores busy"
-          + (f"; HF peer {peer['tokens_per_s']:.0f} tok/s, {peer['cores_busy']:.2f} cores busy, ratio "
-             f"{run['ratio_ours_over_peer']:.2f} (at 100% MFU: {run['ratio_at_full_mfu'] or float('nan'):.2f})" if peer
-             else '; HF peer not installed'), flush=True)
+    print(line, flush=True)
   # ru_maxrss is the process high-water mark (KiB on Linux): an upper bound for one train step. The
   # peer's is its own child's (RUSAGE_SELF excludes children), in each run's peer entry.
   results['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

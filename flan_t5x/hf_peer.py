@@ -6,12 +6,14 @@ torch's triton crashes (SIGSEGV) when transformers imports it into a process tha
 and TensorFlow, so the engine never imports torch: it starts this module with
 `flan_t5x.hf_peer_client.call`, which writes the request, and reads arrays back from .npz /
 safetensors files plus a JSON response. This module imports only the standard library, numpy,
-safetensors, torch and transformers (torch/transformers lazily, inside commands) and never another
-flan_t5x module: each response lists the JAX/TensorFlow modules the process holds, and the client
+safetensors, torch and transformers (torch/transformers lazily, inside commands) and of flan_t5x only
+host_memory (standard library only): each response lists the JAX/TensorFlow modules the process holds, and the client
 refuses a non-empty list.
 
 Request keys every command understands: `response_path` (where the JSON response goes),
-`inputs_npz` (arrays in), `outputs_npz` (arrays out), `num_threads` (torch intra-op threads).
+`inputs_npz` (arrays in), `outputs_npz` (arrays out), `num_threads` (torch intra-op threads),
+`keep_freed_host_memory` (the glibc settings of host_memory.py, set before torch is imported; the
+response says whether they took effect).
 Exit codes: 0 ok, 1 error (traceback on stderr), 3 torch/transformers not installed.
 """
 from __future__ import annotations
@@ -25,6 +27,8 @@ import time
 import traceback
 
 import numpy as np
+
+from flan_t5x import host_memory
 
 FORBIDDEN_ROOTS = frozenset({'jax', 'jaxlib', 'tensorflow', 'flax', 'seqio', 'optax', 'orbax'})
 EXIT_UNAVAILABLE = 3
@@ -457,6 +461,8 @@ def main(argv: list[str]) -> int:
   _set_child_environment()
   with open(request_path) as f:
     request = json.load(f)
+  # The same glibc settings as our engine's jobs (host_memory.py), for a peer measured on equal terms.
+  kept_freed_memory = bool(request.get('keep_freed_host_memory')) and host_memory.keep_freed_memory()
   try:
     if request.get('num_threads'):
       _torch().set_num_threads(int(request['num_threads']))
@@ -468,7 +474,7 @@ def main(argv: list[str]) -> int:
     traceback.print_exc()
     return 1
   response = {**response, 'forbidden_modules': forbidden_modules(), 'command': command,
-              'peak_rss_mib': peak_rss_mib()}
+              'peak_rss_mib': peak_rss_mib(), 'keep_freed_host_memory': kept_freed_memory}
   payload = json.dumps(response)
   if request.get('response_path'):
     with open(request['response_path'], 'w') as f:

@@ -1,4 +1,5 @@
-"""One runtime start for every entry point: the JAX distributed system, TensorFlow kept off accelerators.
+"""One runtime start for every entry point: the JAX distributed system, TensorFlow kept off accelerators,
+host memory kept for reuse on CPU-only hosts (host_memory.py; --keep_freed_host_memory=false: off).
 
 Flags (T5X's names): --multiprocess_gpu, --coordinator_address, --process_count, --process_index,
 plus --heartbeat_timeout_seconds. The distributed system is started when
@@ -22,6 +23,7 @@ import sys
 from absl import flags
 from absl import logging
 
+from flan_t5x import host_memory
 from flan_t5x import quiet
 
 _FLAGS_DEFINED = False
@@ -39,6 +41,10 @@ def define_flags() -> None:
   flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (FLAN_COORDINATOR_ADDRESS).')
   flags.DEFINE_integer('process_count', None, 'Number of processes (FLAN_PROCESS_COUNT).')
   flags.DEFINE_integer('process_index', None, 'Index of this process, 0..count-1 (FLAN_PROCESS_INDEX).')
+  flags.DEFINE_bool('keep_freed_host_memory', True,
+                    'On a CPU-only host, make glibc keep freed memory for reuse instead of unmapping it '
+                    '(flan_t5x/host_memory.py: XLA:CPU frees and re-faults its buffers every step). '
+                    'Off: the C library\'s defaults.')
   flags.DEFINE_integer('heartbeat_timeout_seconds', 100,
                        'A process that stops answering for this long (killed, preempted) makes every '
                        'other process exit with an error instead of waiting forever.')
@@ -64,8 +70,17 @@ def cluster_environment() -> str | None:
 
 def initialize(multiprocess: bool | None = None, coordinator_address: str | None = None,
                process_count: int | None = None, process_index: int | None = None,
-               heartbeat_timeout_seconds: int | None = None) -> None:
-  """Starts the distributed runtime if this job is one of several processes; idempotent."""
+               heartbeat_timeout_seconds: int | None = None, keep_freed_host_memory: bool | None = None
+               ) -> None:
+  """Starts the distributed runtime if this job is one of several processes; idempotent.
+
+  On a host without accelerators it first makes glibc keep freed memory (host_memory.py), unless
+  `keep_freed_host_memory` (--keep_freed_host_memory) is False: this must come before JAX's backend
+  starts its threads.
+  """
+  keep = keep_freed_host_memory if keep_freed_host_memory is not None else _flag('keep_freed_host_memory')
+  if keep is not False and not _accelerator_kinds_present():
+    host_memory.keep_freed_memory()
   import jax  # pylint: disable=g-import-not-at-top
   _hide_accelerators_from_tensorflow()
   quiet.drop_known_noise()

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 
@@ -282,3 +283,9 @@ def test_train_timing_peer_has_an_untied_head_like_ours():
   response, _ = hf_peer_client.call("train-timing", {"config": hf_config, "steps": 1, "lr": 1e-3}, arrays)
   assert response["params"] == sum(x.size for x in jax.tree_util.tree_leaves(models.unbox(ours)))
   assert np.isfinite(response["loss"])
+  assert response["keep_freed_host_memory"] is False  # glibc's defaults unless asked
+  # The peer on equal terms: the same glibc settings as our jobs (flan_t5x/host_memory.py).
+  kept, _ = hf_peer_client.call("train-timing", {"config": hf_config, "steps": 1, "lr": 1e-3,
+                                                 "keep_freed_host_memory": True}, arrays)
+  assert kept["keep_freed_host_memory"] is (platform.libc_ver()[0] == "glibc")
+  assert kept["loss"] == pytest.approx(response["loss"], rel=1e-5)
