@@ -26,23 +26,28 @@ import dataclasses
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
+import hardware  # bench/ is on sys.path when run as a script
 
-import bench_results  # bench/ is on sys.path when run as a script
-import hardware  # noqa: E402
-from hardware import compiled_peak_bytes
+if __name__ == '__main__':  # before JAX or TensorFlow start threads (other benchmarks import this file)
+  hardware.keep_freed_host_memory_unless_disabled(sys.argv)
 
-from flan_t5x import decoding
-from flan_t5x import hf_format
-from flan_t5x import hf_peer_client
-from flan_t5x import models
-from flan_t5x import network
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import bench_results  # noqa: E402
+from hardware import compiled_peak_bytes  # noqa: E402
+
+from flan_t5x import decoding  # noqa: E402
+from flan_t5x import hf_format  # noqa: E402
+from flan_t5x import hf_peer_client  # noqa: E402
+from flan_t5x import models  # noqa: E402
+from flan_t5x import network  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -133,7 +138,7 @@ def main() -> None:
   parser.add_argument('--no_peer', action='store_true')
   hardware.add_host_memory_arguments(parser)
   args = parser.parse_args()
-  peer_settings = hardware.apply_host_memory_arguments(args)  # before JAX's backend starts
+  peer_settings = hardware.peer_malloc_settings(args)
   if args.no_peer:
     peer_settings = []
   print(hardware.summary_line(hardware.machine_record()), flush=True)

@@ -42,11 +42,15 @@ def add_host_memory_arguments(parser: argparse.ArgumentParser) -> None:
                            'settings as ours (kept), or both, each in its own child process')
 
 
-def apply_host_memory_arguments(args: argparse.Namespace) -> list[bool]:
-  """Applies --keep_freed_host_memory to this process (before JAX's backend starts); returns the
-  peer's settings to run: [False] (default), [True] (kept) or [False, True]."""
-  if args.keep_freed_host_memory:
-    host_memory.keep_freed_memory()
+def keep_freed_host_memory_unless_disabled(argv: list[str]) -> bool:
+  """What a benchmark does first, before it imports JAX or TensorFlow (glibc fixes its arenas when
+  threads first allocate: host_memory.py): keep freed memory, as the jobs do, unless `argv` has
+  --no-keep_freed_host_memory. True if applied."""
+  return '--no-keep_freed_host_memory' not in argv and host_memory.keep_freed_memory()
+
+
+def peer_malloc_settings(args: argparse.Namespace) -> list[bool]:
+  """The peer's glibc settings to run: [False] (default), [True] (kept) or [False, True]."""
   return {'default': [False], 'kept': [True], 'both': [False, True]}[args.peer_malloc]
 
 

@@ -27,8 +27,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
-import hardware  # noqa: E402
+import hardware  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+hardware.keep_freed_host_memory_unless_disabled(sys.argv)  # before JAX or TensorFlow start threads
+
+import bench_results  # noqa: E402
 import jax  # noqa: E402
 
 _OP_NAME = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name="([^"]*)"', re.M)
@@ -115,9 +118,7 @@ def main() -> None:
   parser.add_argument('--keep_freed_host_memory', action=argparse.BooleanOptionalAction, default=True,
                       help="glibc keeps freed memory for reuse, as flan_t5x's jobs do on CPU hosts "
                            '(flan_t5x/host_memory.py)')
-  args = parser.parse_args()
-  if args.keep_freed_host_memory:  # before JAX's backend starts its threads
-    hardware.host_memory.keep_freed_memory()
+  args = parser.parse_args()  # --keep_freed_host_memory: applied (or not) at the top of this file
   print(hardware.summary_line(hardware.machine_record()), flush=True)
   if args.decode:
     from decode_throughput import flan_t5_small  # pylint: disable=g-import-not-at-top

@@ -24,10 +24,13 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import hardware  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+hardware.keep_freed_host_memory_unless_disabled(sys.argv)  # before JAX or TensorFlow start threads
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
-import hardware  # noqa: E402
+import bench_results  # noqa: E402
 from hardware import compiled_peak_bytes, ratio_at_full_mfu  # noqa: E402
 from synthetic_training import MODEL_DIMS, benchmark_trainer, synthetic_batch, timed_train_steps  # noqa: E402
 
@@ -90,7 +93,7 @@ def main():
   parser.add_argument('--steps', type=int, default=5)
   hardware.add_host_memory_arguments(parser)
   args = parser.parse_args()
-  peer_settings = hardware.apply_host_memory_arguments(args)
+  peer_settings = hardware.peer_malloc_settings(args)
   print(hardware.summary_line(hardware.machine_record()), flush=True)
   peak = hardware.machine_record()['xla_matmul_peak_flops']
   results = {'device': str(jax.devices()[0]), 'matmul_peak_flops': peak,

@@ -1,5 +1,8 @@
 """flan-t5x: a T5X-compatible training engine (jobs: train, eval, infer, convert, compare, forgetting)."""
 import os
+import sys
+
+from flan_t5x import host_memory as _host_memory
 
 
 def _tf_log_level() -> str:
@@ -12,3 +15,8 @@ def _tf_log_level() -> str:
 
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', _tf_log_level())
+
+# A job (`python -m flan_t5x.train ...`) keeps freed host memory for reuse on CPU-only hosts. This is
+# the first code of such a run, before TensorFlow or JAX start threads: later is too late for glibc
+# (host_memory.py). Imported as a library, nothing happens here.
+_host_memory.keep_freed_memory_for_job(getattr(sys, 'orig_argv', []))

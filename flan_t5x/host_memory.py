@@ -13,8 +13,15 @@ flan_t5_small step on a 2-core host, and half the time of a memory-bound op such
 - no `mmap` for large requests: they come from the heap and return to it;
 - no trimming: freed heap memory is kept for the next step.
 The process's resident memory then stays at its peak rather than falling between steps, as with a
-caching allocator. It must run before XLA's thread pools start (before JAX's backend is first
-used): threads keep the arena they first allocated from.
+caching allocator.
+
+When: before any thread beyond the main one has allocated (glibc fixes its arenas then, and a later
+thread may be handed an arena made earlier), so before TensorFlow or JAX import and start their
+thread pools. A job started as `python -m flan_t5x.<job>` gets it from `flan_t5x/__init__.py`
+(`keep_freed_memory_for_job`), the first code of the run, on a host without GPU or TPU device
+files, unless its command line says `--nokeep_freed_host_memory` (or `=false`).
+`runtime.initialize` applies it too, for programs that start the runtime themselves: that call
+is early enough only if nothing ran TensorFlow or JAX before.
 
 Only for glibc on Linux; elsewhere (macOS, musl) it does nothing and says so.
 """
@@ -23,12 +30,20 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import glob
+import os
 import platform
 
 # glibc's <malloc.h> parameter numbers.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
+
+# The jobs started with `python -m flan_t5x.<job>` whose absl flags include --keep_freed_host_memory
+# (runtime.define_flags). convert and compare parse their own arguments and run once, briefly.
+JOB_MODULES = frozenset(f'flan_t5x.{job}' for job in ('train', 'eval', 'infer', 'forgetting'))
+FLAG = 'keep_freed_host_memory'
+_OFF_VALUES = frozenset({'false', '0', 'no', 'f', 'n'})
 
 _applied = False
 
@@ -64,3 +79,45 @@ def keep_freed_memory() -> bool:
 def applied() -> bool:
   """Whether this process has called `keep_freed_memory()` successfully."""
   return _applied
+
+
+def accelerator_kinds_present() -> list[str]:
+  """'GPU' / 'TPU' where this machine has their device files (NVIDIA or ROCm driver; TPU chips)."""
+  kinds = []
+  if any(os.path.exists(p) for p in ('/dev/nvidiactl', '/dev/nvidia0', '/dev/kfd')):
+    kinds.append('GPU')
+  if glob.glob('/dev/accel*') or os.path.isdir('/dev/vfio') or os.environ.get('TPU_WORKER_HOSTNAMES'):
+    kinds.append('TPU')
+  return kinds
+
+
+def flag_off(argv: list[str]) -> bool:
+  """Whether a command line turns --keep_freed_host_memory off (absl's spellings of a false bool)."""
+  for arg in argv:
+    if arg in (f'--no{FLAG}', f'-no{FLAG}'):
+      return True
+    for prefix in (f'--{FLAG}=', f'-{FLAG}='):
+      if arg.startswith(prefix) and arg[len(prefix):].lower() in _OFF_VALUES:
+        return True
+  return False
+
+
+def started_job(orig_argv: list[str]) -> str | None:
+  """'flan_t5x.train' for `python [options] -m flan_t5x.train ...` (sys.orig_argv), else None."""
+  i = 1
+  while i < len(orig_argv) - 1:
+    arg = orig_argv[i]
+    if arg == '-m':
+      return orig_argv[i + 1] if orig_argv[i + 1] in JOB_MODULES else None
+    if not arg.startswith('-') or arg == '-c':  # a script or `-c`'s code: not a module run
+      return None
+    i += 2 if arg in ('-X', '-W') else 1  # the interpreter options that take a separate value
+  return None
+
+
+def keep_freed_memory_for_job(orig_argv: list[str]) -> bool:
+  """At a job's start (flan_t5x/__init__.py): `keep_freed_memory()` if this process is a flan_t5x job
+  on a host without accelerators whose command line does not turn it off; True if it applied."""
+  if started_job(orig_argv) is None or flag_off(orig_argv) or accelerator_kinds_present():
+    return False
+  return keep_freed_memory()

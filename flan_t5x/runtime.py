@@ -15,7 +15,6 @@ and its devices.
 
 from __future__ import annotations
 
-import glob
 import os
 import socket
 import sys
@@ -75,11 +74,12 @@ def initialize(multiprocess: bool | None = None, coordinator_address: str | None
   """Starts the distributed runtime if this job is one of several processes; idempotent.
 
   On a host without accelerators it first makes glibc keep freed memory (host_memory.py), unless
-  `keep_freed_host_memory` (--keep_freed_host_memory) is False: this must come before JAX's backend
-  starts its threads.
+  `keep_freed_host_memory` (--keep_freed_host_memory) is False. A job started with
+  `python -m flan_t5x.<job>` has had it since its first line; elsewhere this call is early enough
+  only if nothing ran TensorFlow or JAX before it.
   """
   keep = keep_freed_host_memory if keep_freed_host_memory is not None else _flag('keep_freed_host_memory')
-  if keep is not False and not _accelerator_kinds_present():
+  if keep is not False and not host_memory.accelerator_kinds_present():
     host_memory.keep_freed_memory()
   import jax  # pylint: disable=g-import-not-at-top
   _hide_accelerators_from_tensorflow()
@@ -118,23 +118,14 @@ def _distributed_started() -> bool:
 
 
 def host_line() -> str:
-  """'[flan_t5x] process i/n on HOST: k local devices (...) of m' — what each host prints once."""
+  """'[flan_t5x] process i/n on HOST: k local devices (...) of m' — what each host prints once; it
+  ends with '; host memory kept for reuse' where host_memory.py applied."""
   import jax  # pylint: disable=g-import-not-at-top
   local = jax.local_devices()
   kinds = sorted({d.device_kind for d in local})
   return (f'[flan_t5x] process {jax.process_index()}/{jax.process_count()} on {socket.gethostname()}: '
           f'{len(local)} local {"/".join(kinds)} devices (ids {[d.id for d in local]}) of '
-          f'{jax.device_count()} in all')
-
-
-def _accelerator_kinds_present() -> list[str]:
-  """'GPU' / 'TPU' where this machine has their device files (NVIDIA or ROCm driver; TPU chips)."""
-  kinds = []
-  if any(os.path.exists(p) for p in ('/dev/nvidiactl', '/dev/nvidia0', '/dev/kfd')):
-    kinds.append('GPU')
-  if glob.glob('/dev/accel*') or os.path.isdir('/dev/vfio') or os.environ.get('TPU_WORKER_HOSTNAMES'):
-    kinds.append('TPU')
-  return kinds
+          f'{jax.device_count()} in all' + ('; host memory kept for reuse' if host_memory.applied() else ''))
 
 
 def _hide_accelerators_from_tensorflow() -> None:
@@ -142,7 +133,7 @@ def _hide_accelerators_from_tensorflow() -> None:
 
   Only kinds the machine has are hidden (listing them is a device probe of its own).
   """
-  kinds = _accelerator_kinds_present()
+  kinds = host_memory.accelerator_kinds_present()
   if not kinds:
     return
   try:
