@@ -29,7 +29,6 @@ Only for glibc on Linux; elsewhere (macOS, musl) it does nothing and says so.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import glob
 import os
 import platform
@@ -48,13 +47,18 @@ _OFF_VALUES = frozenset({'false', '0', 'no', 'f', 'n'})
 _applied = False
 
 
-def _glibc():
-  if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
-    return None
+def is_glibc() -> bool:
+  """Whether this process runs on glibc (asked of the C library, without reading any file)."""
   try:
-    return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-  except OSError:
+    return platform.system() == 'Linux' and os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc')
+  except (ValueError, OSError, AttributeError):  # no such name here (musl, macOS)
+    return False
+
+
+def _glibc():
+  if not is_glibc():
     return None
+  return ctypes.CDLL(None)  # the process's own symbols: glibc's mallopt among them
 
 
 def keep_freed_memory() -> bool:

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from flan_t5x import checkpoint_import, hf_format, hf_peer_client, models, network
+from flan_t5x import checkpoint_import, hf_format, hf_peer_client, host_memory, models, network
 
 from tests.conftest import HAS_TORCH_PEER
 
@@ -287,5 +286,5 @@ def test_train_timing_peer_has_an_untied_head_like_ours():
   # The peer on equal terms: the same glibc settings as our jobs (flan_t5x/host_memory.py).
   kept, _ = hf_peer_client.call("train-timing", {"config": hf_config, "steps": 1, "lr": 1e-3,
                                                  "keep_freed_host_memory": True}, arrays)
-  assert kept["keep_freed_host_memory"] is (platform.libc_ver()[0] == "glibc")
+  assert kept["keep_freed_host_memory"] is host_memory.is_glibc()
   assert kept["loss"] == pytest.approx(response["loss"], rel=1e-5)

@@ -1,7 +1,6 @@
 """Host memory reuse (flan_t5x/host_memory.py): XLA:CPU's freed buffers are not faulted in anew each call."""
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import pytest
 from flan_t5x import host_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GLIBC = platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc'
+GLIBC = host_memory.is_glibc()
 needs_glibc = pytest.mark.skipif(not GLIBC or bool(host_memory.accelerator_kinds_present()),
                                  reason='glibc malloc parameters, applied on hosts without accelerators')
 
