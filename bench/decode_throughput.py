@@ -138,6 +138,7 @@ def main() -> None:
   parser.add_argument('--no_peer', action='store_true')
   hardware.add_host_memory_arguments(parser)
   args = parser.parse_args()
+  hardware.check_host_memory_argument(parser, args)
   peer_settings = hardware.peer_malloc_settings(args)
   if args.no_peer:
     peer_settings = []

@@ -32,14 +32,18 @@ from flan_t5x import host_memory  # pylint: disable=g-import-not-at-top,wrong-im
 PEER_MALLOC_CHOICES = ('default', 'kept', 'both')
 
 
-def add_host_memory_arguments(parser: argparse.ArgumentParser) -> None:
-  """--keep_freed_host_memory (ours) and --peer_malloc (the torch peer): the two sides' glibc settings."""
+def add_host_memory_arguments(parser: argparse.ArgumentParser, peer: bool = True) -> None:
+  """--keep_freed_host_memory (ours) and, with `peer`, --peer_malloc (the torch peer): the two sides'
+  glibc settings. Ours is applied before argparse runs (`keep_freed_host_memory_unless_disabled`);
+  `check_host_memory_argument` checks that the parsed value agrees."""
   parser.add_argument('--keep_freed_host_memory', action=argparse.BooleanOptionalAction, default=True,
                       help='ours: glibc keeps freed memory for reuse (flan_t5x/host_memory.py), as '
-                           "flan_t5x's jobs do on CPU-only hosts")
-  parser.add_argument('--peer_malloc', choices=PEER_MALLOC_CHOICES, default='both',
-                      help="the peer with glibc's defaults (what a torch user gets), with the same "
-                           'settings as ours (kept), or both, each in its own child process')
+                           "flan_t5x's jobs do on CPU-only hosts; --no-keep_freed_host_memory (in full): "
+                           "glibc's defaults")
+  if peer:
+    parser.add_argument('--peer_malloc', choices=PEER_MALLOC_CHOICES, default='both',
+                        help="the peer with glibc's defaults (what a torch user gets), with the same "
+                             'settings as ours (kept), or both, each in its own child process')
 
 
 def keep_freed_host_memory_unless_disabled(argv: list[str]) -> bool:
@@ -47,6 +51,14 @@ def keep_freed_host_memory_unless_disabled(argv: list[str]) -> bool:
   threads first allocate: host_memory.py): keep freed memory, as the jobs do, unless `argv` has
   --no-keep_freed_host_memory. True if applied."""
   return '--no-keep_freed_host_memory' not in argv and host_memory.keep_freed_memory()
+
+
+def check_host_memory_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """An error where the parsed --keep_freed_host_memory disagrees with what the top of the benchmark
+  applied: argparse accepts an abbreviation (--no-keep) that the check of the raw argv does not see."""
+  if not args.keep_freed_host_memory and host_memory.applied():
+    parser.error('spell --no-keep_freed_host_memory out in full: it is read from the command line '
+                 'before JAX starts, where abbreviations are not recognized')
 
 
 def peer_malloc_settings(args: argparse.Namespace) -> list[bool]:

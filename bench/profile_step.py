@@ -115,10 +115,9 @@ def main() -> None:
   parser.add_argument('--new_tokens', type=int, default=32, help='decoded tokens per call')
   parser.add_argument('--steps', type=int, default=3, help='profiled train steps or decode calls')
   parser.add_argument('--top', type=int, default=25)
-  parser.add_argument('--keep_freed_host_memory', action=argparse.BooleanOptionalAction, default=True,
-                      help="glibc keeps freed memory for reuse, as flan_t5x's jobs do on CPU hosts "
-                           '(flan_t5x/host_memory.py)')
-  args = parser.parse_args()  # --keep_freed_host_memory: applied (or not) at the top of this file
+  hardware.add_host_memory_arguments(parser, peer=False)
+  args = parser.parse_args()
+  hardware.check_host_memory_argument(parser, args)
   print(hardware.summary_line(hardware.machine_record()), flush=True)
   if args.decode:
     from decode_throughput import flan_t5_small  # pylint: disable=g-import-not-at-top

@@ -93,6 +93,7 @@ def main():
   parser.add_argument('--steps', type=int, default=5)
   hardware.add_host_memory_arguments(parser)
   args = parser.parse_args()
+  hardware.check_host_memory_argument(parser, args)
   peer_settings = hardware.peer_malloc_settings(args)
   print(hardware.summary_line(hardware.machine_record()), flush=True)
   peak = hardware.machine_record()['xla_matmul_peak_flops']

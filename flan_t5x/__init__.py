@@ -10,7 +10,7 @@ def _tf_log_level() -> str:
   lines at import and first ops (CPU instruction sets, oneDNN's numerics note) and, on a machine
   without a GPU driver, `failed call to cuInit` as an error at its first op. Its real failures
   reach Python as exceptions. TF_CPP_MIN_LOG_LEVEL set by the user is kept."""
-  has_gpu_driver = any(os.path.exists(p) for p in ('/dev/nvidiactl', '/dev/nvidia0', '/dev/kfd'))
+  has_gpu_driver = any(os.path.exists(p) for p in _host_memory.GPU_DEVICE_FILES)
   return '1' if has_gpu_driver else '3'
 
 

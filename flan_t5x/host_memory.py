@@ -44,6 +44,9 @@ JOB_MODULES = frozenset(f'flan_t5x.{job}' for job in ('train', 'eval', 'infer', 
 FLAG = 'keep_freed_host_memory'
 _OFF_VALUES = frozenset({'false', '0', 'no', 'f', 'n'})
 
+# Device files of an NVIDIA or ROCm GPU driver.
+GPU_DEVICE_FILES = ('/dev/nvidiactl', '/dev/nvidia0', '/dev/kfd')
+
 _applied = False
 
 
@@ -88,7 +91,7 @@ def applied() -> bool:
 def accelerator_kinds_present() -> list[str]:
   """'GPU' / 'TPU' where this machine has their device files (NVIDIA or ROCm driver; TPU chips)."""
   kinds = []
-  if any(os.path.exists(p) for p in ('/dev/nvidiactl', '/dev/nvidia0', '/dev/kfd')):
+  if any(os.path.exists(p) for p in GPU_DEVICE_FILES):
     kinds.append('GPU')
   if glob.glob('/dev/accel*') or os.path.isdir('/dev/vfio') or os.environ.get('TPU_WORKER_HOSTNAMES'):
     kinds.append('TPU')

@@ -79,7 +79,7 @@ def initialize(multiprocess: bool | None = None, coordinator_address: str | None
   only if nothing ran TensorFlow or JAX before it.
   """
   keep = keep_freed_host_memory if keep_freed_host_memory is not None else _flag('keep_freed_host_memory')
-  if keep is not False and not host_memory.accelerator_kinds_present():
+  if keep is not False and not host_memory.applied() and not host_memory.accelerator_kinds_present():
     host_memory.keep_freed_memory()
   import jax  # pylint: disable=g-import-not-at-top
   _hide_accelerators_from_tensorflow()
