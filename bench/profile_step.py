@@ -7,10 +7,15 @@ flax module and pass (forward / backward) and by thread.
 The method of docs/performance.md, as a script: a perfetto trace of `--steps` steps (after a
 warm-up), each thunk joined with the optimized HLO's `op_name` metadata, summed per step. With
 `--decode` the run is a decode call of bench/decode_throughput.py's case, and the thunks that run
-once per decoded token (the while loop's body) are also summed per decoder step. The
-"threads" column says on how many threads a thunk's events ran; "busy" is the sum of thunk
-time per wall second of the step (above 1: thunks overlapped on several cores). Writes JSON to
-bench/results/.
+once per decoded token (the while loop's body) are also summed per decoder step. Columns:
+- "wall": each instant of the step split evenly among the thunks running then, plus the gaps in
+  which none runs, given to the thunk that ended last (an Eigen dot's work runs after its event
+  ends); "of which untraced" is that gap time. The wall column adds up to the step's traced span
+  (bench/thunk_timeline.py says why thunk durations alone do not).
+- "thunk time": the events' durations summed, as the profiler reports them.
+- "matmul GFLOP/s": the module's dot FLOPs (from the optimized HLO) per second of its wall time.
+- "threads": on how many threads its events ran; "busy" is thunk time per wall second.
+Writes JSON to bench/results/.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ hardware.keep_freed_host_memory_unless_disabled(sys.argv)  # before JAX or Tenso
 
 import bench_results  # noqa: E402
 import jax  # noqa: E402
+import thunk_timeline  # noqa: E402
 
 _OP_NAME = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name="([^"]*)"', re.M)
 _FUSION_CALL = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?calls=%?([\w.\-]+)', re.M)
@@ -72,7 +78,7 @@ def _traced(run, calls: int):
 
 
 def _train_step(model_name: str):
-  """(labels, run one step) for the train benchmarks' trainer, warmed up."""
+  """(optimized HLO text, run one step) for the train benchmarks' trainer, warmed up."""
   from synthetic_training import MODEL_DIMS, benchmark_trainer, synthetic_batch  # pylint: disable=g-import-not-at-top
   vocab = MODEL_DIMS[model_name][-1]
   trainer = benchmark_trainer(model_name, 8, 512, 128)
@@ -85,11 +91,11 @@ def _train_step(model_name: str):
     box[0], metrics = trainer.train_step(box[0], batch)
     jax.block_until_ready((box[0], metrics))
   run()
-  return _hlo_labels(compiled.as_text()), run
+  return compiled.as_text(), run
 
 
 def _decode_call(method: str, batch: int, input_length: int, new_tokens: int, config):
-  """(labels, run one decode call): bench/decode_throughput.py's case, EOS out of reach."""
+  """(optimized HLO text, run one decode call): bench/decode_throughput.py's case, EOS out of reach."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from decode_throughput import params_without_eos  # pylint: disable=g-import-not-at-top
   from flan_t5x import decoding, network  # pylint: disable=g-import-not-at-top
@@ -102,7 +108,23 @@ def _decode_call(method: str, batch: int, input_length: int, new_tokens: int, co
   compiled = fn.lower(params, inputs, key).compile()
   run = lambda: jax.block_until_ready(fn(params, inputs, key))
   run()
-  return _hlo_labels(compiled.as_text()), run
+  return compiled.as_text(), run
+
+
+def _wall_by_module(events, labels, flops, loops, calls):
+  """(wall ms, untraced ms, matmul FLOPs) per pass and module, per call (bench/thunk_timeline.py)."""
+  leaves = [e for e in events if e.get('name', '').split(':')[0] in labels and e['name'].split(':')[0] not in loops]
+  wall, untraced, dots = collections.defaultdict(float), collections.defaultdict(float), collections.defaultdict(float)
+  for event, share, gap in zip(leaves, *thunk_timeline.wall_shares(leaves)):
+    base = event['name'].split(':')[0]
+    wall[labels[base]] += (share + gap) / 1e3 / calls
+    untraced[labels[base]] += gap / 1e3 / calls
+    dots[labels[base]] += flops.get(base, 0.0) / calls
+  return wall, untraced, dots
+
+
+def _gflops(flops: float, ms: float) -> str:
+  return f'{flops / ms / 1e6:.1f}' if flops and ms else '-'
 
 
 def main() -> None:
@@ -122,17 +144,19 @@ def main() -> None:
   if args.decode:
     from decode_throughput import flan_t5_small  # pylint: disable=g-import-not-at-top
     what = f'{args.decode} decode, batch {args.batch}, input {args.input_length}, {args.new_tokens} tokens'
-    labels, run = _decode_call(args.decode, args.batch, args.input_length, args.new_tokens, flan_t5_small())
+    hlo_text, run = _decode_call(args.decode, args.batch, args.input_length, args.new_tokens, flan_t5_small())
   else:
     what = f'{args.model} train step'
-    labels, run = _train_step(args.model)
+    hlo_text, run = _train_step(args.model)
+  labels, flops, loops = _hlo_labels(hlo_text), thunk_timeline.dot_flops(hlo_text), thunk_timeline.control_flow(hlo_text)
   events, wall_s = _traced(run, args.steps)
+  wall_by_label, untraced_by_label, flops_by_label = _wall_by_module(events, labels, flops, loops, args.steps)
   by_label, threads, by_thunk, calls = (collections.defaultdict(float), collections.defaultdict(set),
                                         collections.Counter(), collections.Counter())
   total_us = 0.0
   for event in events:
     base = event.get('name', '').split(':')[0]
-    if base not in labels:
+    if base not in labels or base in loops:  # a loop's thunk spans its body's thunks
       continue
     label = labels[base]
     by_label[label] += event['dur']
@@ -143,9 +167,16 @@ def main() -> None:
   per_call = {k: v / 1e3 / args.steps for k, v in by_label.items()}
   print(f"\n{what}: {wall_s * 1e3:.1f} ms per call (wall); thunks {total_us / 1e3 / args.steps:.1f} ms per "
         f"call, busy {total_us / 1e6 / args.steps / wall_s:.2f}\n")
-  print('| pass and module | ms per call | share of thunk time | threads |\n|---|---|---|---|')
-  for label, ms in sorted(per_call.items(), key=lambda kv: -kv[1])[:args.top]:
-    print(f'| {label} | {ms:.1f} | {ms * 1e3 * args.steps / total_us:.1%} | {len(threads[label])} |')
+  traced_ms = sum(wall_by_label.values())
+  matmul_ms = sum(ms for label, ms in wall_by_label.items() if flops_by_label[label])
+  print(f'traced span {traced_ms:.1f} ms per call, of which untraced (asynchronous dots) '
+        f'{sum(untraced_by_label.values()):.1f} ms; matmuls {sum(flops_by_label.values()) / 1e9:.1f} GFLOP in '
+        f'{matmul_ms:.1f} ms ({_gflops(sum(flops_by_label.values()), matmul_ms)} GFLOP/s)\n')
+  print('| pass and module | wall ms per call | of which untraced | thunk time | matmul GFLOP/s | threads |\n'
+        '|---|---|---|---|---|---|')
+  for label, ms in sorted(wall_by_label.items(), key=lambda kv: -kv[1])[:args.top]:
+    print(f'| {label} | {ms:.1f} | {untraced_by_label[label]:.1f} | {per_call.get(label, 0.0):.1f} | '
+          f'{_gflops(flops_by_label[label], ms)} | {len(threads[label])} |')
   print('\nlongest thunks (ms per call, runs per call): ' + ', '.join(
       f'{k} {v / 1e3 / args.steps:.1f} ({calls[k] // args.steps})' for k, v in by_thunk.most_common(12)))
   loop = {}
@@ -163,7 +194,9 @@ def main() -> None:
   path = bench_results.write_json('profile_step', {
       'case': what, 'model': None if args.decode else args.model, 'decode': args.decode, 'calls': args.steps,
       'wall_ms_per_call': wall_s * 1e3, 'thunk_ms_per_call': total_us / 1e3 / args.steps,
-      'by_module_ms_per_call': per_call, **loop,
+      'by_module_ms_per_call': per_call, 'by_module_wall_ms_per_call': dict(wall_by_label),
+      'by_module_untraced_ms_per_call': dict(untraced_by_label),
+      'by_module_matmul_gflop_per_call': {k: v / 1e9 for k, v in flops_by_label.items() if v}, **loop,
       'top_thunks_ms_per_call': {k: v / 1e3 / args.steps for k, v in by_thunk.most_common(50)}})
   print(f'wrote {path}')
 

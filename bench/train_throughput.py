@@ -2,8 +2,10 @@
 
   .venv/bin/python bench/train_throughput.py [--models tiny,flan_t5_small] [--steps 5]
 
-MFU = (XLA's FLOP count of one compiled train step / step time) / measured
-peak, where the peak is the best fp32 2048x2048 matmul rate on this machine.
+MFU = (the model's FLOPs per train step / step time) / measured peak, where the FLOPs are XLA's
+count for the step with the full-logits loss (synthetic_training.model_step_flops: XLA counts the
+chunked loss's loop body once; `compiled_step_flops` in the JSON is that count) and the peak is the
+best fp32 2048x2048 matmul rate on this machine.
 If `torch` and `transformers` are installed (`.[bench]`), Hugging Face T5
 (T5.1.1 config, gated-GELU, untied head) trained with torch AdamW is timed on
 the same shapes as a peer, in a child process (flan_t5x.hf_peer: torch next to
@@ -32,7 +34,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import bench_results  # noqa: E402
 from hardware import compiled_peak_bytes, ratio_at_full_mfu  # noqa: E402
-from synthetic_training import MODEL_DIMS, benchmark_trainer, synthetic_batch, timed_train_steps  # noqa: E402
+from synthetic_training import MODEL_DIMS, benchmark_trainer, model_step_flops, synthetic_batch, timed_train_steps  # noqa: E402
 
 from flan_t5x import hf_peer_client  # noqa: E402
 
@@ -47,13 +49,14 @@ def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int, dty
   compiled = trainer._train_step.lower(state, trainer.frozen_params, sharded, jax.random.PRNGKey(0)).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  step_flops = float(cost.get('flops', 0.0))
+  step_flops = model_step_flops(name, batch, inputs, targets, dtype)
   step_memory = compiled_peak_bytes(compiled)
   state, metrics, times, cores_busy = timed_train_steps(trainer, state, local, steps)
   step_time = float(np.median(times))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   return {'model': name, 'dtype': dtype, 'params': int(num_params), 'step_time_s': step_time,
           'tokens_per_s': batch * (inputs + targets) / step_time, 'step_flops': step_flops,
+          'compiled_step_flops': float(cost.get('flops', 0.0)),
           'cores_busy': cores_busy,
           'achieved_flops_per_s': step_flops / step_time, 'loss': float(metrics['loss']),
           'compiled_step_peak_mib': step_memory / 2**20 if step_memory is not None else None}

@@ -7,7 +7,9 @@ starts), the default flags first, then each set, then the default again: the pee
 flags measured in the same run, before and after, so drift shows. Cases: `train:<model>` (batch 8,
 inputs 512 / targets 128, as bench/train_throughput.py), `greedy:<batch>` / `beam:<batch>`
 (FLAN-T5-small config, input 128, 32 new tokens, as bench/decode_throughput.py). Values are the
-median of `--steps` timed calls after a warm-up. Writes bench/results/xla_flags_<time>.json.
+median of `--steps` timed calls after a warm-up. Every child keeps freed host memory, as the jobs do
+on CPU hosts (flan_t5x/host_memory.py; --no-keep_freed_host_memory: glibc's defaults in every
+child). Writes bench/results/xla_flags_<time>.json.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import bench_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 import hardware  # noqa: E402
+
+hardware.keep_freed_host_memory_unless_disabled(sys.argv)  # before JAX or TensorFlow start threads
 
 DEFAULT_FLAG_SETS = {
     'ynn_eltwise_reduce': '--xla_cpu_experimental_ynn_fusion_type=individual_dot,eltwise,reduce',
@@ -73,10 +77,12 @@ def child(case: str, steps: int) -> dict:
   return _train_case(arg, steps) if kind == 'train' else _decode_case(kind, int(arg), steps)
 
 
-def run_child(case: str, flags: str, steps: int) -> dict:
+def run_child(case: str, flags: str, steps: int, keep_freed_host_memory: bool) -> dict:
   env = dict(os.environ, XLA_FLAGS=' '.join(f for f in (os.environ.get('XLA_FLAGS', ''), flags) if f))
-  proc = subprocess.run([sys.executable, __file__, '--child', case, '--steps', str(steps)], env=env,
-                        capture_output=True, text=True, check=False)
+  command = [sys.executable, __file__, '--child', case, '--steps', str(steps)]
+  if not keep_freed_host_memory:
+    command.append('--no-keep_freed_host_memory')
+  proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
   if proc.returncode != 0:
     return {'error': proc.stderr[-1500:]}
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -88,7 +94,9 @@ def main() -> None:
   parser.add_argument('--flag_sets', nargs='*', default=None, help='NAME=FLAGS (default: a built-in list)')
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
+  hardware.add_host_memory_arguments(parser, peer=False)
   args = parser.parse_args()
+  hardware.check_host_memory_argument(parser, args)
   if args.child:
     print(json.dumps(child(args.child, args.steps)), flush=True)
     return
@@ -97,9 +105,10 @@ def main() -> None:
   rows = []
   print('| case | flags | seconds per call | default before / after | default / flags |\n|---|---|---|---|---|')
   for case in args.cases.split(','):
-    before = run_child(case, '', args.steps)
-    measured = {name: run_child(case, flags, args.steps) for name, flags in flag_sets.items()}
-    after = run_child(case, '', args.steps)
+    run = lambda flags: run_child(case, flags, args.steps, args.keep_freed_host_memory)  # pylint: disable=cell-var-from-loop
+    before = run('')
+    measured = {name: run(flags) for name, flags in flag_sets.items()}
+    after = run('')
     default_s = min(before.get('seconds', float('inf')), after.get('seconds', float('inf')))
     for name, result in measured.items():
       row = {'case': case, 'flag_set': name, 'flags': flag_sets[name], 'result': result,

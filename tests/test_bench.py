@@ -15,6 +15,7 @@ from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 import hardware  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import thunk_timeline  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def readme_smoke_commands() -> list[str]:
@@ -56,6 +57,9 @@ def test_smoke_commands_run_as_written_and_record_the_machine(repo_copy):
     if name == "train_throughput":
       [run] = result["runs"]
       assert run["ours"]["tokens_per_s"] > 0 and 0 < run["ours"]["mfu"] < 1
+      # tiny's vocabulary is one loss chunk, so the model's FLOPs (the full-logits twin, before XLA's
+      # optimizations) and XLA's count for the executable agree.
+      assert run["ours"]["step_flops"] == pytest.approx(run["ours"]["compiled_step_flops"], rel=0.01)
       if run["peer"]:  # the ceiling: ours/peer with our FLOPs at the measured peak
         assert run["ratio_at_full_mfu"] == pytest.approx(run["ratio_ours_over_peer"] / run["ours"]["mfu"])
     else:
@@ -133,3 +137,42 @@ def test_profile_step_sums_a_train_step_and_a_decode_loop_by_module(repo_copy):
       assert any(m.startswith("forward loop decoder/layers_N/mlp") for m in modules), sorted(modules)
     else:
       assert any(m.startswith("backward encoder/layers_N/attention") for m in modules), sorted(modules)
+
+
+# A hand-written optimized-HLO excerpt: a fusion calling a (4, 3) x (3, 5) dot, a plain batched dot,
+# and a while loop whose thunk spans its body's.
+_HLO = """
+%fused_computation.7 (param_0: f32[4,3], param_1: f32[3,5]) -> f32[4,5] {
+  %param_0 = f32[4,3]{1,0} parameter(0)
+  %param_1 = f32[3,5]{1,0} parameter(1)
+  ROOT %dot.3 = f32[4,5]{1,0} dot(%param_0, %param_1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (a: f32[4,3], b: f32[3,5], s: f32[6,8,2]) -> f32[4,5] {
+  %a = f32[4,3]{1,0} parameter(0)
+  %b = f32[3,5]{1,0} parameter(1)
+  %s = f32[6,8,2]{2,1,0} parameter(2)
+  %ynn_fusion.7 = f32[4,5]{1,0} fusion(%a, %b), kind=kCustom, calls=%fused_computation.7
+  %dot_general.9 = f32[6,2,2]{2,1,0} dot(%s, %s), lhs_batch_dims={0}, lhs_contracting_dims={1}, rhs_batch_dims={0}, rhs_contracting_dims={1}
+  %while.2 = (s32[], f32[4,5]{1,0}) while(%t), condition=%cond, body=%body
+  ROOT %add.1 = f32[4,5]{1,0} add(%ynn_fusion.7, %ynn_fusion.7)
+}
+"""
+
+
+def test_thunk_timeline_counts_dot_flops_of_fusions_and_plain_dots():
+  flops = thunk_timeline.dot_flops(_HLO)
+  assert flops["ynn_fusion.7"] == 2 * 4 * 5 * 3
+  assert flops["dot_general.9"] == 2 * (6 * 2 * 2) * 8
+  assert "add.1" not in flops and "while.2" not in flops
+  assert thunk_timeline.control_flow(_HLO) == {"while.2"}
+
+
+def test_thunk_timeline_splits_overlap_and_gives_gaps_to_the_thunk_before():
+  events = [{"ts": 0, "dur": 10},    # alone 0-4, with the second 4-10
+            {"ts": 4, "dur": 8},     # shared 4-10, alone 10-12, then a gap until 20
+            {"ts": 20, "dur": 5}]    # alone
+  shares, gaps = thunk_timeline.wall_shares(events)
+  assert shares == [4 + 3, 3 + 2, 5]
+  assert gaps == [0, 8, 0]
+  assert sum(shares) + sum(gaps) == 25  # the span from the first start to the last end
