@@ -9,8 +9,8 @@ warm-up), each thunk joined with the optimized HLO's `op_name` metadata, summed 
 `--decode` the run is a decode call of bench/decode_throughput.py's case, and the thunks that run
 once per decoded token (the while loop's body) are also summed per decoder step. Columns:
 - "wall": each instant of the step split evenly among the thunks running then, plus the gaps in
-  which none runs, given to the thunk that ended last (an Eigen dot's work runs after its event
-  ends); "of which untraced" is that gap time. The wall column adds up to the step's traced span
+  which none runs, given to the plain (Eigen) dot that ended last before them, whose work runs
+  after its event ends; "of which untraced" is that gap time. The wall column adds up to the step's traced span
   (bench/thunk_timeline.py says why thunk durations alone do not).
 - "thunk time": the events' durations summed, as the profiler reports them.
 - "matmul GFLOP/s": the module's dot FLOPs (from the optimized HLO) per second of its wall time.
@@ -115,7 +115,9 @@ def _wall_by_module(events, labels, flops, loops, calls):
   """(wall ms, untraced ms, matmul FLOPs) per pass and module, per call (bench/thunk_timeline.py)."""
   leaves = [e for e in events if e.get('name', '').split(':')[0] in labels and e['name'].split(':')[0] not in loops]
   wall, untraced, dots = collections.defaultdict(float), collections.defaultdict(float), collections.defaultdict(float)
-  for event, share, gap in zip(leaves, *thunk_timeline.wall_shares(leaves)):
+  # Plain dot thunks (not fusions) are Eigen's, which may finish after their event ends.
+  asynchronous = [e['name'].startswith(('dot.', 'dot_general.')) for e in leaves]
+  for event, share, gap in zip(leaves, *thunk_timeline.wall_shares(leaves, asynchronous)):
     base = event['name'].split(':')[0]
     wall[labels[base]] += (share + gap) / 1e3 / calls
     untraced[labels[base]] += gap / 1e3 / calls

@@ -7,7 +7,8 @@ A trace's thunk durations do not add up to the step's wall time, for two reasons
 - Some thunks finish asynchronously: an Eigen dot (XLA:CPU's dot when YNNPACK declines the layout,
   such as a kernel gradient `x^T @ dy`) queues its work on the thread pool, and its event ends when
   the work is queued. Its time shows as a gap in which no thunk runs. `wall_shares` gives each gap to
-  the thunk that ended last before it, as "untraced" time.
+  the asynchronous thunk that ended last before it (or, with none, to the thunk that ended last), as
+  "untraced" time. Which dot owns a gap is a guess when two were queued before it.
 
 Pure functions of the trace's events and the HLO text (no JAX), so they are tested on hand-written
 inputs (tests/test_bench.py).
@@ -58,31 +59,36 @@ def control_flow(hlo_text: str) -> set[str]:
   return {name for name, _ in _CONTROL_FLOW.findall(hlo_text)}
 
 
-def wall_shares(events: Sequence[dict]) -> tuple[list[float], list[float]]:
+def wall_shares(events: Sequence[dict], asynchronous: Sequence[bool] | None = None
+                ) -> tuple[list[float], list[float]]:
   """(share of wall time, untraced gap after) per event, in the events' time units.
 
-  `events` are leaf thunks with `ts` and `dur`. A share is the event's duration divided among the
-  events running at each instant. The gap after an event is the time from its end until the next
-  event starts while none runs (asynchronous work it queued). Shares plus gaps add up to the span
-  from the first start to the last end.
+  `events` are leaf thunks with `ts` and `dur`; `asynchronous[i]` says whether event i may leave
+  work running after it ends (default: none). A share is the event's duration divided among the
+  events running at each instant. A gap in which no event runs goes to the asynchronous event that
+  ended last before it, else to the event that ended last. Shares plus gaps add up to the span from
+  the first start to the last end.
   """
+  asynchronous = asynchronous or [False] * len(events)
   share = [0.0] * len(events)
   gap_after = [0.0] * len(events)
   points = sorted([(e['ts'], 1, i) for i, e in enumerate(events)] +
                   [(e['ts'] + e['dur'], -1, i) for i, e in enumerate(events)], key=lambda p: (p[0], p[1]))
   active: set[int] = set()
-  last_time, last_ended = None, None
+  last_time, last_ended, last_async_ended = None, None, None
   for time, kind, index in points:
     if last_time is not None and time > last_time:
       if active:
         for running in active:
           share[running] += (time - last_time) / len(active)
       elif last_ended is not None:
-        gap_after[last_ended] += time - last_time
+        gap_after[last_ended if last_async_ended is None else last_async_ended] += time - last_time
     last_time = time
     if kind == 1:
       active.add(index)
     else:
       active.discard(index)
       last_ended = index
+      if asynchronous[index]:
+        last_async_ended = index
   return share, gap_after

@@ -176,3 +176,6 @@ def test_thunk_timeline_splits_overlap_and_gives_gaps_to_the_thunk_before():
   assert shares == [4 + 3, 3 + 2, 5]
   assert gaps == [0, 8, 0]
   assert sum(shares) + sum(gaps) == 25  # the span from the first start to the last end
+  # Marked asynchronous, the first event (a dot whose work outlives its event) owns the gap instead.
+  shares, gaps = thunk_timeline.wall_shares(events, [True, False, False])
+  assert gaps == [8, 0, 0]
