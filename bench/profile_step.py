@@ -10,8 +10,8 @@ warm-up), each thunk joined with the optimized HLO's `op_name` metadata, summed 
 once per decoded token (the while loop's body) are also summed per decoder step. Columns:
 - "wall": each instant of the step split evenly among the thunks running then, plus the gaps in
   which none runs, given to the plain (Eigen) dot that ended last before them, whose work runs
-  after its event ends; "of which untraced" is that gap time. The wall column adds up to the step's traced span
-  (bench/thunk_timeline.py says why thunk durations alone do not).
+  after its event ends; "of which untraced" is that gap time. The wall column adds up to the
+  step's traced span (bench/thunk_timeline.py says why thunk durations alone do not).
 - "thunk time": the events' durations summed, as the profiler reports them.
 - "matmul GFLOP/s": the module's dot FLOPs (from the optimized HLO) per second of its wall time.
 - "threads": on how many threads its events ran; "busy" is thunk time per wall second.
