@@ -150,7 +150,8 @@ def main() -> None:
   else:
     what = f'{args.model} train step'
     hlo_text, run = _train_step(args.model)
-  labels, flops, loops = _hlo_labels(hlo_text), thunk_timeline.dot_flops(hlo_text), thunk_timeline.control_flow(hlo_text)
+  labels, flops = _hlo_labels(hlo_text), thunk_timeline.dot_flops(hlo_text)
+  loops = thunk_timeline.control_flow(hlo_text)
   events, wall_s = _traced(run, args.steps)
   wall_by_label, untraced_by_label, flops_by_label = _wall_by_module(events, labels, flops, loops, args.steps)
   by_label, threads, by_thunk, calls = (collections.defaultdict(float), collections.defaultdict(set),

@@ -45,8 +45,8 @@ def model_step_flops(name: str, batch: int, inputs: int, targets: int, dtype: st
   trainer = benchmark_trainer(name, batch, inputs, targets, dtype, loss_vocab_chunk_width=None)
   state = jax.eval_shape(trainer.init_state)
   local = synthetic_batch(batch, inputs, targets, MODEL_DIMS[name][-1])
-  lowered = trainer._train_step.lower(state, trainer.frozen_params, trainer.partitioner.shard_batch(local),  # pylint: disable=protected-access
-                                      jax.random.PRNGKey(0))
+  sharded = trainer.partitioner.shard_batch(local)
+  lowered = trainer._train_step.lower(state, trainer.frozen_params, sharded, jax.random.PRNGKey(0))  # pylint: disable=protected-access
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost['flops'])
