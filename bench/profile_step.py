@@ -41,7 +41,6 @@ import jax  # noqa: E402
 import thunk_timeline  # noqa: E402
 
 _OP_NAME = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name="([^"]*)"', re.M)
-_FUSION_CALL = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?calls=%?([\w.\-]+)', re.M)
 
 
 def _module_of(op_name: str) -> str:
@@ -58,7 +57,7 @@ def _module_of(op_name: str) -> str:
 
 def _hlo_labels(hlo_text: str) -> dict[str, str]:
   labels = {name: _module_of(op) for name, op in _OP_NAME.findall(hlo_text)}
-  for name, called in _FUSION_CALL.findall(hlo_text):
+  for name, called in thunk_timeline.FUSION_CALL.findall(hlo_text):
     labels.setdefault(name, labels.get(called, 'unlabelled'))
   return labels
 
@@ -111,9 +110,8 @@ def _decode_call(method: str, batch: int, input_length: int, new_tokens: int, co
   return compiled.as_text(), run
 
 
-def _wall_by_module(events, labels, flops, loops, calls):
+def _wall_by_module(leaves, labels, flops, calls):
   """(wall ms, untraced ms, matmul FLOPs) per pass and module, per call (bench/thunk_timeline.py)."""
-  leaves = [e for e in events if e.get('name', '').split(':')[0] in labels and e['name'].split(':')[0] not in loops]
   wall, untraced, dots = collections.defaultdict(float), collections.defaultdict(float), collections.defaultdict(float)
   # Plain dot thunks (not fusions) are Eigen's, which may finish after their event ends.
   asynchronous = [e['name'].startswith(('dot.', 'dot_general.')) for e in leaves]
@@ -153,14 +151,14 @@ def main() -> None:
   labels, flops = _hlo_labels(hlo_text), thunk_timeline.dot_flops(hlo_text)
   loops = thunk_timeline.control_flow(hlo_text)
   events, wall_s = _traced(run, args.steps)
-  wall_by_label, untraced_by_label, flops_by_label = _wall_by_module(events, labels, flops, loops, args.steps)
+  # Leaf thunks: a loop's thunk spans its body's thunks.
+  leaves = [e for e in events if e.get('name', '').split(':')[0] in labels and e['name'].split(':')[0] not in loops]
+  wall_by_label, untraced_by_label, flops_by_label = _wall_by_module(leaves, labels, flops, args.steps)
   by_label, threads, by_thunk, calls = (collections.defaultdict(float), collections.defaultdict(set),
                                         collections.Counter(), collections.Counter())
   total_us = 0.0
-  for event in events:
-    base = event.get('name', '').split(':')[0]
-    if base not in labels or base in loops:  # a loop's thunk spans its body's thunks
-      continue
+  for event in leaves:
+    base = event['name'].split(':')[0]
     label = labels[base]
     by_label[label] += event['dur']
     by_thunk[base] += event['dur']

@@ -23,7 +23,8 @@ from typing import Sequence
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = (\w+)\[([\d,]*)\][^ ]* ([\w\-]+)\(', re.M)
 _CONTROL_FLOW = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?\s(while|conditional|call)\(', re.M)
 _COMPUTATION = re.compile(r'^%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}', re.M | re.S)
-_CALLS = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?\bcalls=%?([\w.\-]+)', re.M)
+# A fusion and the computation it calls (while, call and conditional name theirs otherwise).
+FUSION_CALL = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?calls=%?([\w.\-]+)', re.M)
 _DOT = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = \w+\[([\d,]*)\][^ ]* dot\(%?([\w.\-]+), %?[\w.\-]+\)'
                   r'[^\n]*?lhs_contracting_dims=\{([\d,]*)\}', re.M)
 
@@ -47,9 +48,8 @@ def dot_flops(hlo_text: str) -> dict[str, float]:
     total = sum(flops.get(name, 0.0) for name in re.findall(r'^\s*(?:ROOT )?%?([\w.\-]+) = ', body, re.M))
     if total:
       by_computation[computation] = total
-  loops = control_flow(hlo_text)
-  for name, called in _CALLS.findall(hlo_text):
-    if called in by_computation and name not in loops:
+  for name, called in FUSION_CALL.findall(hlo_text):
+    if called in by_computation:
       flops[name] = by_computation[called]
   return flops
 
