@@ -1,6 +1,7 @@
 """Host memory reuse (flan_t5x/host_memory.py): XLA:CPU's freed buffers are not faulted in anew each call."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -15,9 +16,11 @@ needs_glibc = pytest.mark.skipif(not GLIBC or bool(host_memory.accelerator_kinds
 
 # A fresh process, set up as a job starts: the settings first, then what `python -m flan_t5x.train`
 # imports, then JAX's backend. Each call of `f` allocates 64 MiB buffers (output and temporaries).
-# Counted: the page faults of calls 21-30. Under glibc's defaults the buffers are unmapped after
-# each call and faulted in again by the next; kept, the heap takes a few calls to grow to a size
-# every call fits in (buffers are freed asynchronously), then calls fault nothing.
+# Counted: the page faults of each of calls 11-40. Under glibc's defaults the buffers are unmapped
+# after each call and faulted in again by the next, so every call faults. Kept, most calls fault
+# nothing; a few still grow the heap by a buffer, because XLA frees buffers asynchronously and a
+# call may start before the last one's frees land (more often on a loaded machine), so the test
+# reads the median call, not the sum.
 _PROBE = r'''
 import json, resource, sys
 from flan_t5x import host_memory
@@ -27,13 +30,14 @@ from flan_t5x import gin_utils, runtime, train
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: jnp.cumsum(jnp.exp(x)[::-1]))
 x = jnp.ones((16 * 2**20,), jnp.float32)
-for _ in range(20):
-  f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
   f(x).block_until_ready()
-print(json.dumps({'faults': resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before,
-                  'applied': host_memory.applied()}))
+faults = []
+for _ in range(30):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  f(x).block_until_ready()
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({'faults': faults, 'applied': host_memory.applied()}))
 '''
 
 
@@ -56,8 +60,9 @@ def _probe(mode: str) -> dict:
 def test_kept_memory_is_not_faulted_in_again_each_call():
   default, kept = _probe('default'), _probe('keep')
   assert not default['applied'] and kept['applied']
-  assert default['faults'] > 10 * 16_384, default  # a 64 MiB buffer is 16,384 pages of 4 KiB
-  assert kept['faults'] < default['faults'] / 10, (kept, default)
+  buffer_pages = 16_384  # a 64 MiB buffer in pages of 4 KiB
+  assert min(default['faults']) > buffer_pages, default
+  assert statistics.median(kept['faults']) < buffer_pages / 100, (kept, default)
 
 
 @needs_glibc
