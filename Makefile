@@ -28,7 +28,7 @@ install-hf: $(HF_STAMP)
 # Two workers: JAX compiles and TF pipelines are mostly single-threaded, so 2 cores halve the wall time.
 TEST_WORKERS ?= 2
 
-# The default suite: everything but the end-to-end runs marked slow (about 7 min on 2 cores).
+# The default suite: everything but the end-to-end runs marked slow (about 14 min on 2 cores).
 test: $(STAMP)
 	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
 
