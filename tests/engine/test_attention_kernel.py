@@ -33,8 +33,11 @@ def _value_and_grads(fn, qkv, batch, position_bias, mask_bias, dropout, cotangen
 
 @pytest.mark.parametrize('use_bias,use_mask,use_dropout', [
     (True, True, False), (False, True, False), (True, True, True), (True, False, True)])
-@pytest.mark.parametrize('shape', [(2, 3, 5, 7, 4), (40, 1, 3, 3, 2)])  # (B, H, Q, K, D); B=40 > 32 sums with jnp.sum
+# (B, H, Q, K, D). B=40 > 32 sums with jnp.sum; D=33 > 32 takes the key/value gradients without the
+# transposed copy (attention_kernel._MAX_TRANSPOSED_HEAD_DIM).
+@pytest.mark.parametrize('shape', [(2, 3, 5, 7, 4), (40, 1, 3, 3, 2), (2, 2, 5, 6, 33)])
 def test_matches_reference_in_float32(shape, use_bias, use_mask, use_dropout):
+  assert (shape[-1] > attention_kernel._MAX_TRANSPOSED_HEAD_DIM) == (shape[-1] == 33)  # pylint: disable=protected-access
   batch = shape[0]
   qkv, bias, mask, dropout, cotangent = _inputs(*shape, jnp.float32)
   bias = bias if use_bias else None
