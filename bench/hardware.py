@@ -201,7 +201,8 @@ def summary_line(record: dict) -> str:
   load = record.get('load_average_at_start')
   if load:
     parts.append(f'load {load[0]:.2f}')
-  parts.append(f"commit {(record['commit'] or 'unknown')[:12]}")
+  commit = record['commit'] or 'unknown'
+  parts.append(f"commit {commit[:12]}{'+dirty' if commit.endswith('+dirty') else ''}")
   return 'machine: ' + '; '.join(p for p in parts if p)
 
 

@@ -79,6 +79,9 @@ def test_summary_line_names_avx512_hosts_and_missing_peaks():
   line = hardware.summary_line(record)
   assert "AMD EPYC 9R14 (family 25 model 17, AVX-512)" in line
   assert "XLA 206 GFLOP/s, torch not measured" in line and "XLA_FLAGS=(unset)" in line
+  assert line.endswith("commit unknown")
+  dirty = hardware.summary_line(dict(record, commit="0123456789abcdef0123456789abcdef01234567+dirty"))
+  assert dirty.endswith("commit 0123456789ab+dirty")
 
 
 def test_cpu_description_reads_this_machine():
