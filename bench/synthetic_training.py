@@ -47,9 +47,14 @@ def model_step_flops(name: str, batch: int, inputs: int, targets: int, dtype: st
   local = synthetic_batch(batch, inputs, targets, MODEL_DIMS[name][-1])
   sharded = trainer.partitioner.shard_batch(local)
   lowered = trainer._train_step.lower(state, trainer.frozen_params, sharded, jax.random.PRNGKey(0))  # pylint: disable=protected-access
-  cost = lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost['flops'])
+  return float(cost_analysis(lowered)['flops'])
+
+
+def cost_analysis(stage) -> dict:
+  """XLA's cost analysis of a lowered or compiled computation as one dict (some jax versions return a
+  list with one dict per device program)."""
+  cost = stage.cost_analysis()
+  return cost[0] if isinstance(cost, (list, tuple)) else cost
 
 
 def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int) -> dict[str, np.ndarray]:

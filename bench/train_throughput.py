@@ -34,7 +34,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import bench_results  # noqa: E402
 from hardware import compiled_peak_bytes, ratio_at_full_mfu  # noqa: E402
-from synthetic_training import MODEL_DIMS, benchmark_trainer, model_step_flops, synthetic_batch, timed_train_steps  # noqa: E402
+from synthetic_training import (MODEL_DIMS, benchmark_trainer, cost_analysis, model_step_flops, synthetic_batch,  # noqa: E402
+                                timed_train_steps)
 
 from flan_t5x import hf_peer_client  # noqa: E402
 
@@ -47,8 +48,7 @@ def bench_ours(name: str, batch: int, inputs: int, targets: int, steps: int, dty
   local = synthetic_batch(batch, inputs, targets, vocab)
   sharded = trainer.partitioner.shard_batch(local)
   compiled = trainer._train_step.lower(state, trainer.frozen_params, sharded, jax.random.PRNGKey(0)).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  cost = cost_analysis(compiled)
   step_flops = model_step_flops(name, batch, inputs, targets, dtype)
   step_memory = compiled_peak_bytes(compiled)
   state, metrics, times, cores_busy = timed_train_steps(trainer, state, local, steps)
