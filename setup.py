@@ -8,6 +8,10 @@ CACHE_REQUIRES = ["apache-beam[tfrecord]>=2.50", "sentencepiece>=0.2,<0.2.3"]
 # notebooks/: pandas for the DataFrame views (flan_tasks.inspect_views, flan_t5x.interactive), a Jupyter
 # kernel and nbclient to run them headless (`jupyter execute`, tests/test_notebooks.py).
 NOTEBOOK_REQUIRES = ["pandas>=2", "ipykernel>=6", "nbclient>=0.9", "nbformat>=5.9"]
+# `python -m flan_t5x.plan` compiles for Cloud TPU slices with libtpu's compiler, no TPU needed; jax[tpu]
+# brings the libtpu release that matches the installed jax. On a host with neither TPU nor GPU,
+# flan_t5x keeps JAX on the CPU so that the other jobs never load it (flan_t5x/__init__.py).
+TPU_REQUIRES = ["jax[tpu]>=0.4.35"]
 
 setuptools.setup(
     name="flan-t5x",
@@ -40,7 +44,8 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100", *CACHE_REQUIRES,  # hypothesis: reader fuzzing
-                 *NOTEBOOK_REQUIRES],
+                 *NOTEBOOK_REQUIRES, *TPU_REQUIRES],
+        "tpu": TPU_REQUIRES,
         "notebook": NOTEBOOK_REQUIRES,
         # SeqIO's offline cache (python -m seqio.scripts.cache_tasks_main) runs on Apache Beam.
         "cache": CACHE_REQUIRES,

@@ -16,6 +16,21 @@ def _tf_log_level() -> str:
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', _tf_log_level())
 
+
+def _cpu_only_platforms() -> None:
+  """libtpu (the [tpu] extra, for `python -m flan_t5x.plan`) on a host with no TPU and no GPU: JAX
+  would load it at its first device query, and libtpu logs errors about the TPU it cannot find.
+  Such a host computes on its CPU, so JAX is told so; JAX_PLATFORMS set by the user is kept."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if 'JAX_PLATFORMS' in os.environ or importlib.util.find_spec('libtpu') is None:
+    return
+  if _host_memory.accelerator_kinds_present():
+    return
+  os.environ['JAX_PLATFORMS'] = 'cpu'
+
+
+_cpu_only_platforms()
+
 # A job (`python -m flan_t5x.train ...`) keeps freed host memory for reuse on CPU-only hosts. This is
 # the first code of such a run, before TensorFlow or JAX start threads: later is too late for glibc
 # (host_memory.py). Imported as a library, nothing happens here.

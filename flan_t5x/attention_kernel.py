@@ -27,6 +27,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from flan_t5x import partitioning
+
 Array = jax.Array
 
 _MAX_UNROLLED_BATCH = 32
@@ -69,7 +71,7 @@ def _sum_over_batch(x_BxHxQxK: Array) -> Array:
   pass that computes x (XLA:CPU's reduce over a leading axis of (B, H*Q*K) took longer than the
   rest of the attention backward)."""
   # Only on CPU: elsewhere (and for large batches, which a mesh shards) jnp.sum is the fast form.
-  if jax.default_backend() != 'cpu' or x_BxHxQxK.shape[0] > _MAX_UNROLLED_BATCH:
+  if partitioning.compute_platform() != 'cpu' or x_BxHxQxK.shape[0] > _MAX_UNROLLED_BATCH:
     return jnp.sum(x_BxHxQxK, axis=0)
   total_HxQxK = x_BxHxQxK[0]
   for row in range(1, x_BxHxQxK.shape[0]):
@@ -88,7 +90,7 @@ def _key_side_gradient(weights_GxQxK: Array, x_GxQxD: Array) -> Array:
   docs/performance.md the tiny model's step (head dimension 16) ran 18% faster, flan_t5_small's
   (64) 5-10% slower. Elsewhere than the CPU the dot takes the transposed operand as it is.
   """
-  if jax.default_backend() != 'cpu' or x_GxQxD.shape[-1] > _MAX_TRANSPOSED_HEAD_DIM:
+  if partitioning.compute_platform() != 'cpu' or x_GxQxD.shape[-1] > _MAX_TRANSPOSED_HEAD_DIM:
     return _batched_matmul(weights_GxQxK, x_GxQxD, 1, 1)
   weights_GxKxQ = jax.lax.optimization_barrier(jnp.swapaxes(weights_GxQxK, 1, 2))
   return _batched_matmul(weights_GxKxQ, x_GxQxD, 2, 1)
@@ -169,7 +171,7 @@ def summed_attention_bias(position_bias_HxQxK: Array | None, mask_bias_Bx1xQxK: 
   returns the position bias's gradient itself); None unless both are given, and None off the CPU:
   GPU and TPU fusions read the two broadcasts in place, where a materialized sum would only add
   memory (B * H * Q * K floats: 2 GiB at batch 128, 16 heads, 512 tokens)."""
-  if position_bias_HxQxK is None or mask_bias_Bx1xQxK is None or jax.default_backend() != 'cpu':
+  if position_bias_HxQxK is None or mask_bias_Bx1xQxK is None or partitioning.compute_platform() != 'cpu':
     return None
   return jax.lax.stop_gradient(position_bias_HxQxK.astype(jnp.float32)[None]
                                + mask_bias_Bx1xQxK.astype(jnp.float32))

@@ -20,6 +20,31 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 LogicalAxisRules = Sequence[tuple[str, Any]]
 PyTree = Any
 
+# Devices a partitioner built without `devices` uses instead of jax.devices(): `python -m
+# flan_t5x.plan` builds the gin-configured partitioner on a TPU slice's compile-only devices.
+_target_devices: list | None = None
+
+
+def compute_platform() -> str:
+  """The platform the step functions being traced will run on: the target devices' (inside
+  `target_devices`), else JAX's default backend. Platform-specific forms (flan_t5x.attention_kernel's
+  CPU paths) ask this, so that a TPU plan traces what a TPU runs."""
+  if _target_devices:
+    return _target_devices[0].platform
+  return jax.default_backend()
+
+
+@contextlib.contextmanager
+def target_devices(devices: Sequence[jax.Device]):
+  """Partitioners created inside (with no `devices` argument) lay their mesh over `devices`, and
+  step functions traced inside take the forms of the devices' platform (compute_platform)."""
+  global _target_devices
+  previous, _target_devices = _target_devices, list(devices)
+  try:
+    yield
+  finally:
+    _target_devices = previous
+
 _REPLICATED_AXES = ('relpos_buckets', 'abspos_buckets', 'length', 'layers', 'stack',
                     'mlp_activations', 'kv_length', 'lora_rank', 'prompt_length')
 
@@ -67,7 +92,9 @@ class PjitPartitioner:
                model_parallel_submesh: tuple[int, ...] | None = None,
                logical_axis_rules: LogicalAxisRules | None = None,
                num_replicas: int = 1, devices: Sequence[jax.Device] | None = None):
-    devices = list(devices if devices is not None else jax.devices())
+    if devices is None:
+      devices = _target_devices if _target_devices is not None else jax.devices()
+    devices = list(devices)
     if model_parallel_submesh is not None:
       # T5X gives an (x, y, z, core) TPU tile; its size is the model-parallel width.
       num_partitions = int(math.prod(model_parallel_submesh))

@@ -13,6 +13,10 @@ import sys
 
 import pytest
 
+# flan_t5x's first import keeps JAX on the CPU of a host with no TPU or GPU when libtpu (the test
+# extra's [tpu], for flan_t5x.plan) is installed; test processes and their children get the same.
+import flan_t5x  # noqa: F401  pylint: disable=unused-import
+
 # `@pytest.mark.hf`: needs torch + transformers (run in the hf_peer child). Skipped without them,
 # except under FLAN_REQUIRE_HF=1 (`make test-hf`, CI), where a missing install fails the test.
 # `@pytest.mark.hf(requires_torch=False)`: part of `make test-hf` but runs without torch too.
