@@ -124,17 +124,28 @@ def t5_train_flops(config, batch: int, inputs: int, targets: int) -> float:
   return 3.0 * batch * t5_forward_flops_per_example(config, inputs, targets)
 
 
-def t5_decode_flops(config, batch: int, inputs: int, targets: int, num_decodes: int = 1) -> float:
-  """Encoding once, then `targets` single-token decoder steps for each of `num_decodes` sequences."""
+def t5_decode_flops(config, batch: int, inputs: int, targets: int, num_decodes: int = 1
+                    ) -> tuple[float, float]:
+  """(FLOPs of encoding `batch` inputs and projecting the cross-attention keys and values once,
+  FLOPs of one decoder step for each of the batch's `num_decodes` sequences), whole batch."""
   emb, kv, mlp = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
   mlp_mats = len(config.mlp_activations) + 1
-  encoder = (t5_forward_flops_per_example(config, inputs, 0)
-             - inputs * config.num_decoder_layers * 2 * emb * kv * 2)  # minus cross k/v (counted below)
-  cross_kv = inputs * config.num_decoder_layers * 2 * emb * kv * 2
+  encoder = t5_forward_flops_per_example(config, inputs, 0)  # includes the cross k/v projections
   per_step = (config.num_decoder_layers * ((6 * emb * kv + mlp_mats * emb * mlp) * 2
                                            + 2 * (targets + inputs) * kv * 2)
               + 2 * emb * config.vocab_size)
-  return float(batch * (encoder + cross_kv + num_decodes * targets * per_step))
+  return float(batch * encoder), float(batch * num_decodes * per_step)
+
+
+def decode_cache_bytes(config, rows_per_device: int, inputs: int, targets: int, num_decodes: int,
+                       model_partitions: int) -> int:
+  """Keys and values one device caches at full length: self-attention (targets) and cross-attention
+  (inputs) per decoder layer and sequence, heads split over the model axis."""
+  kv = config.num_heads * config.head_dim
+  if config.num_heads % model_partitions == 0:
+    kv //= model_partitions
+  itemsize = jnp.dtype(config.dtype).itemsize
+  return int(2 * config.num_decoder_layers * (inputs + targets) * kv * rows_per_device * num_decodes * itemsize)
 
 
 # -------------------------------------------------------------- compiling
@@ -251,14 +262,21 @@ def plan_decode(model: models.EncoderDecoderModel, partitioner, decoding_config,
   tokens = jax.ShapeDtypeStruct((padded, input_length), jnp.int32, sharding=partitioner.data_sharding)
   rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=partitioner.replicated)
   num_decodes = decoding_config.num_decodes
+  encoder_flops, step_flops = t5_decode_flops(model.config, padded, input_length, max_decode_length, num_decodes)
+  params_bytes = bytes_per_device(layout.abstract, layout.shardings)
+  cache_bytes = decode_cache_bytes(model.config, padded // partitioner.data_parallel_size, input_length,
+                                   max_decode_length, num_decodes, partitioner.mesh.shape['model'])
   plan = Plan(job='decode', mesh=dict(partitioner.mesh.shape), batch_size=padded,
               lengths={'inputs': input_length, 'targets': max_decode_length},
               tokens_per_step=padded * max_decode_length * num_decodes, fits=False,
-              hbm_bytes_per_device=hbm_bytes_per_device,
-              state_bytes={'params': bytes_per_device(layout.abstract, layout.shardings)},
-              model_flops=t5_decode_flops(model.config, padded, input_length, max_decode_length, num_decodes),
+              hbm_bytes_per_device=hbm_bytes_per_device, state_bytes={'params': params_bytes},
+              model_flops=encoder_flops + max_decode_length * step_flops,
               settings={'method': decoding_config.method, 'num_decodes': num_decodes,
-                        'dtype': str(model.config.dtype)})
+                        'dtype': str(model.config.dtype), 'encoder_flops': encoder_flops,
+                        'decoder_step_flops': step_flops,
+                        # What one decoder step reads on a device at most: every parameter and the
+                        # full cache.
+                        'decoder_step_bytes_per_device': params_bytes + cache_bytes})
   predict = runner._predict_fn(int(max_decode_length))  # pylint: disable=protected-access
   return _compile(plan, lambda: predict.lower(params, tokens, rng),
                   plan.state_bytes['params'] + bytes_per_device(tokens, tokens.sharding))
@@ -283,7 +301,10 @@ def sweep_train(configured: Plan, compile_with, num_devices: int, step_seconds, 
     while batch % microbatches == 0 and (batch // microbatches) % data == 0:
       same = (parts == configured.mesh.get('model', 1) and
               microbatches == configured.settings.get('num_microbatches', 1))
-      plan = configured if same else compile_with(parts, microbatches)
+      try:
+        plan = configured if same else compile_with(parts, microbatches)
+      except ValueError:  # the model's dims do not split this many ways (heads, mlp, vocab)
+        break
       if not same:
         plans.append(plan)
         report(plan)

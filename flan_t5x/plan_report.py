@@ -20,23 +20,26 @@ def _count(value: float) -> str:
 
 
 def step_seconds(plan, tpu_slice) -> float | None:
-  """Projected time of one call on the slice: XLA's cost analysis (FLOPs and bytes accessed per
-  chip) at the chip's bf16 peak and HBM bandwidth, whichever takes longer: the roofline XLA's own
-  `optimal_seconds` applies, which XLA:TPU leaves negative or counts once per loop for these
-  programs. Loop bodies count as often as they run: a train step's microbatch loop, a decode's
-  decoder steps (whose FLOPs are the model's count). A lower bound: no overlap losses, no
-  collective time (the collectives are listed beside it)."""
+  """Projected time of one call on the slice, a roofline: each part at the chip's bf16 peak or its
+  HBM bandwidth, whichever takes longer (what XLA's own `optimal_seconds` applies; XLA:TPU leaves
+  that negative or counts a loop's body once for these programs). A train step: XLA's FLOPs and
+  bytes accessed per chip, the microbatch loop's body counted as often as it runs. A decode call:
+  encoding (the model's FLOPs; XLA's bytes, which the encoder's attention dominates) plus
+  max_decode_length decoder steps, each reading every parameter and the full key/value cache.
+  A lower bound on time: no overlap losses and no collective time (listed beside it)."""
   if not plan.fits:
     return None
   chip, chips = tpu_slice.chip, math.prod(plan.mesh.values())
+  flops_per_s, bytes_per_s = chip.peak_bf16_tflops * 1e12, chip.hbm_gb_per_s * 1e9
   if plan.job == 'train':
     trips = plan.settings.get('num_microbatches', 1)
     flops = max(plan.xla_flops * trips, plan.model_flops / chips)
-    accessed = plan.bytes_accessed * trips
-  else:  # one call encodes once and runs max_decode_length decoder steps
-    flops = plan.model_flops / chips
-    accessed = plan.bytes_accessed * plan.lengths['targets']
-  return max(flops / (chip.peak_bf16_tflops * 1e12), accessed / (chip.hbm_gb_per_s * 1e9))
+    return max(flops / flops_per_s, plan.bytes_accessed * trips / bytes_per_s)
+  settings = plan.settings
+  encoder = max(settings['encoder_flops'] / chips / flops_per_s, plan.bytes_accessed / bytes_per_s)
+  step = max(settings['decoder_step_flops'] / chips / flops_per_s,
+             settings['decoder_step_bytes_per_device'] / bytes_per_s)
+  return encoder + plan.lengths['targets'] * step
 
 
 def projection(plan, tpu_slice) -> dict:
@@ -107,7 +110,7 @@ class SliceReport:
   def _plan_lines(self, plan, title: str) -> list[str]:
     s, chip = self.tpu_slice, self.tpu_slice.chip
     lengths = f"{plan.lengths['inputs']}/{plan.lengths['targets']}"
-    settings = ', '.join(f'{k}={v}' for k, v in plan.settings.items())
+    settings = ', '.join(f'{k}={v}' for k, v in plan.settings.items() if 'flops' not in k and 'bytes' not in k)
     lines = [f'  {title}: mesh {plan.mesh}, batch {plan.batch_size} x {lengths} tokens ({settings})']
     state = ' + '.join(f'{name} {gib(size)}' for name, size in plan.state_bytes.items())
     verdict = (f'FITS, {gib(plan.margin_bytes)} to spare' if plan.fits else

@@ -152,3 +152,35 @@ def test_train_flops_count_matches_the_t5_formula():
   decoder_weights = layers * (6 * emb * emb + 3 * emb * mlp) + emb * vocab
   approx = 6 * (encoder_weights * inputs + decoder_weights * targets)
   assert 1.0 < aot_plan.t5_train_flops(config, 1, inputs, targets) / approx < 1.25
+
+
+def readme_plan_commands() -> list[str]:
+  text = open(os.path.join(REPO_ROOT, 'README.md'), encoding='utf-8').read()
+  section = text.split('## Before you book a slice', 1)[1]
+  block = section.split('```bash\n', 1)[1].split('```', 1)[0]
+  return [line for line in block.splitlines() if line.startswith('python -m flan_t5x.plan')]
+
+
+# The CPU-cost overrides appended to each README command: the tiny model (one partition, no
+# microbatches), a batch of one row per chip of v4-32 and short lengths.
+CPU_COST = ['--gin_file=gin/sizes/tiny.gin', '--gin.BATCH_SIZE=16', "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}"]
+DECODE_CPU_COST = ['--gin_file=gin/sizes/tiny.gin', '--decode_lengths=inputs:64,targets:16']
+
+
+@pytest.mark.slow
+def test_readme_plan_commands_run_as_written(repo_copy):
+  import shlex  # pylint: disable=g-import-not-at-top
+  commands = readme_plan_commands()
+  assert len(commands) == 3
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  for command in commands:
+    args = shlex.split(command)
+    extra = DECODE_CPU_COST if 'eval_heldout' in command else CPU_COST
+    done = subprocess.run([sys.executable, *args[1:], *extra], cwd=repo_copy, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, command + '\n' + done.stderr[-3000:]
+    assert 'FITS' in done.stdout, done.stdout
+    if '--sweep' in command:  # widths 1, 2 and 4 (the tiny model's 4 heads split no further)
+      assert done.stdout.count('  sweep: mesh') >= 2 and 'fastest that fits: --gin.partitioning' in done.stdout
+    if 'v5litepod-16' in command:
+      assert 'v5litepod-16: 16 v5litepod chips (4x4), 16 GiB HBM' in done.stdout and '-- eval' in done.stdout
