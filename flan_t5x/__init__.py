@@ -1,4 +1,4 @@
-"""flan-t5x: a T5X-compatible training engine (jobs: train, eval, infer, convert, compare, forgetting)."""
+"""flan-t5x: a T5X-compatible training engine (jobs: train, eval, infer, convert, compare, forgetting, plan)."""
 import os
 import sys
 

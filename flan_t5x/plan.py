@@ -65,12 +65,23 @@ def _parse_job_gin() -> str:
   raise first_error
 
 
-def _bound(fn, *names: str) -> dict:
-  """The gin values of `fn`'s arguments `names`, references evaluated now (inside main's
-  target_devices: the partitioner lands on the slice)."""
+# Each job's gin entry point, as module and function name: found in gin's registry by what it
+# wraps, so that this job imports no other job.
+_ENTRY_POINTS = {'train': ('flan_t5x.train', 'train'),
+                 'eval': ('flan_t5x.t5x_names.eval_script', 'evaluate'),
+                 'infer': ('flan_t5x.t5x_names.infer_script', 'infer')}
+
+
+def _bound(job: str, *names: str) -> dict:
+  """The gin values of the job's entry-point arguments `names`, references evaluated now (inside
+  main's target_devices: the partitioner lands on the slice)."""
   import gin  # pylint: disable=g-import-not-at-top
-  bindings = gin.get_bindings(fn, resolve_references=False)
-  return {name: copy.deepcopy(bindings[name]) for name in names if name in bindings}
+  module, name = _ENTRY_POINTS[job]
+  selectors = [selector for selector, configurable in gin.config._REGISTRY._selector_map.items()  # pylint: disable=protected-access
+               if getattr(configurable.wrapped, '__module__', None) == module
+               and getattr(configurable.wrapped, '__name__', None) == name]
+  bindings = gin.get_bindings(selectors[0], resolve_references=False) if selectors else {}
+  return {arg: copy.deepcopy(bindings[arg]) for arg in names if arg in bindings}
 
 
 def _parse_lengths(text: str | None) -> dict[str, int]:
@@ -89,8 +100,7 @@ def _plan_train(devices, tpu_slice, sweep: bool) -> list:
   from flan_t5x import aot_plan  # pylint: disable=g-import-not-at-top
   from flan_t5x import partitioning  # pylint: disable=g-import-not-at-top
   from flan_t5x import plan_report  # pylint: disable=g-import-not-at-top
-  from flan_t5x import train as train_lib  # pylint: disable=g-import-not-at-top
-  bound = _bound(train_lib.train, 'model', 'partitioner', 'train_dataset_cfg', 'trainer_cls')
+  bound = _bound('train', 'model', 'partitioner', 'train_dataset_cfg', 'trainer_cls')
   model, cfg = bound['model'], bound['train_dataset_cfg']
   partitioner = bound.get('partitioner') or partitioning.PjitPartitioner(devices=devices)
   trainer_cls = bound.get('trainer_cls')
@@ -120,16 +130,23 @@ def _plan_decode(job: str, devices, tpu_slice) -> list:
   from flan_t5x import aot_plan  # pylint: disable=g-import-not-at-top
   from flan_t5x import decoding  # pylint: disable=g-import-not-at-top
   from flan_t5x import partitioning  # pylint: disable=g-import-not-at-top
-  from flan_t5x import t5x_names  # pylint: disable=g-import-not-at-top
-  entry = getattr(t5x_names.script_module(job), 'evaluate' if job == 'eval' else 'infer')
-  bound = _bound(entry, 'model', 'partitioner', 'dataset_cfg', 'decoding_config')
-  model, cfg = bound['model'], bound['dataset_cfg']
+  bound = _bound(job, 'model', 'partitioner', 'dataset_cfg', 'decoding_config', 'batch_size', 'input_length',
+                 'max_decode_length')
+  model, cfg = bound['model'], bound.get('dataset_cfg')
   partitioner = bound.get('partitioner') or partitioning.PjitPartitioner(devices=devices)
-  lengths = dict(cfg.task_feature_lengths) if cfg.task_feature_lengths else _parse_lengths(flags.FLAGS.decode_lengths)
+  if cfg is not None and cfg.mixture_or_task_name is not None:  # a task's examples
+    batch_size, lengths = cfg.batch_size, dict(cfg.task_feature_lengths or {})
+  else:  # infer over a JSONL file: infer's own batch and lengths
+    batch_size = bound.get('batch_size', 32)
+    lengths = {'inputs': bound.get('input_length'), 'targets': bound.get('max_decode_length', 128)}
+  lengths_from = 'the gin files'
+  if not lengths.get('inputs') or not lengths.get('targets'):
+    lengths_from = '--decode_lengths' if flags.FLAGS.decode_lengths else 'default (the gin leaves them to the data)'
+    fallback = _parse_lengths(flags.FLAGS.decode_lengths)
+    lengths = {key: lengths.get(key) or fallback[key] for key in ('inputs', 'targets')}
   plan = aot_plan.plan_decode(model, partitioner, bound.get('decoding_config') or decoding.DecodingConfig(),
-                              cfg.batch_size, lengths['inputs'], lengths['targets'], tpu_slice.hbm_bytes_per_chip)
-  plan.settings['lengths_from'] = 'TASK_FEATURE_LENGTHS' if cfg.task_feature_lengths else (
-      '--decode_lengths' if flags.FLAGS.decode_lengths else 'default (the gin leaves them to the data)')
+                              batch_size, lengths['inputs'], lengths['targets'], tpu_slice.hbm_bytes_per_chip)
+  plan.settings['lengths_from'] = lengths_from
   _progress(tpu_slice, plan)
   return [plan]
 
