@@ -122,8 +122,9 @@ class SliceReport:
     if plan.fits:
       p = projection(plan, s)
       unit = 'step' if plan.job == 'train' else 'batch'
+      xla_time = f'{plan.xla_seconds:.3g} s' if plan.xla_seconds else 'none'
       lines.append(f'    FLOPs/{unit} {_count(plan.model_flops)} (model); XLA per chip {_count(plan.xla_flops)} FLOPs, '
-                   f'{gib(plan.bytes_accessed)} accessed (a loop body once)')
+                   f'{gib(plan.bytes_accessed)} accessed (a loop body once), optimal_seconds {xla_time}')
       lines.append(f'    projected (roofline at {chip.peak_bf16_tflops:g} TFLOP/s, {chip.hbm_gb_per_s:g} GB/s): '
                    f'{p["step_seconds"]:.3f} s/{unit} -> {p["examples_per_second"]:.1f} examples/s, '
                    f'{p["tokens_per_second_per_chip"]:,.0f} tokens/s/chip, MFU {100 * p["mfu"]:.1f}% (an upper bound)')

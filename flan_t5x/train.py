@@ -22,6 +22,7 @@ from absl import logging
 from flan_t5x import actions
 from flan_t5x import adapters
 from flan_t5x import checkpoint_import
+from flan_t5x import checkpoint_integrity
 from flan_t5x import checkpoints
 from flan_t5x import config_checks
 from flan_t5x import data
@@ -51,6 +52,12 @@ def _latest_saved_step(model_dir: str) -> int | None:
   steps = [int(m.group(1)) for m in (re.fullmatch(rf'{checkpoints.STEP_PREFIX}_(\d+)', name)
                                      for name in os.listdir(model_dir)) if m]
   return max(steps, default=None)
+
+
+def _verified(step_dir: str) -> bool:
+  """A finished run is one whose newest checkpoint matches its checksum manifest. A damaged, empty
+  or manifest-less one is not: the restore below verifies it and says what is wrong with it."""
+  return checkpoint_integrity.has_manifest(step_dir) and not checkpoint_integrity.problems(step_dir)
 
 
 def _check_steps_to_train(model_dir: str, initial_checkpoint_path: str | None, total_steps: int) -> None:
@@ -226,7 +233,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     raise ValueError(f'TRAIN_STEPS_RELATIVE must be a positive number of steps or None, got {relative_steps}.')
   finished_step = _latest_saved_step(model_dir)
   # TRAIN_STEPS_RELATIVE's target is recorded in the checkpoint: the loop below stops at it.
-  if total_steps is not None and finished_step is not None and finished_step >= total_steps:
+  if (total_steps is not None and finished_step is not None and finished_step >= total_steps
+      and _verified(os.path.join(model_dir, f'{checkpoints.STEP_PREFIX}_{finished_step}'))):
     if jax.process_index() == 0:
       print(f'[flan_t5x] MODEL_DIR={model_dir} already holds step {finished_step} (TRAIN_STEPS={total_steps}): '
             'nothing to train, nothing written. Raise TRAIN_STEPS to train further.', flush=True)

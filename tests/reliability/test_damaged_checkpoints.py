@@ -109,3 +109,29 @@ def test_a_checkpoint_of_another_model_size_is_refused_before_training(trained, 
   with pytest.raises(ValueError, match=r'another size or structure .*shape .* in the checkpoint.*emb_dim.*new MODEL_DIR'):
     faults.train(model_dir, 4, model=helpers.tiny_model(emb_dim=64))
   assert faults.steps_in(model_dir) == [1, 2, 3]
+
+
+@pytest.mark.parametrize('kind', ['corrupted', 'empty'])
+def test_a_damaged_or_empty_newest_checkpoint_is_not_a_finished_run(trained, tmp_path, capsys, kind):
+  """TRAIN_STEPS at the newest checkpoint's step: 'nothing to train' only once that checkpoint is
+  verified; a damaged one is named (and resumable past with fallback_to_previous), never finished."""
+  model_dir = tmp_path / 'run'
+  shutil.copytree(trained, model_dir)
+  if kind == 'corrupted':
+    _flip_byte(faults.largest_file(model_dir / 'checkpoint_3' / 'state'))
+    total_steps = 3
+  else:
+    (model_dir / 'checkpoint_4').mkdir()
+    total_steps = 4
+  with pytest.raises(checkpoint_integrity.DamagedCheckpointError) as caught:
+    faults.train(model_dir, total_steps)
+  assert str(model_dir / f'checkpoint_{total_steps}') in str(caught.value)
+  assert 'nothing to train' not in capsys.readouterr().out
+
+
+def test_a_verified_finished_run_is_left_as_it_is(trained, tmp_path, capsys):
+  model_dir = tmp_path / 'run'
+  shutil.copytree(trained, model_dir)
+  step, history = faults.train(model_dir, 3)
+  assert (step, history) == (3, []) and 'nothing to train' in capsys.readouterr().out
+  assert faults.steps_in(model_dir) == [1, 2, 3]
