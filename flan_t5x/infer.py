@@ -345,13 +345,17 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
   if on_mismatch not in ON_MISMATCH:
     raise ValueError(f'INFER_ON_MISMATCH={on_mismatch!r}; expected one of {ON_MISMATCH}.')
   decoding_config = decoding_config or decoding.DecodingConfig()
+  all_rows = (read_jsonl_inputs(input_path, input_field) if input_path
+              else read_task_inputs(mixture_or_task_name, split, max_examples))
+  if not all_rows:  # before any work: an empty predictions file would look like a finished job
+    raise ValueError(f'{input_path}: no inputs (the file has no non-empty line); infer needs at least one JSON '
+                     f'line with a string field {input_field!r}.' if input_path else
+                     f'{mixture_or_task_name}/{split}: no examples to infer on.')
   fingerprint = (params_fingerprint(params) if params is not None and not checkpoint_path
                  else inference.checkpoint_fingerprint(checkpoint_path))
   if params is None:  # base + adapter: the adapted model
     model = inference.model_for_checkpoint(model, fingerprint['resolved'])
   process_index, process_count = jax.process_index(), jax.process_count()
-  all_rows = (read_jsonl_inputs(input_path, input_field) if input_path
-              else read_task_inputs(mixture_or_task_name, split, max_examples))
   rows = host_rows(all_rows, process_index, process_count)
   rows_per_host = -(-len(all_rows) // process_count)  # the most any host has
   num_chunks = -(-rows_per_host // chunk_size)

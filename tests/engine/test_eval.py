@@ -139,6 +139,16 @@ def test_infer_rejects_a_different_job_in_the_same_dir(checkpoint, tmp_path):
     infer_lib.read_jsonl_inputs(str(inputs), 'inputs')
 
 
+@pytest.mark.parametrize('content', ['', '\n  \n'])
+def test_infer_on_an_empty_input_file_is_an_error_before_any_work(checkpoint, tmp_path, content):
+  model, params, _ = checkpoint
+  inputs = tmp_path / 'in.jsonl'
+  inputs.write_text(content)
+  with pytest.raises(ValueError, match=rf"{inputs}: no inputs \(the file has no non-empty line\)"):
+    _infer(model, params, inputs, tmp_path / 'out')
+  assert not (tmp_path / 'out').exists()  # no predictions file that would look like a finished job
+
+
 def test_training_logs_inference_eval(tmp_path):
   cfg = evaluation.InferenceEvalConfig('demo_restaurant_zs', task_feature_lengths=LENGTHS, batch_size=4,
                                      max_examples=4, rank_classification=False)
