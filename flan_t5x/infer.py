@@ -371,11 +371,39 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
                                   [[r['index'] for r in chunk_rows(k)] for k in range(num_chunks)], on_mismatch)
   host_dir = _host_dir(output_dir, process_index, process_count)
   _remove_interrupted_writes(host_dir)
+  created = [path for path in (output_dir, host_dir) if not os.path.exists(path)]
   if not os.path.exists(os.path.join(host_dir, MANIFEST)):
     checkpoints.write_text_atomically(os.path.join(host_dir, MANIFEST), json.dumps(manifest, indent=2) + '\n')
+    created.append(os.path.join(host_dir, MANIFEST))
   config_path = os.path.join(output_dir, f'config-{process_index:05d}.gin')
   if run_config is not None and not os.path.exists(config_path):
     checkpoints.write_text_atomically(config_path, run_config)
+    created.append(config_path)
+  try:
+    return _predict_chunks(model, partitioner, decoding_config, params, fingerprint, output_dir, host_dir,
+                           rows, num_chunks, chunk_size, rows_per_host, chunk_hashes, manifest, max_chunks,
+                           batch_size, input_length, max_decode_length, seed, process_index, process_count)
+  except BaseException:
+    _remove_if_nothing_predicted(host_dir, created)
+    raise
+
+
+def _remove_if_nothing_predicted(host_dir: str, created: list[str]) -> None:
+  """A refused or failed job that wrote no prediction leaves nothing behind (its manifest would
+  refuse the corrected command as 'a different job'); with predictions it stays, to resume."""
+  if os.path.isdir(host_dir) and any(name.endswith('.done') for name in os.listdir(host_dir)):
+    return
+  for path in reversed(created):
+    try:
+      os.rmdir(path) if os.path.isdir(path) else os.remove(path)
+    except OSError:
+      pass  # not empty (someone else's files) or already gone: left as it is
+
+
+def _predict_chunks(model, partitioner, decoding_config, params, fingerprint, output_dir, host_dir, rows,
+                    num_chunks, chunk_size, rows_per_host, chunk_hashes, manifest, max_chunks, batch_size,
+                    input_length, max_decode_length, seed, process_index, process_count) -> str | None:
+  chunk_rows = lambda k: rows[k * chunk_size:(k + 1) * chunk_size]
   job_sha256 = _job_sha256(manifest)
   done_here = [int(chunk_done(host_dir, k, len(chunk_rows(k)))) for k in range(num_chunks)]
   # A chunk is skipped only when every host has finished it, so all hosts run the same chunks.

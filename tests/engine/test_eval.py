@@ -149,6 +149,21 @@ def test_infer_on_an_empty_input_file_is_an_error_before_any_work(checkpoint, tm
   assert not (tmp_path / 'out').exists()  # no predictions file that would look like a finished job
 
 
+def test_a_refused_infer_leaves_nothing_and_the_corrected_command_runs(checkpoint, tmp_path):
+  model, params, path = checkpoint
+  inputs = tmp_path / 'in.jsonl'
+  _write_inputs(inputs, 3)
+  other = helpers.tiny_model(mlp_dim=model.config.mlp_dim * 2)  # not the checkpoint's model
+  run = lambda m: infer_lib.infer(model=m, checkpoint_path=path, output_dir=str(tmp_path / 'out'),
+                                  input_path=str(inputs), input_field='text', chunk_size=2, batch_size=2,
+                                  input_length=32, max_decode_length=6, partitioner=_partitioner())
+  with pytest.raises(Exception, match='mlp'):
+    run(other)
+  assert not (tmp_path / 'out').exists()  # no manifest that would refuse the corrected command
+  predictions = run(model)
+  assert len(open(predictions).read().splitlines()) == 3
+
+
 def test_training_logs_inference_eval(tmp_path):
   cfg = evaluation.InferenceEvalConfig('demo_restaurant_zs', task_feature_lengths=LENGTHS, batch_size=4,
                                      max_examples=4, rank_classification=False)
