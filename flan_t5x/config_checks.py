@@ -198,3 +198,17 @@ def check_train_values(total_steps: int | None, batch_sizes: Mapping[str, int]) 
   for where, batch_size in batch_sizes.items():
     if batch_size < 1:
       raise ValueError(f'BATCH_SIZE ({where}.batch_size) must be at least 1, got {batch_size}.')
+
+
+def check_run_values(save_period: int | None, feature_lengths: Mapping[str, Mapping[str, int] | None]) -> None:
+  """More values no run can use, found before MODEL_DIR is touched: a checkpoint period below 1 and
+  feature lengths below 1 (TF would fail on them deep in the input pipeline, after the model is built)."""
+  if save_period is not None and (isinstance(save_period, bool) or not isinstance(save_period, int)
+                                  or save_period < 1):
+    raise ValueError(f'utils.SaveCheckpointConfig.period must be a number of steps of at least 1 (or None: '
+                     f'save at the end only), got {save_period!r}.')
+  for where, lengths in feature_lengths.items():
+    for feature, length in (lengths or {}).items():
+      if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f'TASK_FEATURE_LENGTHS ({where}.task_feature_lengths) {feature!r} must be a number of '
+                         f'tokens of at least 1, got {length!r}.')

@@ -220,6 +220,9 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       name: cfg.batch_size for name, cfg in (('train/DatasetConfig', train_dataset_cfg),
                                              ('train_eval/DatasetConfig', train_eval_dataset_cfg)) if cfg})
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
+  config_checks.check_run_values(checkpoint_cfg.save.period, {
+      name: cfg.task_feature_lengths for name, cfg in (('train/DatasetConfig', train_dataset_cfg),
+                                                       ('train_eval/DatasetConfig', train_eval_dataset_cfg)) if cfg})
   partitioner = partitioner or partitioning.PjitPartitioner()
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
   if use_hardware_rng:

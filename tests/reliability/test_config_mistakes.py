@@ -118,6 +118,11 @@ def test_initial_checkpoint_of_another_model_size_is_refused_before_training(tmp
     ({'TRAIN_STEPS': '0'}, r'TRAIN_STEPS \(train.total_steps\) must be at least 1, got 0'),
     ({'BATCH_SIZE': '-4'}, r'BATCH_SIZE \(train/DatasetConfig.batch_size\) must be at least 1, got -4'),
     ({'BATCH_SIZE': '0'}, r'BATCH_SIZE \(train/DatasetConfig.batch_size\) must be at least 1, got 0'),
+    ({'utils.SaveCheckpointConfig.period': '0'},
+     r'utils.SaveCheckpointConfig.period must be a number of steps of at least 1 .*, got 0'),
+    ({'TASK_FEATURE_LENGTHS': "{'inputs': -1, 'targets': 16}"},
+     r"TASK_FEATURE_LENGTHS \(train/DatasetConfig.task_feature_lengths\) 'inputs' must be a number of tokens of "
+     r'at least 1, got -1'),
 ])
 def test_values_no_run_can_use_fail_before_model_dir_is_created(tmp_path, override, message):
   model_dir, run = _parse_and_train(tmp_path, **override)
