@@ -35,6 +35,10 @@ class DamagedCheckpointError(RuntimeError):
     self.path, self.reason = path, reason
 
 
+class NoIntactCheckpointError(RuntimeError):
+  """fallback_to_previous moved every checkpoint aside: the run stops instead of starting afresh."""
+
+
 def _crc32(path: str) -> int:
   crc = 0
   with open(path, 'rb') as f:
@@ -131,16 +135,25 @@ def _names_and_shapes(tree) -> dict[str, tuple[int, ...]]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def saved_param_shapes(state_dir: str) -> dict[str, tuple[int, ...]]:
-  """{'decoder/layers_0/mlp/wo/kernel': shape} of a saved `state` item, from orbax's metadata."""
+def _saved_state_tree(state_dir: str) -> dict:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from etils import epath  # pylint: disable=g-import-not-at-top
   try:
-    saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(state_dir)).tree
+    return dict(ocp.PyTreeCheckpointHandler().metadata(epath.Path(state_dir)).tree)
   except Exception as err:  # pylint: disable=broad-except  (missing or garbled orbax metadata)
     raise DamagedCheckpointError(os.path.dirname(state_dir), f'orbax could not read its metadata '
                                  f'({type(err).__name__}: {err})') from err
-  return _names_and_shapes(dict(saved).get('params', {}))
+
+
+def saved_param_shapes(state_dir: str) -> dict[str, tuple[int, ...]]:
+  """{'decoder/layers_0/mlp/wo/kernel': shape} of a saved `state` item, from orbax's metadata."""
+  return _names_and_shapes(_saved_state_tree(state_dir).get('params', {}))
+
+
+def saved_optimizer_shapes(state_dir: str) -> list[tuple[int, ...]]:
+  """The shapes of a saved `state` item's optimizer-state tensors, sorted: the same optimizer on the
+  same model saves the same multiset (orbax's metadata names the leaves its own way)."""
+  return sorted(_names_and_shapes(_saved_state_tree(state_dir).get('opt_state', {})).values())
 
 
 def raise_if_other_model(step_dir: str, abstract_params) -> None:
@@ -149,3 +162,19 @@ def raise_if_other_model(step_dir: str, abstract_params) -> None:
   from flan_t5x import model_mismatch  # pylint: disable=g-import-not-at-top
   model_mismatch.check(step_dir, saved_param_shapes(os.path.join(step_dir, 'state')),
                        _names_and_shapes(abstract_params))
+
+
+def raise_if_other_optimizer(step_dir: str, abstract_opt_state, optimizer_name: str) -> None:
+  """A checkpoint saved with another optimizer (its state has other tensors) is a configuration
+  change, never damage: nothing is moved, and the error offers what can be done."""
+  from flan_t5x import model_mismatch  # pylint: disable=g-import-not-at-top
+  saved = saved_optimizer_shapes(os.path.join(step_dir, 'state'))
+  wanted = sorted(_names_and_shapes(abstract_opt_state).values())
+  if saved != wanted:
+    raise model_mismatch.OptimizerMismatchError(
+        f'{step_dir} was saved with another optimizer than this run\'s {optimizer_name} (its optimizer state '
+        f'holds {len(saved)} tensors, {optimizer_name} {len(wanted)}). This is a configuration change, not '
+        'damage: nothing was moved. Either resume with the optimizer that trained it (the OPTIMIZER / '
+        'optimizer_def binding of its config.gin), or keep its parameters and step and start the new '
+        f'optimizer from zero: train into a new MODEL_DIR with --gin.INITIAL_CHECKPOINT_PATH="\'{step_dir}\'" '
+        '(the optimizer state and the input position start afresh).')

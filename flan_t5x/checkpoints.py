@@ -161,12 +161,14 @@ class Restored:
 class Checkpointer:
   """Saves and restores TrainState + RunState (+ input position) under MODEL_DIR; every process calls it."""
 
-  def __init__(self, model_dir: str, config: SaveCheckpointConfig, abstract_state: PyTree):
+  def __init__(self, model_dir: str, config: SaveCheckpointConfig, abstract_state: PyTree,
+               optimizer_name: str = 'optimizer'):
     if config.period is not None and config.period <= 0:
       raise ValueError(f'Checkpoint period must be positive, got {config.period}.')
     self.model_dir = model_dir
     self.config = config
     self.abstract_state = abstract_state
+    self.optimizer_name = optimizer_name  # named when a checkpoint's optimizer state is of another one
     self._manager = _manager(model_dir, config.keep, config.async_save,
                              best_metric=config.keep_best_metric, best_mode=config.keep_best_mode,
                              before_commit=self._write_manifest_before_commit)
@@ -277,6 +279,7 @@ class Checkpointer:
 
   def restore_latest(self, fallback_to_previous: bool = False) -> Restored | None:
     """The newest checkpoint, verified first; a damaged one raises unless `fallback_to_previous`."""
+    moved = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         return self._restore_step(step)
@@ -286,10 +289,18 @@ class Checkpointer:
               err.path, err.reason, 'Training did not start. Restore the file, delete the directory, or set '
               'utils.RestoreCheckpointConfig.fallback_to_previous = True to move it to '
               'MODEL_DIR/damaged/ and resume from the previous checkpoint.') from None
-        self._quarantine(err)
+        moved.append((err.path, self._quarantine(err)))
+    if moved:  # never a fresh start in a MODEL_DIR whose every checkpoint was damaged
+      listing = '; '.join(f'{source} -> {target}' for source, target in moved)
+      raise checkpoint_integrity.NoIntactCheckpointError(
+          f'fallback_to_previous found no intact checkpoint in {self.model_dir}: it moved every one aside '
+          f'({listing}). Training did not start. Restore them from a copy, or start from scratch on purpose '
+          'in a new MODEL_DIR.')
     return None
 
-  def _quarantine(self, err: checkpoint_integrity.DamagedCheckpointError) -> None:
+  def _quarantine(self, err: checkpoint_integrity.DamagedCheckpointError) -> str:
+    """Moves the damaged checkpoint to MODEL_DIR/damaged/; returns where it went."""
+    moved = os.path.join(self.model_dir, 'damaged', os.path.basename(err.path.rstrip('/')))
     if jax.process_index() == 0:
       moved = checkpoint_integrity.quarantine(self.model_dir, err.path)
       logging.warning('%s Moved to %s; trying the previous checkpoint.', err, moved)
@@ -298,12 +309,14 @@ class Checkpointer:
     if jax.process_count() > 1:
       ocp.multihost.sync_global_processes('flan_t5x_quarantine')
     self._manager.reload()
+    return moved
 
   def _restore_step(self, step: int) -> Restored:
     step_dir = self.step_dir(step)
     checkpoint_integrity.verify(step_dir)
     verified = checkpoint_integrity.has_manifest(step_dir)
     checkpoint_integrity.raise_if_other_model(step_dir, self.abstract_state.params)
+    checkpoint_integrity.raise_if_other_optimizer(step_dir, self.abstract_state.opt_state, self.optimizer_name)
     items = dict(state=ocp.args.StandardRestore(self.abstract_state), run=ocp.args.JsonRestore())
     if os.path.isdir(os.path.join(step_dir, 'input')):
       items['input'] = InputStateRestore()

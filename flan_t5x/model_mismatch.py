@@ -23,6 +23,10 @@ class ModelMismatchError(ValueError):
   """The checkpoint was saved by a model of another configuration (names the tensors and settings)."""
 
 
+class OptimizerMismatchError(ModelMismatchError):
+  """The checkpoint was saved with another optimizer: a configuration change, never damage."""
+
+
 def _whole_layers(names: set[str], other: Shapes) -> dict[str, int]:
   """{'decoder/layers_1/': tensor count} of the layers in `names` of which `other` has no tensor."""
   layers: dict[str, int] = {}

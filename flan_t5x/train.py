@@ -266,7 +266,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     trainer = trainer_cls(model=model, partitioner=partitioner, batch_size=train_dataset_cfg.batch_size,
                           task_feature_lengths=train_dataset_cfg.task_feature_lengths,
                           seed=random_seed if random_seed is not None else 0)
-    checkpointer = checkpoints.Checkpointer(model_dir, checkpoint_cfg.save, trainer.abstract_state)
+    checkpointer = checkpoints.Checkpointer(model_dir, checkpoint_cfg.save, trainer.abstract_state,
+                                            optimizer_name=type(trainer.optimizer_def).__name__)
     state, run_state, saved_position, origin = _restore_or_init(
         trainer, checkpointer, checkpoint_cfg.restore.path, random_seed,
         checkpoint_cfg.restore.fallback_to_previous)

@@ -55,6 +55,7 @@ class Trainer:
     optimizer_def = optimizer_def if optimizer_def is not None else model.optimizer_def
     if optimizer_def is None:
       raise ValueError('No optimizer: pass optimizer_def to the Trainer or the model.')
+    self.optimizer_def = optimizer_def
     self.optimizer = optimizer_def.create(learning_rate_fn)
     # Parameter shapes do not depend on the lengths (train_state derives them once); the lengths
     # are still checked here, where a run's configuration first meets the model.

@@ -135,3 +135,29 @@ def test_a_verified_finished_run_is_left_as_it_is(trained, tmp_path, capsys):
   step, history = faults.train(model_dir, 3)
   assert (step, history) == (3, []) and 'nothing to train' in capsys.readouterr().out
   assert faults.steps_in(model_dir) == [1, 2, 3]
+
+
+def test_fallback_with_every_checkpoint_damaged_stops_and_lists_what_it_moved(trained, tmp_path):
+  model_dir = tmp_path / 'run'
+  shutil.copytree(trained, model_dir)
+  for step in (1, 2, 3):
+    _flip_byte(faults.largest_file(model_dir / f'checkpoint_{step}' / 'state'))
+  with pytest.raises(checkpoint_integrity.NoIntactCheckpointError) as caught:
+    faults.train(model_dir, 5, fallback_to_previous=True)
+  for step in (1, 2, 3):
+    assert f"{model_dir / f'checkpoint_{step}'} -> {model_dir / 'damaged' / f'checkpoint_{step}'}" in str(caught.value)
+  assert faults.steps_in(model_dir) == []  # moved (proved damaged), and nothing trained from scratch
+
+
+def test_another_optimizer_is_a_configuration_change_never_damage(trained, tmp_path):
+  from flan_t5x import model_mismatch  # pylint: disable=g-import-not-at-top
+  from flan_t5x import optimizers  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / 'run'
+  shutil.copytree(trained, model_dir)
+  for fallback in (False, True):
+    with pytest.raises(model_mismatch.OptimizerMismatchError) as caught:
+      faults.train(model_dir, 5, fallback_to_previous=fallback, model=helpers.tiny_model(optimizer=optimizers.AdamW()))
+    message = str(caught.value)
+    assert "another optimizer than this run's AdamW" in message and 'not damage: nothing was moved' in message
+    assert '--gin.INITIAL_CHECKPOINT_PATH=' in message
+    assert faults.steps_in(model_dir) == [1, 2, 3] and not (model_dir / 'damaged').exists()
