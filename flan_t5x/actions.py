@@ -136,7 +136,7 @@ def non_finite_error(step: int, loop: Loop) -> FloatingPointError:
   resumed = ''
   if restored is not None:
     checked = ('its files matched their checksums' if checkpointer.restored_verified else
-               'it had no checksum manifest, so damage from before the restore cannot be ruled out')
+               'it had no checksum manifest from its save, so damage from before the restore cannot be ruled out')
     resumed = f' This run resumed from {where.format(restored)} ({checked}).'
   if latest is None:
     kept = ' No checkpoint was saved.'

@@ -67,13 +67,48 @@ def describe(step_dir: str) -> dict[str, dict[str, int]]:
                      'crc32': _crc32(os.path.join(step_dir, relative))} for relative in _files(step_dir)}
 
 
-def manifest_text(step_dir: str) -> str:
-  """The manifest of a complete checkpoint (the caller writes it atomically to MANIFEST)."""
-  return json.dumps({'format': 1, 'files': describe(step_dir)}, indent=1, sort_keys=True)
+# What a manifest written at a restore says of itself (its 'unverified' field): its checksums are of
+# the files as found then, not as saved.
+RESTORE_ORIGIN = ('written at a restore: the checkpoint had no manifest, so its files could not be compared '
+                  'with checksums from its save; orbax read it, its shapes matched the model and every tensor '
+                  'was finite')
+
+
+def manifest_text(step_dir: str, unverified: str | None = None) -> str:
+  """The manifest of a complete checkpoint (the caller writes it atomically to MANIFEST); `unverified`
+  says why its checksums do not come from the save itself."""
+  manifest = {'format': 1, 'files': describe(step_dir)}
+  if unverified:
+    manifest['unverified'] = unverified
+  return json.dumps(manifest, indent=1, sort_keys=True)
 
 
 def has_manifest(step_dir: str) -> bool:
   return os.path.isfile(os.path.join(step_dir, MANIFEST))
+
+
+def verified_at_save(step_dir: str) -> bool:
+  """Whether the checkpoint's manifest was written by its save (checksums of the files as saved)."""
+  if not has_manifest(step_dir):
+    return False
+  try:
+    with open(os.path.join(step_dir, MANIFEST), encoding='utf-8') as f:
+      return 'unverified' not in json.load(f)
+  except (OSError, ValueError):
+    return False
+
+
+def raise_if_not_finite(step_dir: str, state) -> None:
+  """A checkpoint without a manifest from its save is checked for what a save never writes: a
+  non-finite tensor (training stops before saving such a state) proves it damaged."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    values = np.asarray(jax.device_get(leaf))
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+      name = '/'.join(str(getattr(k, 'name', getattr(k, 'key', getattr(k, 'idx', k)))) for k in path)
+      raise DamagedCheckpointError(step_dir, f'it has no checksum manifest and {name} holds non-finite values, '
+                                   'which no save writes')
 
 
 def _read_manifest(step_dir: str) -> dict[str, dict[str, int]]:

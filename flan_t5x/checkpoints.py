@@ -194,15 +194,17 @@ class Checkpointer:
       self._commit_error = err
       raise
 
-  def _write_manifest(self, step: int, why: str = '') -> None:
+  def _write_manifest(self, step: int, unverified: str = '') -> None:
+    """Checksums of a complete save; `unverified`: written at a restore instead (the manifest says so)."""
     if jax.process_index() == 0 and not checkpoint_integrity.has_manifest(self.step_dir(step)):
       write_text_atomically(os.path.join(self.step_dir(step), checkpoint_integrity.MANIFEST),
-                            checkpoint_integrity.manifest_text(self.step_dir(step)))
-      if why:
-        logging.warning('%s had no checksum manifest (%s); wrote one from its current files.',
-                        self.step_dir(step), why)
-        print(f'[flan_t5x] {self.step_dir(step)} had no checksum manifest ({why}); wrote one from its '
-              'current files.', flush=True)
+                            checkpoint_integrity.manifest_text(self.step_dir(step), unverified or None))
+      if unverified:
+        logging.warning('%s had no checksum manifest: it is unverifiable; wrote one that says so (%s).',
+                        self.step_dir(step), unverified)
+        print(f'[flan_t5x] {self.step_dir(step)} had no checksum manifest: unverifiable. Orbax read it, its '
+              'shapes matched and every tensor was finite; wrote a manifest that records it as unverified.',
+              flush=True)
 
   def _finish_saves(self) -> None:
     """Waits for the running save; a failure becomes CheckpointSaveError. Then checksums what completed."""
@@ -314,7 +316,8 @@ class Checkpointer:
   def _restore_step(self, step: int) -> Restored:
     step_dir = self.step_dir(step)
     checkpoint_integrity.verify(step_dir)
-    verified = checkpoint_integrity.has_manifest(step_dir)
+    had_manifest = checkpoint_integrity.has_manifest(step_dir)
+    verified = checkpoint_integrity.verified_at_save(step_dir)
     checkpoint_integrity.raise_if_other_model(step_dir, self.abstract_state.params)
     checkpoint_integrity.raise_if_other_optimizer(step_dir, self.abstract_state.opt_state, self.optimizer_name)
     items = dict(state=ocp.args.StandardRestore(self.abstract_state), run=ocp.args.JsonRestore())
@@ -326,8 +329,9 @@ class Checkpointer:
       raise checkpoint_integrity.DamagedCheckpointError(step_dir, f'orbax could not restore it '
                                                         f'({type(err).__name__}: {err})') from err
     logging.info('Restored step %d from %s.', step, self.model_dir)
-    if not verified:  # saved before manifests existed, or by a version that wrote them later
-      self._write_manifest(step, 'its files could not be checked before this restore')
+    if not had_manifest:  # saved before manifests existed, or its manifest was lost
+      checkpoint_integrity.raise_if_not_finite(step_dir, (restored['state'].params, restored['state'].opt_state))
+      self._write_manifest(step, checkpoint_integrity.RESTORE_ORIGIN)
     self.restored_step, self.restored_verified = step, verified
     return Restored(restored['state'], RunState(**restored['run']), restored.get('input'))
 

@@ -46,9 +46,45 @@ def test_a_restore_writes_the_missing_manifest_and_says_so(trained, tmp_path, ca
   model_dir = _without_manifest(trained, tmp_path)
   faults.train(model_dir, 3)
   out = capsys.readouterr().out
-  assert f'{model_dir}/checkpoint_2 had no checksum manifest (its files could not be checked before this ' \
-         'restore); wrote one from its current files.' in out
-  assert checkpoint_integrity.has_manifest(str(model_dir / 'checkpoint_2'))
+  assert f'{model_dir}/checkpoint_2 had no checksum manifest: unverifiable. Orbax read it, its shapes matched ' \
+         'and every tensor was finite; wrote a manifest that records it as unverified.' in out
+  step_dir = str(model_dir / 'checkpoint_2')
+  assert checkpoint_integrity.has_manifest(step_dir) and not checkpoint_integrity.verified_at_save(step_dir)
+  manifest = (model_dir / 'checkpoint_2' / checkpoint_integrity.MANIFEST).read_text()
+  assert 'could not be compared with checksums from its save' in manifest
+
+
+def test_a_manifest_written_at_a_restore_never_makes_the_checkpoint_good(trained, tmp_path):
+  """Restored once without a manifest (which wrote one that says so), then a second start: the
+  checkpoint is still unverified, so a non-finite loss after it does not call it good."""
+  model_dir = _without_manifest(trained, tmp_path)
+  faults.train(model_dir, 2)
+  with pytest.raises(FloatingPointError) as caught:
+    faults.train(model_dir, 2 + POISONED_STEP + 1, trainer_cls=AllPaddingBatchTrainer, period=100)
+  message = str(caught.value)
+  assert f'resumed from {model_dir}/checkpoint_2 (it had no checksum manifest' in message
+  assert 'matched their checksums' not in message and 'good' not in message
+
+
+def test_a_checkpoint_without_manifest_and_with_a_non_finite_tensor_is_damaged(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import helpers  # pylint: disable=g-import-not-at-top
+  from flan_t5x import checkpoints  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / 'run'
+  trainer = helpers.make_trainer()
+  state = trainer.init_state()
+  params = jax.tree.map(lambda x: x, state.params)
+  params['encoder']['encoder_norm']['scale'] = jnp.full_like(params['encoder']['encoder_norm']['scale'], jnp.nan)
+  checkpointer = checkpoints.Checkpointer(str(model_dir), checkpoints.SaveCheckpointConfig(period=1),
+                                          trainer.abstract_state)
+  checkpointer.save(state.replace(params=params, step=jnp.asarray(1, jnp.int32)), checkpoints.RunState(seed=0))
+  checkpointer.close()
+  os.remove(model_dir / 'checkpoint_1' / checkpoint_integrity.MANIFEST)
+  with pytest.raises(checkpoint_integrity.DamagedCheckpointError, match=r'no checksum manifest and .*encoder_norm'
+                     r'.*scale holds non-finite values'):
+    faults.train(model_dir, 3)
+  assert not checkpoint_integrity.has_manifest(str(model_dir / 'checkpoint_1'))  # nothing certified
 
 
 @pytest.mark.parametrize('verified', [True, False])
