@@ -347,6 +347,11 @@ class Checkpointer:
       logging.warning('After a failed save, closing the checkpoint manager also failed: %s', err)
 
 
+def _complete(step_dir: str) -> bool:
+  """A finished save: its checksum manifest, or (saved before manifests) orbax's state metadata."""
+  return checkpoint_integrity.has_manifest(step_dir) or os.path.isfile(os.path.join(step_dir, 'state', '_METADATA'))
+
+
 def resolve_state_dir(path: str) -> str:
   """Accepts a model dir (uses its latest checkpoint), a checkpoint_<step> dir, or its `state` dir."""
   path = os.path.abspath(path)
@@ -356,10 +361,19 @@ def resolve_state_dir(path: str) -> str:
     return os.path.join(path, 'state')
   if os.path.isdir(path):
     manager = _manager(path, keep=None, async_save=False, read_only=True)
-    step = manager.latest_step()
+    steps = sorted(manager.all_steps(), reverse=True)
     manager.close()
-    if step is not None:
-      return os.path.join(path, f'{STEP_PREFIX}_{step}', 'state')
+    # The newest complete one: a directory being written, or emptied, is passed over and named.
+    complete = [s for s in steps if _complete(os.path.join(path, f'{STEP_PREFIX}_{s}'))]
+    skipped = [s for s in steps if complete and s > complete[0]]
+    if skipped:
+      print(f'[flan_t5x] {path}: passing over {", ".join(f"{STEP_PREFIX}_{s}" for s in skipped)} (no complete '
+            f'checkpoint in it); using {STEP_PREFIX}_{complete[0]}.', flush=True)
+    if complete:
+      return os.path.join(path, f'{STEP_PREFIX}_{complete[0]}', 'state')
+    if steps:
+      raise ValueError(f'{path} holds no complete checkpoint: {", ".join(f"{STEP_PREFIX}_{s}" for s in steps)} '
+                       'lack their saved state (orbax metadata or checksum manifest).')
   raise ValueError(f'No checkpoint found at INITIAL_CHECKPOINT_PATH={path!r}; expected a MODEL_DIR with '
                    f'{STEP_PREFIX}_<step>/ subdirectories or one such directory.')
 

@@ -161,3 +161,21 @@ def test_another_optimizer_is_a_configuration_change_never_damage(trained, tmp_p
     assert "another optimizer than this run's AdamW" in message and 'not damage: nothing was moved' in message
     assert '--gin.INITIAL_CHECKPOINT_PATH=' in message
     assert faults.steps_in(model_dir) == [1, 2, 3] and not (model_dir / 'damaged').exists()
+
+
+def test_eval_of_a_model_dir_whose_newest_directory_is_empty_uses_the_newest_complete_one(trained, tmp_path,
+                                                                                            capsys):
+  from flan_t5x import checkpoint_import  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / 'run'
+  shutil.copytree(trained, model_dir)
+  (model_dir / 'checkpoint_4').mkdir()  # a save in progress, or emptied by hand
+  fingerprint = inference.checkpoint_fingerprint(str(model_dir))
+  assert fingerprint['resolved'] == str(model_dir / 'checkpoint_3') and fingerprint['step'] == 3
+  assert f'{model_dir}: passing over checkpoint_4 (no complete checkpoint in it); using checkpoint_3' in \
+      capsys.readouterr().out
+  params, step = checkpoint_import.restore_params(str(model_dir), None, helpers.tiny_model().config)
+  assert step == 3 and params
+  for step_dir in ('checkpoint_1', 'checkpoint_2', 'checkpoint_3'):
+    shutil.rmtree(model_dir / step_dir)
+  with pytest.raises(FileNotFoundError, match='no checkpoint found'):
+    inference.checkpoint_fingerprint(str(model_dir))
