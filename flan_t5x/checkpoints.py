@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -211,10 +212,13 @@ class Checkpointer:
     try:
       self._manager.wait_until_finished()
     except Exception as err:  # pylint: disable=broad-except  (any failure of the save thread)
-      self._save_failed = True
       failed = self._unchecksummed[-1] if self._unchecksummed else None
-      self._unchecksummed = [s for s in self._unchecksummed if s != failed]
-      raise self._save_error(failed, err) from err
+      if failed is not None and self._committed(failed):
+        self._warn_old_checkpoints_kept(failed, err)  # the save is complete: keep-N's deletion failed
+      else:
+        self._save_failed = True
+        self._unchecksummed = [s for s in self._unchecksummed if s != failed]
+        raise self._save_error(failed, err) from err
     # An async save can fail without wait_until_finished raising (orbax logs the failed write's
     # exception from its thread and commits nothing), so what was not committed to disk failed.
     lost = [s for s in self._unchecksummed if not os.path.isdir(self.step_dir(s))]
@@ -235,6 +239,27 @@ class Checkpointer:
           self._unchecksummed = []
           raise self._save_error(step, err) from err
     self._unchecksummed = []
+
+  def _committed(self, step: int) -> bool:
+    """Whether `step`'s save is complete and intact: renamed into place with a manifest that matches."""
+    step_dir = self.step_dir(step)
+    return (os.path.isdir(step_dir) and checkpoint_integrity.has_manifest(step_dir)
+            and not checkpoint_integrity.problems(step_dir))
+
+  def _warn_old_checkpoints_kept(self, saved: int, err: BaseException) -> None:
+    """keep-N could not delete an old checkpoint after `saved` was committed: its own warning, naming
+    what is left (possibly in part); training goes on."""
+    keep = self.config.keep
+    steps = sorted(int(name.rsplit('_', 1)[1]) for name in os.listdir(self.model_dir)
+                   if re.fullmatch(rf'{STEP_PREFIX}_\d+', name))
+    old = [s for s in steps if keep and s < saved and s not in steps[-keep:]]
+    names = ', '.join(self.step_dir(s) for s in old) or 'an old checkpoint'
+    reason = str(err).split(' [tensorstore_spec=')[0][:300]
+    message = (f'{self.step_dir(saved)} is saved and complete, but keep={keep} could not delete the old checkpoint '
+               f'{names} ({type(err).__name__}: {reason}); it may be partly deleted: remove it by hand. '
+               'Training goes on.')
+    logging.warning(message)
+    print(f'[flan_t5x] WARNING: {message}', flush=True)
 
   def poll(self) -> None:
     """Called after every step: a finished save's failure is raised now, not at the next save."""
