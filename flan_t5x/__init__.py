@@ -35,3 +35,9 @@ _cpu_only_platforms()
 # the first code of such a run, before TensorFlow or JAX start threads: later is too late for glibc
 # (host_memory.py). Imported as a library, nothing happens here.
 _host_memory.keep_freed_memory_for_job(getattr(sys, 'orig_argv', []))
+
+# A preemption notice while a training job starts (imports, gin, the runtime) ends it with the
+# preemption exit code, not the signal's default -15 (flan_t5x/preemption.py).
+if _host_memory.started_job(getattr(sys, 'orig_argv', [])) == 'flan_t5x.train':
+  from flan_t5x import preemption as _preemption
+  _preemption.exit_on_signal_outside_training()

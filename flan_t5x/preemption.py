@@ -47,6 +47,22 @@ def _exit_now(signum: int) -> None:
   os.kill(os.getpid(), signum)
 
 
+def exit_on_signal_outside_training() -> None:
+  """A training job's first line (flan_t5x/__init__.py): until train() installs its Watcher (and again
+  after it uninstalls it), SIGTERM / SIGINT end the job at once with EXIT_CODE: nothing is being
+  trained, so there is nothing to save, and the same command starts (or resumes) it again."""
+  if threading.current_thread() is threading.main_thread():
+    for signum in _SIGNALS:
+      signal.signal(signum, _exit_outside_training)
+
+
+def _exit_outside_training(signum, frame) -> None:
+  del frame
+  _write_line(f'{signal.Signals(signum).name} received outside the training loop (starting or finishing): '
+              f'nothing to save; exiting with code {EXIT_CODE}. Run the same command again to go on.')
+  os._exit(EXIT_CODE)  # pylint: disable=protected-access  (no cleanup to wait for: atomic writes, a kernel lock)
+
+
 class Watcher:
   """Installed by `train()` for its duration (main thread only); `stop_at(step)` after every step.
 

@@ -67,3 +67,19 @@ def test_sigint_then_sigterm_save_the_step_reached_and_resume_exactly(tmp_path):
   assert compared['final_steps'] == [STEPS, STEPS]
   assert compared['final_param_max_abs_diff'] == 0.0 and compared['loss_max_abs_diff'] == 0.0, compared
   assert compared['logged_steps_equal'] and compared['checkpoints_failing_checksums'] == []
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_job_starts_exits_with_the_preemption_code(tmp_path, signum):
+  """Before train() installs its watcher (imports, gin, the runtime) there is nothing to save: the job
+  exits at once with the preemption code, not the signal's -15, and has written nothing."""
+  model_dir = tmp_path / 'run'
+  child = subprocess.Popen(soak_kill.command(model_dir, STEPS), cwd=soak_kill.ROOT, env=soak_kill.child_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  time.sleep(1.0)  # the package's first line has run; the job's imports take seconds more
+  child.send_signal(signum)
+  _, stderr = child.communicate(timeout=120)
+  assert child.returncode == preemption.EXIT_CODE, stderr[-2000:]
+  assert (f'{signal.Signals(signum).name} received outside the training loop (starting or finishing): nothing '
+          f'to save; exiting with code {preemption.EXIT_CODE}') in stderr
+  assert not list(model_dir.glob('checkpoint_*'))
