@@ -109,6 +109,35 @@ def markdown(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+# The slice each size's gin/sizes file (and gin/flan_mix.gin for Base) is set up to fit.
+RECOMMENDED = {'small': 'v4-8', 'base': 'v4-8', 'large': 'v4-32', 'xl': 'v4-32', 'xxl': 'v4-32'}
+
+
+def recommended_markdown(rows: list[dict]) -> str:
+  """One line per size: its recommended slice's train and eval plans."""
+  lines = ['| size | slice | train: fits, HBM per chip (GiB) | partitions x microbatches | train tokens/s/chip, MFU '
+           '(projected) | eval: fits, HBM per chip (GiB) | eval tokens/s/chip (projected) |',
+           '|---|---|---|---|---|---|---|']
+  by_cell = {(r['size'], r['job'], r['slice']): r for r in rows}
+  for size, slice_name in RECOMMENDED.items():
+    train, evaluation = by_cell.get((size, 'train', slice_name)), by_cell.get((size, 'eval', slice_name))
+    if train is None and evaluation is None:
+      continue
+
+    def fit(r):
+      if r is None:
+        return 'not planned'
+      if r['fits'] is None:
+        return f"no: {r['note']}"
+      return f"{'yes' if r['fits'] else 'no'}, {r['hbm_gib']:.1f} of {r['chip_hbm_gib']:g}"
+    speed = (f"{train['tokens_per_second_per_chip']:,.0f}, {100 * train['mfu']:.0f}%"
+             if train and train['fits'] else '')
+    layout = f"{train['partitions']} x {train['microbatches']}" if train and train['fits'] is not None else ''
+    eval_speed = (f"{evaluation['tokens_per_second_per_chip']:,.0f}" if evaluation and evaluation['fits'] else '')
+    lines.append(f'| {size} | {slice_name} | {fit(train)} | {layout} | {speed} | {fit(evaluation)} | {eval_speed} |')
+  return '\n'.join(lines)
+
+
 def against_published(rows: list[dict]) -> dict | None:
   """Our projected MFU for a fitting train cell on the published figure's chip, over the figure's
   measured MFU: how far above a measured run the roofline projection sits."""
@@ -140,13 +169,15 @@ def main() -> None:
   rows = [row(cell) for cell in cells]
   table = markdown(rows)
   print(table)
+  print()
+  print(recommended_markdown(rows))
   comparison = against_published(rows)
   if comparison:
     print(f"projected / measured MFU: {comparison['projected_over_measured_mfu']:.2f} "
           f"({comparison['ours']['size']} on {comparison['ours']['slice']} against {PUBLISHED['source']})")
   if args.table:
     with open(args.table + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(table + '\n')
+      f.write(recommended_markdown(rows) + '\n\n' + table + '\n')
     os.replace(args.table + '.tmp', args.table)
   print(bench_results.write_json('tpu_plans', {'rows': rows, 'against_published': comparison}))
 
