@@ -25,6 +25,14 @@ def _plan(args, tmp_path, hide_libtpu=False):
   return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
+def _planned(tmp_path, *args, name='plan.json'):
+  """Runs the plan with --json; (the finished process, its reports)."""
+  report = tmp_path / name
+  done = _plan([*args, f'--json={report}'], tmp_path)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done, json.loads(report.read_text())['reports']
+
+
 def test_slice_names_map_to_chips_and_topologies():
   assert tpu_slices.parse_slice('v4-8').num_chips == 4
   assert tpu_slices.parse_slice('v4-32').jax_topology_name == 'v4:2x2x4'
@@ -76,12 +84,9 @@ def _hand_count_demo_model(num_partitions: int) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_tiny_train_and_decode_compile_for_v4_and_v5e(tmp_path):
-  report = tmp_path / 'train.json'
-  done = _plan(['--gin_file=gin/demo.gin', '--topology=v4-8', '--topology=v5litepod-4',
-                '--gin.partitioning.PjitPartitioner.num_partitions=2', f'--json={report}'], tmp_path)
-  assert done.returncode == 0, done.stderr[-3000:]
+  done, plans = _planned(tmp_path, '--gin_file=gin/demo.gin', '--topology=v4-8', '--topology=v5litepod-4',
+                         '--gin.partitioning.PjitPartitioner.num_partitions=2', name='train.json')
   assert 'v4-8: 4 v4 chips (2x2x1), 32 GiB HBM' in done.stdout and 'FITS' in done.stdout
-  plans = json.loads(report.read_text())['reports']
   params_bytes, opt_bytes = _hand_count_demo_model(2)
   for slice_report, name in zip(plans, ('v4-8', 'v5litepod-4')):
     plan = slice_report['plans'][0]
@@ -96,31 +101,23 @@ def test_tiny_train_and_decode_compile_for_v4_and_v5e(tmp_path):
     # counts elementwise work and the chunked loss's recomputed logits, a large share at these dims.
     assert 0.6 < plan['model_flops'] / 4 / plan['xla_flops'] < 1.0
 
-  decode_report = tmp_path / 'decode.json'
-  done = _plan(['--gin_file=gin/eval_demo.gin', '--topology=v5litepod-4', '--topology=v4-8',
-                f'--json={decode_report}'], tmp_path)
-  assert done.returncode == 0, done.stderr[-3000:]
-  for slice_report in json.loads(decode_report.read_text())['reports']:
+  from flan_t5x import plan as plan_job  # pylint: disable=g-import-not-at-top
+  _, decode_reports = _planned(tmp_path, '--gin_file=gin/eval_demo.gin', '--topology=v5litepod-4', '--topology=v4-8',
+                               name='decode.json')
+  for slice_report in decode_reports:
     plan = slice_report['plans'][0]
     assert slice_report['job'] == 'eval' and plan['job'] == 'decode' and plan['fits']
     assert plan['batch_size'] == 52  # eval_demo.gin's 50 rows padded to the 4 data shards
-    assert plan['lengths'] == aot_plan_default_lengths()
+    assert plan['lengths'] == plan_job.DEFAULT_DECODE_LENGTHS
     assert plan['state_bytes']['params'] == _hand_count_demo_model(1)[0]  # one partition: whole parameters
     assert plan['settings']['method'] == 'greedy'
 
 
-def aot_plan_default_lengths():
-  from flan_t5x import plan  # pylint: disable=g-import-not-at-top
-  return plan.DEFAULT_DECODE_LENGTHS
-
-
 @pytest.mark.slow
 def test_configuration_over_hbm_is_reported_with_its_fix(tmp_path):
-  report = tmp_path / 'plan.json'
-  done = _plan(['--gin_file=gin/demo.gin', '--topology=v5litepod-4', '--gin.BATCH_SIZE=1024',
-                "--gin.TASK_FEATURE_LENGTHS={'inputs': 4096, 'targets': 512}", f'--json={report}'], tmp_path)
-  assert done.returncode == 0, done.stderr[-3000:]
-  plan = json.loads(report.read_text())['reports'][0]['plans'][0]
+  done, reports = _planned(tmp_path, '--gin_file=gin/demo.gin', '--topology=v5litepod-4', '--gin.BATCH_SIZE=1024',
+                           "--gin.TASK_FEATURE_LENGTHS={'inputs': 4096, 'targets': 512}")
+  plan = reports[0]['plans'][0]
   assert not plan['fits'] and plan['total_bytes'] > 16 * 2**30 and 'RESOURCE_EXHAUSTED' in plan['error']
   assert 'DOES NOT FIT' in done.stdout
   fix = next(line for line in plan['suggestions'] if line.startswith('num_microbatches='))
