@@ -110,7 +110,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 # The slice each size's gin/sizes file (and gin/flan_mix.gin for Base) is set up to fit.
-RECOMMENDED = {'small': 'v4-8', 'base': 'v4-8', 'large': 'v4-32', 'xl': 'v4-32', 'xxl': 'v4-32'}
+RECOMMENDED = {'small': 'v4-8', 'base': 'v4-8', 'large': 'v4-32', 'xl': 'v4-32', 'xxl': 'v4-64'}
 
 
 def recommended_markdown(rows: list[dict]) -> str:

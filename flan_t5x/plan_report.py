@@ -76,20 +76,28 @@ def suggestions(plan) -> list[str]:
     factor = 2 ** math.ceil(math.log2(max(plan.temp_bytes / (0.9 * hbm - state - other), 1.0001)))
     if plan.job == 'train':
       microbatches = plan.settings.get('num_microbatches', 1) * factor
-      lines.append(f'num_microbatches={microbatches} (--gin.trainer.Trainer.num_microbatches={microbatches}): '
-                   f'temporaries about {gib(plan.temp_bytes / factor)}, total about '
-                   f'{gib(state + other + plan.temp_bytes / factor)} per chip')
-      lines.append(f'or a batch {factor}x smaller (--gin.BATCH_SIZE={plan.batch_size // factor}): the same per chip')
+      # At most one row per data shard in a microbatch: a batch of B rows on D shards allows B / D.
+      most = plan.batch_size // math.prod(size for axis, size in plan.mesh.items() if axis != 'model')
+      if microbatches <= most:
+        lines.append(f'num_microbatches={microbatches} (--gin.trainer.Trainer.num_microbatches={microbatches}): '
+                     f'temporaries about {gib(plan.temp_bytes / factor)}, total about '
+                     f'{gib(state + other + plan.temp_bytes / factor)} per chip')
+      else:
+        lines.append(f'not more microbatches: {microbatches} would be needed, and {most} already gives each data '
+                     'shard one row per microbatch')
+      if plan.batch_size // factor >= 1:
+        lines.append(f'or a batch {factor}x smaller (--gin.BATCH_SIZE={plan.batch_size // factor}): the same per chip')
       lines.append("or rematerialization (flan_t5x only: --gin.network.T5Config.remat_policy=\"'full'\"): keeps "
                    'one activation per layer and recomputes the rest (about a third more FLOPs)')
     else:
       lines.append(f'a batch {factor}x smaller (--gin.BATCH_SIZE={max(plan.batch_size // factor, 1)}): '
                    f'temporaries about {gib(plan.temp_bytes / factor)}')
-  if state > 0.5 * hbm or hbm <= state + other:
+  if state > 0.5 * hbm or hbm <= state + other or (plan.job == 'train' and lines and lines[0].startswith('not more')):
     width = plan.mesh.get('model', 1)
     factor = 2 ** math.ceil(math.log2(max(state / (0.5 * hbm), 2)))
-    lines.append(f'num_partitions={width * factor} (--gin.partitioning.PjitPartitioner.num_partitions='
-                 f'{width * factor}): parameters and optimizer state about {gib(state / factor)} per chip')
+    lines.append(f'num_partitions={width * factor} on a slice with {width * factor} chips or more '
+                 f'(--gin.partitioning.PjitPartitioner.num_partitions={width * factor}): parameters and optimizer '
+                 f'state about {gib(state / factor)} per chip, activations split {factor} ways more')
   lines.append('--sweep compiles these and names the fastest that fits')
   return lines
 
