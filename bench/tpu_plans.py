@@ -80,7 +80,7 @@ def run_cell(size: str, slice_name: str, job: str, plans_dir: str) -> dict:
 def row(cell: dict) -> dict:
   report = cell['plan']
   base = {'size': cell['size'], 'slice': cell['slice'], 'job': cell['job'], 'command': cell['command']}
-  if report['refused']:
+  if report.get('refused'):
     return dict(base, fits=None, note=report['refused'])
   plan = report['plans'][0]
   projection = plan['projection']
@@ -97,6 +97,9 @@ def markdown(rows: list[dict]) -> str:
            '(projected) | MFU (projected) | compile (s) | command / note |',
            '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
+    if r['fits'] == 'missing':
+      lines.append(f"| {r['size']} | {r['job']} | {r['slice']} | not planned yet | | | | | | | `{r['command']}` |")
+      continue
     if r['fits'] is None:
       lines.append(f"| {r['size']} | {r['job']} | {r['slice']} | no | | | | | | | `{r['command']}`: {r['note']} |")
       continue
@@ -118,7 +121,7 @@ def recommended_markdown(rows: list[dict]) -> str:
   lines = ['| size | slice | train: fits, HBM per chip (GiB) | partitions x microbatches | train tokens/s/chip, MFU '
            '(projected) | eval: fits, HBM per chip (GiB) | eval tokens/s/chip (projected) |',
            '|---|---|---|---|---|---|---|']
-  by_cell = {(r['size'], r['job'], r['slice']): r for r in rows}
+  by_cell = {(r['size'], r['job'], r['slice']): r for r in rows if r['fits'] != 'missing'}
   for size, slice_name in RECOMMENDED.items():
     train, evaluation = by_cell.get((size, 'train', slice_name)), by_cell.get((size, 'eval', slice_name))
     if train is None and evaluation is None:
@@ -141,7 +144,7 @@ def recommended_markdown(rows: list[dict]) -> str:
 def against_published(rows: list[dict]) -> dict | None:
   """Our projected MFU for a fitting train cell on the published figure's chip, over the figure's
   measured MFU: how far above a measured run the roofline projection sits."""
-  same_chip = [r for r in rows if r['job'] == 'train' and r['fits'] and r['slice'].startswith(PUBLISHED['chip'])]
+  same_chip = [r for r in rows if r['job'] == 'train' and r['fits'] is True and r['slice'].startswith(PUBLISHED['chip'])]
   if not same_chip:
     return None
   best = max(same_chip, key=lambda r: r['mfu'])
@@ -159,27 +162,34 @@ def main() -> None:
   parser.add_argument('--render_only', action='store_true', help='Only the cells already planned.')
   args = parser.parse_args()
   os.makedirs(args.plans_dir, exist_ok=True)
-  cells = []
+  cells, missing = [], []
   for size in args.sizes.split(','):
     for job in args.jobs.split(','):
       for slice_name in args.slices.split(','):
-        if args.render_only and not os.path.exists(os.path.join(args.plans_dir, f'{size}_{job}_{slice_name}.json')):
+        path = os.path.join(args.plans_dir, f'{size}_{job}_{slice_name}.json')
+        if args.render_only and not os.path.exists(path):
+          missing.append({'size': size, 'slice': slice_name, 'job': job, 'fits': 'missing',
+                          'command': user_command(cell_command(size, slice_name, job, path))})
           continue
         cells.append(run_cell(size, slice_name, job, args.plans_dir))
-  rows = [row(cell) for cell in cells]
+  rows = [row(cell) for cell in cells] + missing
+  # A recommended slice outside the grid (XXL's v4-64): its planned cells, for the recommended table.
+  extra = [row(run_cell(size, slice_name, job, args.plans_dir)) for size, slice_name in RECOMMENDED.items()
+           for job in args.jobs.split(',') if slice_name not in args.slices.split(',') and size in args.sizes
+           and os.path.exists(os.path.join(args.plans_dir, f'{size}_{job}_{slice_name}.json'))]
   table = markdown(rows)
   print(table)
   print()
-  print(recommended_markdown(rows))
+  print(recommended_markdown(rows + extra))
   comparison = against_published(rows)
   if comparison:
     print(f"projected / measured MFU: {comparison['projected_over_measured_mfu']:.2f} "
           f"({comparison['ours']['size']} on {comparison['ours']['slice']} against {PUBLISHED['source']})")
   if args.table:
     with open(args.table + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(recommended_markdown(rows) + '\n\n' + table + '\n')
+      f.write(recommended_markdown(rows + extra) + '\n\n' + table + '\n')
     os.replace(args.table + '.tmp', args.table)
-  print(bench_results.write_json('tpu_plans', {'rows': rows, 'against_published': comparison}))
+  print(bench_results.write_json('tpu_plans', {'rows': rows + extra, 'against_published': comparison}))
 
 
 if __name__ == '__main__':

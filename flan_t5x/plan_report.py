@@ -90,8 +90,8 @@ def suggestions(plan) -> list[str]:
       lines.append("or rematerialization (flan_t5x only: --gin.network.T5Config.remat_policy=\"'full'\"): keeps "
                    'one activation per layer and recomputes the rest (about a third more FLOPs)')
     else:
-      lines.append(f'a batch {factor}x smaller (--gin.BATCH_SIZE={max(plan.batch_size // factor, 1)}): '
-                   f'temporaries about {gib(plan.temp_bytes / factor)}')
+      lines.append(f'a batch {factor}x smaller (--gin.utils.DatasetConfig.batch_size='
+                   f'{max(plan.batch_size // factor, 1)}): temporaries about {gib(plan.temp_bytes / factor)}')
   if state > 0.5 * hbm or hbm <= state + other or (plan.job == 'train' and lines and lines[0].startswith('not more')):
     width = plan.mesh.get('model', 1)
     factor = 2 ** math.ceil(math.log2(max(state / (0.5 * hbm), 2)))
