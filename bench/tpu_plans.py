@@ -6,9 +6,9 @@ r"""The TPU plan grid behind docs/tpu_plans.md: `python -m flan_t5x.plan` per si
 Each cell runs the users' own files as a user would (train: gin/flan_mix.gin, eval:
 gin/eval_heldout.gin, each followed by gin/sizes/<size>.gin except for Base, which they ship),
 with `--gin.partitioning.PjitPartitioner.num_partitions=<chips>` appended only where the size's
-partitions exceed the slice's chips. Each plan's JSON lands in --plans_dir (one file per cell,
-so an interrupted grid resumes where it stopped), and the table of all of them is printed and
-written to --table (markdown) with a summary JSON under bench/results/. The projection is held
+partitions exceed the slice's chips. Each plan's JSON lands in --plans_dir (docs/tpu_plans/, one
+file per cell, committed: an interrupted grid resumes where it stopped), and the tables of all of
+them are printed and written to --table (markdown) with a summary JSON under bench/results/. The projection is held
 against a published measured figure (PUBLISHED) as a ratio.
 """
 import argparse
@@ -157,7 +157,9 @@ def main() -> None:
   parser.add_argument('--sizes', default=','.join(SIZES))
   parser.add_argument('--slices', default=','.join(SLICES))
   parser.add_argument('--jobs', default=','.join(JOBS))
-  parser.add_argument('--plans_dir', default=os.path.join(bench_results.RESULTS_DIR, 'tpu_plans'))
+  # Committed beside docs/tpu_plans.md: the plans behind its tables, and where a grid resumes.
+  parser.add_argument('--plans_dir', default=os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), 'docs', 'tpu_plans'))
   parser.add_argument('--table', default=None, help='Also write the markdown table to this file.')
   parser.add_argument('--render_only', action='store_true', help='Only the cells already planned.')
   args = parser.parse_args()

@@ -181,3 +181,30 @@ def test_readme_plan_commands_run_as_written(repo_copy):
       assert done.stdout.count('  sweep: mesh') >= 2 and 'fastest that fits: --gin.partitioning' in done.stdout
     if 'v5litepod-16' in command:
       assert 'v5litepod-16: 16 v5litepod chips (4x4), 16 GiB HBM' in done.stdout and '-- eval' in done.stdout
+
+
+def test_the_committed_plans_render_into_the_docs_tables(tmp_path):
+  """docs/tpu_plans.md's tables come from the committed plans: rendering them again gives the same."""
+  table = tmp_path / 'tables.md'
+  done = subprocess.run([sys.executable, 'bench/tpu_plans.py', '--render_only', f'--table={table}'], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  recommended, grid = table.read_text().strip().split('\n\n', 1)
+  docs = open(os.path.join(REPO_ROOT, 'docs', 'tpu_plans.md'), encoding='utf-8').read()
+  assert recommended in docs and grid in docs
+  assert 'projected / measured MFU: 0.10' in done.stdout
+
+
+@pytest.mark.slow
+def test_a_grid_cell_runs_the_plan_and_resumes_from_its_json(tmp_path):
+  args = [sys.executable, 'bench/tpu_plans.py', '--sizes=tiny', '--jobs=eval', '--slices=v5litepod-4',
+          f'--plans_dir={tmp_path}']
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  first = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert '[tpu_plans] tiny eval v5litepod-4:' in first.stdout and (tmp_path / 'tiny_eval_v5litepod-4.json').exists()
+  assert ('| tiny | eval | v5litepod-4 | yes |' in first.stdout and
+          '`python -m flan_t5x.plan --gin_file=gin/eval_heldout.gin --gin_file=gin/sizes/tiny.gin '
+          '--topology=v5litepod-4`' in first.stdout)
+  again = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and '[tpu_plans] tiny eval' not in again.stdout  # read back, not compiled again
