@@ -54,6 +54,7 @@ def test_a_restore_writes_the_missing_manifest_and_says_so(trained, tmp_path, ca
   assert 'could not be compared with checksums from its save' in manifest
 
 
+@pytest.mark.slow
 def test_a_manifest_written_at_a_restore_never_makes_the_checkpoint_good(trained, tmp_path):
   """Restored once without a manifest (which wrote one that says so), then a second start: the
   checkpoint is still unverified, so a non-finite loss after it does not call it good."""

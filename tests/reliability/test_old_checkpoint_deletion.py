@@ -19,6 +19,7 @@ def _immutable(path, on: bool) -> bool:
   return subprocess.run(['chattr', '+i' if on else '-i', str(path)], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_failed_deletion_of_an_old_checkpoint_is_a_warning_naming_it(tmp_path, capsys):
   model_dir = tmp_path / 'run'
   helpers.run_training(model_dir, 2, keep=2)
