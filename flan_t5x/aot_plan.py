@@ -167,7 +167,7 @@ def train_batch_spec(model: models.EncoderDecoderModel, task_feature_lengths: Ma
           for name, spec in converted.element_spec.items()}
 
 
-def _fill_from_compiled(plan: Plan, compiled, extra_bytes: int = 0) -> None:
+def _fill_from_compiled(plan: Plan, compiled) -> None:
   memory = compiled.memory_analysis()
   plan.argument_bytes = int(memory.argument_size_in_bytes)
   plan.output_bytes = int(memory.output_size_in_bytes)
@@ -175,7 +175,7 @@ def _fill_from_compiled(plan: Plan, compiled, extra_bytes: int = 0) -> None:
   plan.temp_bytes = int(memory.temp_size_in_bytes)
   plan.code_bytes = int(memory.generated_code_size_in_bytes)
   plan.total_bytes = (plan.argument_bytes + plan.output_bytes - plan.alias_bytes + plan.temp_bytes
-                      + plan.code_bytes + extra_bytes)
+                      + plan.code_bytes)
   plan.fits = plan.total_bytes <= plan.hbm_bytes_per_device
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -186,7 +186,7 @@ def _fill_from_compiled(plan: Plan, compiled, extra_bytes: int = 0) -> None:
   plan.collectives = collectives(compiled.as_text())
 
 
-_OOM_RE = re.compile(r'Used ([\d.]+)([KMGT])? of ([\d.]+)([KMGT])? hbm')
+_OOM_RE = re.compile(r'Used ([\d.]+)([KMGT])? of [\d.]+[KMGT]? hbm')
 _UNIT = {None: 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
 
 

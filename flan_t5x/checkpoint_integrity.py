@@ -87,15 +87,14 @@ def has_manifest(step_dir: str) -> bool:
   return os.path.isfile(os.path.join(step_dir, MANIFEST))
 
 
+def is_intact(step_dir: str) -> bool:
+  """Whether the checkpoint has its manifest and every file matches it."""
+  return has_manifest(step_dir) and not problems(step_dir)
+
+
 def verified_at_save(step_dir: str) -> bool:
   """Whether the checkpoint's manifest was written by its save (checksums of the files as saved)."""
-  if not has_manifest(step_dir):
-    return False
-  try:
-    with open(os.path.join(step_dir, MANIFEST), encoding='utf-8') as f:
-      return 'unverified' not in json.load(f)
-  except (OSError, ValueError):
-    return False
+  return has_manifest(step_dir) and 'unverified' not in _load_manifest(step_dir)
 
 
 def raise_if_not_finite(step_dir: str, state) -> None:
@@ -111,7 +110,7 @@ def raise_if_not_finite(step_dir: str, state) -> None:
                                    'which no save writes')
 
 
-def _read_manifest(step_dir: str) -> dict[str, dict[str, int]]:
+def _load_manifest(step_dir: str) -> dict:
   path = os.path.join(step_dir, MANIFEST)
   try:
     with open(path, encoding='utf-8') as f:
@@ -119,9 +118,13 @@ def _read_manifest(step_dir: str) -> dict[str, dict[str, int]]:
     files = manifest['files']
     if not isinstance(files, dict):
       raise TypeError(f'"files" is a {type(files).__name__}, expected an object')
-    return files
+    return manifest
   except (OSError, ValueError, KeyError, TypeError) as err:
     raise DamagedCheckpointError(step_dir, f'unreadable checksum manifest {path} ({err})') from None
+
+
+def _read_manifest(step_dir: str) -> dict[str, dict[str, int]]:
+  return _load_manifest(step_dir)['files']
 
 
 def problems(step_dir: str) -> list[str]:
@@ -185,25 +188,23 @@ def saved_param_shapes(state_dir: str) -> dict[str, tuple[int, ...]]:
   return _names_and_shapes(_saved_state_tree(state_dir).get('params', {}))
 
 
-def saved_optimizer_shapes(state_dir: str) -> list[tuple[int, ...]]:
-  """The shapes of a saved `state` item's optimizer-state tensors, sorted: the same optimizer on the
-  same model saves the same multiset (orbax's metadata names the leaves its own way)."""
-  return sorted(_names_and_shapes(_saved_state_tree(state_dir).get('opt_state', {})).values())
-
-
-def raise_if_other_model(step_dir: str, abstract_params) -> None:
+def raise_if_other_model(step_dir: str, abstract_params, abstract_opt_state=None, optimizer_name: str = '') -> None:
   """A checkpoint of another model (more or fewer tensors, other shapes) is a configuration mistake,
-  not damage: model_mismatch.ModelMismatchError names the tensors and the likely gin setting."""
+  not damage: model_mismatch.ModelMismatchError names the tensors and the likely gin setting. With
+  `abstract_opt_state`, one saved with another optimizer is too (OptimizerMismatchError). Orbax's
+  metadata is read once for both."""
   from flan_t5x import model_mismatch  # pylint: disable=g-import-not-at-top
-  model_mismatch.check(step_dir, saved_param_shapes(os.path.join(step_dir, 'state')),
-                       _names_and_shapes(abstract_params))
+  saved = _saved_state_tree(os.path.join(step_dir, 'state'))
+  model_mismatch.check(step_dir, _names_and_shapes(saved.get('params', {})), _names_and_shapes(abstract_params))
+  if abstract_opt_state is not None:
+    _raise_if_other_optimizer(step_dir, saved.get('opt_state', {}), abstract_opt_state, optimizer_name)
 
 
-def raise_if_other_optimizer(step_dir: str, abstract_opt_state, optimizer_name: str) -> None:
-  """A checkpoint saved with another optimizer (its state has other tensors) is a configuration
-  change, never damage: nothing is moved, and the error offers what can be done."""
+def _raise_if_other_optimizer(step_dir: str, saved_opt_state, abstract_opt_state, optimizer_name: str) -> None:
+  """Compares the optimizer states' tensor shapes as multisets: the same optimizer on the same model
+  saves the same ones (orbax's metadata names the leaves its own way)."""
   from flan_t5x import model_mismatch  # pylint: disable=g-import-not-at-top
-  saved = saved_optimizer_shapes(os.path.join(step_dir, 'state'))
+  saved = sorted(_names_and_shapes(saved_opt_state).values())
   wanted = sorted(_names_and_shapes(abstract_opt_state).values())
   if saved != wanted:
     raise model_mismatch.OptimizerMismatchError(

@@ -213,7 +213,7 @@ class Checkpointer:
       self._manager.wait_until_finished()
     except Exception as err:  # pylint: disable=broad-except  (any failure of the save thread)
       failed = self._unchecksummed[-1] if self._unchecksummed else None
-      if failed is not None and self._committed(failed):
+      if failed is not None and checkpoint_integrity.is_intact(self.step_dir(failed)):
         self._warn_old_checkpoints_kept(failed, err)  # the save is complete: keep-N's deletion failed
       else:
         self._save_failed = True
@@ -240,18 +240,11 @@ class Checkpointer:
           raise self._save_error(step, err) from err
     self._unchecksummed = []
 
-  def _committed(self, step: int) -> bool:
-    """Whether `step`'s save is complete and intact: renamed into place with a manifest that matches."""
-    step_dir = self.step_dir(step)
-    return (os.path.isdir(step_dir) and checkpoint_integrity.has_manifest(step_dir)
-            and not checkpoint_integrity.problems(step_dir))
-
   def _warn_old_checkpoints_kept(self, saved: int, err: BaseException) -> None:
     """keep-N could not delete an old checkpoint after `saved` was committed: its own warning, naming
     what is left (possibly in part); training goes on."""
     keep = self.config.keep
-    steps = sorted(int(name.rsplit('_', 1)[1]) for name in os.listdir(self.model_dir)
-                   if re.fullmatch(rf'{STEP_PREFIX}_\d+', name))
+    steps = saved_steps(self.model_dir)
     old = [s for s in steps if keep and s < saved and s not in steps[-keep:]]
     names = ', '.join(self.step_dir(s) for s in old) or 'an old checkpoint'
     reason = str(err).split(' [tensorstore_spec=')[0][:300]
@@ -343,8 +336,8 @@ class Checkpointer:
     checkpoint_integrity.verify(step_dir)
     had_manifest = checkpoint_integrity.has_manifest(step_dir)
     verified = checkpoint_integrity.verified_at_save(step_dir)
-    checkpoint_integrity.raise_if_other_model(step_dir, self.abstract_state.params)
-    checkpoint_integrity.raise_if_other_optimizer(step_dir, self.abstract_state.opt_state, self.optimizer_name)
+    checkpoint_integrity.raise_if_other_model(step_dir, self.abstract_state.params, self.abstract_state.opt_state,
+                                              self.optimizer_name)
     items = dict(state=ocp.args.StandardRestore(self.abstract_state), run=ocp.args.JsonRestore())
     if os.path.isdir(os.path.join(step_dir, 'input')):
       items['input'] = InputStateRestore()
@@ -370,6 +363,15 @@ class Checkpointer:
       if not already_failed:
         raise
       logging.warning('After a failed save, closing the checkpoint manager also failed: %s', err)
+
+
+def saved_steps(model_dir: str) -> list[int]:
+  """The steps of MODEL_DIR's checkpoint_<step> directories, ascending, by name alone (orbax renames a
+  save into place when it is complete; its contents are not checked here)."""
+  if not os.path.isdir(model_dir):
+    return []
+  return sorted(int(m.group(1)) for m in (re.fullmatch(rf'{STEP_PREFIX}_(\d+)', name)
+                                          for name in os.listdir(model_dir)) if m)
 
 
 def _complete(step_dir: str) -> bool:

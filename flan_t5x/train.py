@@ -12,7 +12,6 @@ import collections
 import dataclasses
 import os
 import random
-import re
 import sys
 from typing import Any, Callable
 
@@ -47,17 +46,7 @@ def _progress(total: int, initial: int, enabled: bool) -> progress_lib.Progress 
 
 def _latest_saved_step(model_dir: str) -> int | None:
   """The newest complete checkpoint_<step> in MODEL_DIR (orbax renames a save into place when complete)."""
-  if not os.path.isdir(model_dir):
-    return None
-  steps = [int(m.group(1)) for m in (re.fullmatch(rf'{checkpoints.STEP_PREFIX}_(\d+)', name)
-                                     for name in os.listdir(model_dir)) if m]
-  return max(steps, default=None)
-
-
-def _verified(step_dir: str) -> bool:
-  """A finished run is one whose newest checkpoint matches its checksum manifest. A damaged, empty
-  or manifest-less one is not: the restore below verifies it and says what is wrong with it."""
-  return checkpoint_integrity.has_manifest(step_dir) and not checkpoint_integrity.problems(step_dir)
+  return max(checkpoints.saved_steps(model_dir), default=None)
 
 
 def _check_steps_to_train(model_dir: str, initial_checkpoint_path: str | None, total_steps: int) -> None:
@@ -216,13 +205,12 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   preemption.Preempted after SIGTERM / SIGINT, once the step reached is saved on every host.
   """
   config_checks.check_arguments(train, locals())  # wrong types fail here, before any work
-  config_checks.check_train_values(total_steps, {
-      name: cfg.batch_size for name, cfg in (('train/DatasetConfig', train_dataset_cfg),
-                                             ('train_eval/DatasetConfig', train_eval_dataset_cfg)) if cfg})
+  dataset_cfgs = {name: cfg for name, cfg in (('train/DatasetConfig', train_dataset_cfg),
+                                               ('train_eval/DatasetConfig', train_eval_dataset_cfg)) if cfg}
+  config_checks.check_train_values(total_steps, {name: cfg.batch_size for name, cfg in dataset_cfgs.items()})
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
-  config_checks.check_run_values(checkpoint_cfg.save.period, {
-      name: cfg.task_feature_lengths for name, cfg in (('train/DatasetConfig', train_dataset_cfg),
-                                                       ('train_eval/DatasetConfig', train_eval_dataset_cfg)) if cfg})
+  config_checks.check_run_values(checkpoint_cfg.save.period,
+                                 {name: cfg.task_feature_lengths for name, cfg in dataset_cfgs.items()})
   partitioner = partitioner or partitioning.PjitPartitioner()
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
   if use_hardware_rng:
@@ -235,9 +223,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   if relative_steps is not None and relative_steps < 1:
     raise ValueError(f'TRAIN_STEPS_RELATIVE must be a positive number of steps or None, got {relative_steps}.')
   finished_step = _latest_saved_step(model_dir)
-  # TRAIN_STEPS_RELATIVE's target is recorded in the checkpoint: the loop below stops at it.
+  # TRAIN_STEPS_RELATIVE's target is recorded in the checkpoint: the loop below stops at it. A run is
+  # finished only when that checkpoint is intact; a damaged, empty or manifest-less one goes to the
+  # restore below, which says what is wrong with it.
   if (total_steps is not None and finished_step is not None and finished_step >= total_steps
-      and _verified(os.path.join(model_dir, f'{checkpoints.STEP_PREFIX}_{finished_step}'))):
+      and checkpoint_integrity.is_intact(os.path.join(model_dir, f'{checkpoints.STEP_PREFIX}_{finished_step}'))):
     if jax.process_index() == 0:
       print(f'[flan_t5x] MODEL_DIR={model_dir} already holds step {finished_step} (TRAIN_STEPS={total_steps}): '
             'nothing to train, nothing written. Raise TRAIN_STEPS to train further.', flush=True)
