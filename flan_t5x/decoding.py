@@ -57,6 +57,31 @@ class DecodingConfig:
       raise ValueError(f'Expected temperature >= 0, topk >= 0 and 0 < topp <= 1; got {self}.')
 
 
+# ------------------------------------------------ T5X's decode functions
+
+# T5X's EncoderDecoderModel takes `decode_fn` (default `decoding.beam_search`) and calls it with
+# `predict_batch_with_aux`'s `num_decodes` (default 1). Under flan_t5x, gin's
+# `decode_fn = @decoding.beam_search` names one of these, which turn T5X's parameters (and their
+# gin bindings) into the DecodingConfig flan_t5x decodes with.
+
+def t5x_beam_search(num_decodes: int = 4, alpha: float = 0.6) -> DecodingConfig:
+  """T5X's `decoding.beam_search`: `num_decodes` beams, brevity penalty `alpha` (one beam by default
+  under EncoderDecoderModel, which is not greedy: a beam that ends competes with the live one)."""
+  return DecodingConfig('beam', num_decodes, alpha=alpha)
+
+
+def t5x_temperature_sample(num_decodes: int = 1, temperature: float = 1.0, topk: int = 1,
+                           topp: float = 0.0) -> DecodingConfig:
+  """T5X's `decoding.temperature_sample` with T5X's defaults: topk=1 (argmax), topp=0.0 (off);
+  at most one of them non-zero, as T5X requires. Argmax (topk=1 or temperature 0) is greedy."""
+  if topk and topp:
+    raise ValueError(f'decoding.temperature_sample: topk={topk} and topp={topp}; at most one of `topp` or '
+                     '`topk` may be non-zero (as T5X). Set topk = 0 to sample with topp.')
+  if (topk == 1 or temperature == 0) and num_decodes == 1:
+    return DecodingConfig('greedy')
+  return DecodingConfig('sample', num_decodes, temperature=temperature, topk=topk, topp=topp or 1.0)
+
+
 # ----------------------------------------------------------------- model steps
 
 def init_cache(module, batch_size: int, input_length: int, max_decode_length: int,

@@ -46,7 +46,7 @@ def evaluate(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_
   """Loads CHECKPOINT_PATH, evaluates the mixture, writes outputs; returns {task: result}."""
   partitioner = partitioner or partitioning.PjitPartitioner()
   cfg = evaluation.InferenceEvalConfig(mixture_or_task_name, split, task_feature_lengths, batch_size, max_examples,
-                            rank_classification, decoding_config or decoding.DecodingConfig(), module)
+                            rank_classification, decoding_config or model.decoding_config(), module)
   task_vocab.check_vocabularies(model, mixture_or_task_name, module)
   # Fingerprint first and load what was fingerprinted, even if a MODEL_DIR gets a newer step meanwhile.
   fingerprint = inference.checkpoint_fingerprint(checkpoint_path)

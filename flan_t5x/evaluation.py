@@ -359,7 +359,27 @@ def write_outputs(output_dir: str, results: Mapping[str, dict], records: Mapping
   summary = {'checkpoint_path': checkpoint_path, 'step': step, 'checkpoint': checkpoint, 'tasks': results}
   checkpoints.write_text_atomically(os.path.join(output_dir, 'results.json'), json.dumps(summary, indent=2) + '\n')
   checkpoints.write_text_atomically(os.path.join(output_dir, 'results.md'), report)
+  write_t5x_files(os.path.join(output_dir, 'inference_eval'), results, records, step)
   writer = summaries.SummaryWriter(os.path.join(output_dir, 'inference_eval'))
   writer.write(step, scalars(results))
   writer.close()
   return report
+
+
+def write_t5x_files(directory: str, results: Mapping[str, dict], records: Mapping[str, list], step: int) -> None:
+  """T5X's evaluation files (seqio.JSONLogger's layout), for T5X users' tooling:
+  `<task>-metrics.jsonl` gets one more line {"step", <metric>: value, ...} (T5X appends one per
+  evaluation), `<task>-<step:06>.jsonl` one line per example {"input": {"inputs_pretokenized",
+  "targets_pretokenized"}, "target", "prediction"} (the postprocessed values the metrics saw; T5X's
+  "input" also holds the tokenized features)."""
+  for task, result in results.items():
+    metrics_path = os.path.join(directory, f'{task}-metrics.jsonl')
+    earlier = open(metrics_path, encoding='utf-8').read() if os.path.exists(metrics_path) else ''
+    line = json.dumps({'step': step, **result['metrics']})
+    checkpoints.write_text_atomically(metrics_path, earlier + line + '\n')
+    lines = [json.dumps({'input': {'inputs_pretokenized': r['input'], 'targets_pretokenized': r['target']},
+                         'target': r.get('scored_target', r['target']),
+                         'prediction': r.get('scored_prediction', r['prediction'])}, ensure_ascii=False)
+             for r in records[task]]
+    checkpoints.write_text_atomically(os.path.join(directory, f'{task}-{step:06d}.jsonl'),
+                                      ''.join(l + '\n' for l in lines))

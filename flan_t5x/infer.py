@@ -22,7 +22,8 @@ holding another job, it refuses (naming what changed) and writes nothing, or wit
 INFER_ON_MISMATCH='new_dir' starts fresh in `<dir>-2` (or the first such sibling free or holding
 this job). Old and new chunks are never mixed. Output lines:
 {"index": input line number, "input": ..., "prediction": ..., "score": ...}
-(+ "target" for a task; + "predictions"/"scores" when num_decodes > 1).
+(+ "target" for a task; + "predictions"/"scores" when num_decodes > 1). For a task, T5X's layout
+too: `<task>-predict.jsonl-<i>-of-<n>` (write_t5x_predictions).
 """
 
 from __future__ import annotations
@@ -344,7 +345,7 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
     raise ValueError(f'chunk_size and batch_size must be positive, got {chunk_size}, {batch_size}.')
   if on_mismatch not in ON_MISMATCH:
     raise ValueError(f'INFER_ON_MISMATCH={on_mismatch!r}; expected one of {ON_MISMATCH}.')
-  decoding_config = decoding_config or decoding.DecodingConfig()
+  decoding_config = decoding_config or model.decoding_config()
   all_rows = (read_jsonl_inputs(input_path, input_field) if input_path
               else read_task_inputs(mixture_or_task_name, split, max_examples))
   if not all_rows:  # before any work: an empty predictions file would look like a finished job
@@ -380,12 +381,32 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
     checkpoints.write_text_atomically(config_path, run_config)
     created.append(config_path)
   try:
-    return _predict_chunks(model, partitioner, decoding_config, params, fingerprint, output_dir, host_dir,
+    path = _predict_chunks(model, partitioner, decoding_config, params, fingerprint, output_dir, host_dir,
                            rows, num_chunks, chunk_size, rows_per_host, chunk_hashes, manifest, max_chunks,
                            batch_size, input_length, max_decode_length, seed, process_index, process_count)
   except BaseException:
     _remove_if_nothing_predicted(host_dir, created)
     raise
+  if path is not None and mixture_or_task_name is not None:
+    write_t5x_predictions(path, output_dir, process_index, process_count)
+  return path
+
+
+def write_t5x_predictions(predictions_path: str, output_dir: str, process_index: int, process_count: int) -> None:
+  """T5X's infer layout beside flan_t5x's: per task `<task>-predict.jsonl-<i:05d>-of-<n:05d>`, one line
+  {"inputs": {"inputs_pretokenized", "targets_pretokenized"}, "prediction"} per example of this host
+  (T5X's default fields), and its empty `.COMPLETED` marker."""
+  by_task: dict[str, list[str]] = {}
+  with open(predictions_path, encoding='utf-8') as f:
+    for line in f:
+      record = json.loads(line)
+      inputs = {'inputs_pretokenized': record['input'], 'targets_pretokenized': record['target']}
+      by_task.setdefault(record['task'], []).append(
+          json.dumps({'inputs': inputs, 'prediction': record['prediction']}, ensure_ascii=False) + '\n')
+  for task, lines in by_task.items():
+    path = os.path.join(output_dir, f'{task}-predict.jsonl-{process_index:05d}-of-{process_count:05d}')
+    checkpoints.write_text_atomically(path, ''.join(lines))
+    checkpoints.write_text_atomically(path + '.COMPLETED', '')
 
 
 def _remove_if_nothing_predicted(host_dir: str, created: list[str]) -> None:

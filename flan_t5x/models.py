@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import seqio
 
+from flan_t5x import decoding
 from flan_t5x import losses
 from flan_t5x import network
 from flan_t5x import vocab_chunked_loss
@@ -35,12 +36,26 @@ class EncoderDecoderModel:
 
   def __init__(self, module: network.Transformer, input_vocabulary: seqio.Vocabulary | None = None,
                output_vocabulary: seqio.Vocabulary | None = None, optimizer_def: Any = None,
+               decode_fn: Callable[..., decoding.DecodingConfig] = decoding.t5x_beam_search,
+               feature_converter_cls: type[seqio.FeatureConverter] | None = None,
                z_loss: float = 1e-4, label_smoothing: float = 0.0,
                loss_normalizing_factor: float | str | None = None, loss_vocab_chunk_width: int | None = 4096):
-    """`loss_vocab_chunk_width`: the training loss computes `logits_dense` and its softmax statistics
+    """`decode_fn`: how predictions are decoded unless the job is given a DecodingConfig, as T5X's
+    (`decoding.beam_search`, T5X's default, or `decoding.temperature_sample`; see
+    flan_t5x.decoding.t5x_beam_search). `feature_converter_cls`: T5X's; only
+    seqio.EncDecFeatureConverter (the default) or a subclass of it.
+
+    `loss_vocab_chunk_width`: the training loss computes `logits_dense` and its softmax statistics
     in vocabulary chunks of at most this many columns (flan_t5x.vocab_chunked_loss), so the full
     logits never exist; None computes full logits (as T5X). Tied embeddings
     (`logits_via_embedding`) and a LoRA adapter on `logits_dense` always take full logits."""
+    if feature_converter_cls is not None and not (
+        isinstance(feature_converter_cls, type) and issubclass(feature_converter_cls, seqio.EncDecFeatureConverter)):
+      raise ValueError(f'EncoderDecoderModel.feature_converter_cls = {feature_converter_cls!r}: an encoder-decoder '
+                       'model takes seqio.EncDecFeatureConverter or a subclass of it.')
+    if feature_converter_cls is not None:
+      self.FEATURE_CONVERTER_CLS = feature_converter_cls
+    self.decode_fn = decode_fn
     if not 0.0 <= label_smoothing < 1.0:
       raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing}.')
     if loss_vocab_chunk_width is not None and loss_vocab_chunk_width <= 0:
@@ -147,6 +162,40 @@ class EncoderDecoderModel:
     token_ll_BxT = jnp.take_along_axis(log_probs_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
     weights_BxT = jnp.asarray(batch.get('decoder_loss_weights', targets_BxT > 0), jnp.float32)
     return jnp.sum(token_ll_BxT * weights_BxT, axis=-1)
+
+
+  def decoding_config(self, num_decodes: int = 1) -> decoding.DecodingConfig:
+    """The DecodingConfig of `decode_fn` for `num_decodes` sequences per input (T5X's predict_batch_with_aux)."""
+    config = self.decode_fn(num_decodes=num_decodes)
+    if not isinstance(config, decoding.DecodingConfig):
+      raise ValueError(f'EncoderDecoderModel.decode_fn = {self.decode_fn!r}: flan_t5x decodes with '
+                       '@decoding.beam_search or @decoding.temperature_sample (or a DecodingConfig given to '
+                       'the job).')
+    return config
+
+  def predict_batch_with_aux(self, params: PyTree, batch: Mapping[str, Array], rng: Array | None = None,
+                             decoder_params: Mapping[str, Any] | None = None, return_all_decodes: bool = False,
+                             num_decodes: int = 1, prompt_with_targets: bool = False
+                             ) -> tuple[Array, dict[str, Array]]:
+    """T5X's predict_batch_with_aux on one device: decodes (batch, max target length) with `decode_fn`.
+
+    As T5X: all decodes (batch, num_decodes, length) in increasing order of score with
+    `return_all_decodes`, else the best (batch, length); {'scores': ...} alongside. `decoder_params`
+    may carry only 'decode_rng' (T5X's other decoder parameters are the decode_fn's gin bindings).
+    """
+    if prompt_with_targets:
+      raise ValueError('predict_batch_with_aux(prompt_with_targets=True) is not supported by flan_t5x.')
+    extra = set(decoder_params or {}) - {'decode_rng'}
+    if extra:
+      raise ValueError(f'predict_batch_with_aux: decoder_params {sorted(extra)} are not supported; bind them on '
+                       'the decode_fn (e.g. decoding.beam_search.alpha).')
+    rng = (decoder_params or {}).get('decode_rng', rng)
+    tokens_BxKxT, scores_BxK = decoding.predict_batch(
+        self.module, params, batch['encoder_input_tokens'], batch['decoder_input_tokens'].shape[1],
+        self.decoding_config(num_decodes), rng)
+    if return_all_decodes:  # T5X's order: best last
+      return tokens_BxKxT[:, ::-1], {'scores': scores_BxK[:, ::-1]}
+    return tokens_BxKxT[:, 0], {'scores': scores_BxK[:, 0]}
 
 
 def summarize_metrics(metric_sums: Mapping[str, Any]) -> dict[str, float]:

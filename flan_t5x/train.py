@@ -35,6 +35,7 @@ from flan_t5x import run_lock
 from flan_t5x import summaries
 from flan_t5x import task_vocab
 from flan_t5x import trainer as trainer_lib
+from flan_t5x.t5x_names import models as t5x_models
 
 
 def _progress(total: int, initial: int, enabled: bool) -> progress_lib.Progress | None:
@@ -146,8 +147,9 @@ def _inference_eval_action(model, partitioner, cfg, period: int, model_dir: str,
                                      summaries.SummaryWriter(os.path.join(model_dir, 'inference_eval')))
 
 
-def _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, num_examples):
-  """flan_t5x's InferenceEvalConfig, or T5X's infer_eval DatasetConfig turned into one."""
+def _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, num_examples, decoding_config):
+  """flan_t5x's InferenceEvalConfig, or T5X's infer_eval DatasetConfig turned into one (decoded as
+  T5X would: `decoding_config`)."""
   if infer_eval_dataset_cfg is None:
     return inference_eval_cfg
   if inference_eval_cfg is not None:
@@ -160,7 +162,8 @@ def _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, num_examp
     cfg = dataclasses.replace(cfg, use_cached=False)
   data.check_decoding_dataset(cfg, 'infer_eval/utils.DatasetConfig')
   return evaluation.InferenceEvalConfig(cfg.mixture_or_task_name, cfg.split, cfg.task_feature_lengths,
-                                        cfg.batch_size, num_examples, module=cfg.module)
+                                        cfg.batch_size, num_examples, decoding_config=decoding_config,
+                                        module=cfg.module)
 
 
 def train(*, model: models.EncoderDecoderModel, model_dir: str,
@@ -234,7 +237,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     return finished_step, []
   if log_period < 1:
     raise ValueError(f'log_period must be at least 1, got {log_period}.')
-  inference_eval_cfg = _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, infer_eval_num_examples)
+  inference_eval_cfg = _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, infer_eval_num_examples,
+                                              t5x_models.bound_decoding_config(model))
   if early_stopping is not None and not eval_period:
     raise ValueError('early_stopping needs an EVAL_PERIOD (it reads the evaluation metrics).')
   for cfg, where in ((train_dataset_cfg, 'train'), (train_eval_dataset_cfg, 'train_eval')):

@@ -11,6 +11,7 @@ from flan_t5x import decoding
 from flan_t5x import eval as eval_lib
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x.t5x_names import models as t5x_models
 
 
 def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: data.DatasetConfig,
@@ -18,7 +19,8 @@ def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: data.DatasetConf
              partitioner: partitioning.PjitPartitioner | None = None, max_examples: int | None = None,
              rank_classification: bool = True,
              decoding_config: decoding.DecodingConfig | None = None) -> dict[str, dict]:
-  """T5X's eval entry point: decodes `dataset_cfg`'s tasks with the checkpoint at its path."""
+  """T5X's eval entry point: decodes `dataset_cfg`'s tasks with the checkpoint at its path, as T5X
+  (the model's decode_fn) unless a flan_t5x `decoding_config` is given."""
   data.check_decoding_dataset(dataset_cfg, 'utils.DatasetConfig')
   if not restore_checkpoint_cfg.path:
     raise ValueError('CHECKPOINT_PATH (utils.RestoreCheckpointConfig.path) is empty: give the checkpoint '
@@ -27,5 +29,6 @@ def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: data.DatasetConf
       model=model, checkpoint_path=restore_checkpoint_cfg.path, output_dir=output_dir,
       mixture_or_task_name=dataset_cfg.mixture_or_task_name, split=dataset_cfg.split,
       task_feature_lengths=dataset_cfg.task_feature_lengths, batch_size=dataset_cfg.batch_size,
-      max_examples=max_examples, rank_classification=rank_classification, decoding_config=decoding_config,
+      max_examples=max_examples, rank_classification=rank_classification,
+      decoding_config=decoding_config or t5x_models.bound_decoding_config(model),
       partitioner=partitioner, module=dataset_cfg.module)

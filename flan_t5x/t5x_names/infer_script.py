@@ -12,6 +12,7 @@ from flan_t5x import decoding
 from flan_t5x import infer as infer_lib
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x.t5x_names import models as t5x_models
 
 
 def infer(*, model: models.EncoderDecoderModel, output_dir: str,
@@ -51,5 +52,6 @@ def infer(*, model: models.EncoderDecoderModel, output_dir: str,
       model=model, checkpoint_path=restore_checkpoint_cfg.path, output_dir=output_dir, input_path=input_path,
       input_field=input_field, mixture_or_task_name=task_name, split=split or 'validation',
       max_examples=max_examples, chunk_size=chunk_size or checkpoint_period * batch_size, batch_size=batch_size,
-      input_length=input_length, max_decode_length=max_decode_length, decoding_config=decoding_config,
+      input_length=input_length, max_decode_length=max_decode_length,
+      decoding_config=decoding_config or t5x_models.bound_decoding_config(model),
       partitioner=partitioner, on_mismatch=on_mismatch, run_config=run_config)

@@ -1,3 +1,17 @@
 """`t5x.models` names served by flan_t5x (see flan_t5x/t5x_names/__init__.py)."""
-# pylint: disable=unused-import
+from __future__ import annotations
+
+import gin
+
+from flan_t5x import decoding
 from flan_t5x.models import EncoderDecoderModel
+
+
+def bound_decoding_config(model: EncoderDecoderModel) -> decoding.DecodingConfig:
+  """How T5X would decode with this model: its `decode_fn` (gin-bound parameters applied) for the
+  `num_decodes` that gin binds on `models.EncoderDecoderModel.predict_batch_with_aux` (T5X's default 1)."""
+  try:
+    bound = gin.get_bindings(EncoderDecoderModel.predict_batch_with_aux)
+  except ValueError:  # nothing binds it
+    bound = {}
+  return model.decoding_config(bound.get('num_decodes', 1))

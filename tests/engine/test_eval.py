@@ -76,6 +76,14 @@ def test_eval_job_writes_outputs(checkpoint, tmp_path):
   assert isinstance(support['flags'], list)
   assert {'scored_target', 'scored_prediction'} <= set(json.loads(lines[0]))
   assert glob.glob(str(out / 'inference_eval' / 'events.out.tfevents.*'))
+  # T5X's files (seqio.JSONLogger's layout), read back: the same metrics and predictions.
+  t5x_metrics = [json.loads(l) for l in (out / 'inference_eval' / 'demo_support_zs-metrics.jsonl').read_text().splitlines()]
+  assert t5x_metrics == [{'step': 3, **support['metrics']}]
+  t5x_lines = [json.loads(l) for l in (out / 'inference_eval' / 'demo_support_zs-000003.jsonl').read_text().splitlines()]
+  records = [json.loads(l) for l in lines]
+  assert [l['prediction'] for l in t5x_lines] == [r['scored_prediction'] for r in records]
+  assert [l['input']['inputs_pretokenized'] for l in t5x_lines] == [r['input'] for r in records]
+  assert support['decoding']['method'] == 'beam'  # T5X's default decode_fn
   report = compare.compare([str(out), str(out)])
   assert '### demo_support_zs' in report and '; +0.00 [+0.00, +0.00] p=1.000' in report
   compare.bar_chart([str(out), str(out)], str(tmp_path / 'chart.png'))  # matplotlib is a dependency
@@ -90,7 +98,10 @@ def test_eval_predictions_are_the_decoder_output(checkpoint, tmp_path):
   examples = evaluation.load_examples(task, 'validation', 3)
   inputs = np.stack([np.pad(e.inputs[:127] + [1] if len(e.inputs) > 128 else e.inputs,
                             (0, 128 - min(len(e.inputs), 128))) for e in examples]).astype(np.int32)
-  tokens, _ = decoding.make_predict_fn(model.module, 12)(params, inputs, jax.random.PRNGKey(0))
+  # No DecodingConfig given: the model's decode_fn, T5X's default (beam search, one beam, alpha 0.6).
+  assert model.decoding_config() == decoding.DecodingConfig('beam', 1, alpha=0.6)
+  tokens, _ = decoding.make_predict_fn(model.module, 12, model.decoding_config())(params, inputs,
+                                                                                jax.random.PRNGKey(0))
   expected = [task.output_features['targets'].vocabulary.decode(decoding.strip_after_eos(t[0])) for t in tokens]
   records = [json.loads(l) for l in (tmp_path / 'demo_support_zs-predictions.jsonl').read_text().splitlines()]
   assert [r['prediction'] for r in records] == expected
@@ -169,3 +180,16 @@ def test_training_logs_inference_eval(tmp_path):
                                      max_examples=4, rank_classification=False)
   helpers.run_training(tmp_path, total_steps=2, eval_period=2, inference_eval_cfg=cfg)
   assert glob.glob(str(tmp_path / 'inference_eval' / 'events.out.tfevents.*'))
+
+
+def test_infer_on_a_task_also_writes_t5x_layout(checkpoint, tmp_path):
+  model, params, _ = checkpoint
+  path = infer_lib.infer(model=model, checkpoint_path=None, output_dir=str(tmp_path), params=params,
+                         mixture_or_task_name='demo_support_zs', max_examples=3, chunk_size=2, batch_size=2,
+                         input_length=64, max_decode_length=6, partitioner=_partitioner())
+  ours = [json.loads(l) for l in open(path).read().splitlines()]
+  t5x_file = tmp_path / 'demo_support_zs-predict.jsonl-00000-of-00001'
+  theirs = [json.loads(l) for l in t5x_file.read_text().splitlines()]
+  assert [t['prediction'] for t in theirs] == [r['prediction'] for r in ours] and len(theirs) == 3
+  assert theirs[0]['inputs'] == {'inputs_pretokenized': ours[0]['input'], 'targets_pretokenized': ours[0]['target']}
+  assert (tmp_path / 'demo_support_zs-predict.jsonl-00000-of-00001.COMPLETED').exists()
