@@ -12,9 +12,10 @@ value (logging, validation, the finiteness check before a save).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -217,9 +218,13 @@ class SaveCheckpoint(Action):
   """Every `period` steps and at the end: check finiteness, then save state, run state and input position."""
   at_end = True
 
-  def __init__(self, period: int, logger: LogMetrics):
+  def __init__(self, period: int, logger: LogMetrics, extra_steps: Sequence[int] | None = None):
     self.period = period
     self._logger = logger
+    self._extra_steps = frozenset(int(s) for s in extra_steps or ())  # T5X's checkpoint_steps
+
+  def due(self, loop: Loop) -> bool:
+    return super().due(loop) or loop.step in self._extra_steps
 
   def run(self, loop: Loop) -> None:
     if loop.last_saved_step == loop.step:
@@ -239,11 +244,13 @@ class ValidationLoss(Action):
   they nor early stopping's min_delta scale with EVAL_STEPS), cross entropy and accuracy per token.
   """
 
-  def __init__(self, period: int, batches_fn: Callable[[], Any], eval_steps: int | None, writer):
+  def __init__(self, period: int, batches_fn: Callable[[], Any], eval_steps: int | None, writer,
+               terminate_on_nan: Sequence['TerminateOnNanAction'] = ()):
     self.period = period
     self._batches_fn = batches_fn
     self._eval_steps = eval_steps
     self._writer = writer
+    self._terminate_on_nan = terminate_on_nan
 
   def run(self, loop: Loop) -> None:
     sums, num_batches = None, 0
@@ -262,21 +269,53 @@ class ValidationLoss(Action):
       progress_lib.say(f'[flan_t5x] step {loop.step} validation loss/token {summary["cross_ent_loss_per_token"]:.4f} '
                    f'accuracy {summary["accuracy"]:.3f}')
     self._writer.write(loop.step, summary)
+    for action in self._terminate_on_nan:
+      action.check(summary, loop)
 
   def close(self) -> None:
     self._writer.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class TerminateOnNanAction:
+  """T5X's trainer.TerminateOnNanAction in train's `actions={'TRAIN_EVAL': [...]}`: stop when the
+  validation `metric` ('loss', 'z_loss', 'cross_ent_loss_per_token' or 'accuracy') is NaN or Inf,
+  without saving that state. flan_t5x evaluates the mixture as one set, so the check covers the
+  whole validation mixture, `task`'s examples among them."""
+  task: str
+  metric: str = 'loss'
+
+  def check(self, summary: dict[str, float], loop: Loop) -> None:
+    if self.metric not in summary:
+      raise ValueError(f'TerminateOnNanAction(metric={self.metric!r}): the validation metrics are '
+                       f'{sorted(summary)}.')
+    if not math.isfinite(summary[self.metric]):
+      error = non_finite_error(loop.step, loop)
+      raise FloatingPointError(f'TerminateOnNanAction({self.task!r}): validation {self.metric} is '
+                               f'{summary[self.metric]} at step {loop.step}. {error}')
+
+
+class GarbageCollect(Action):
+  """T5X's gc_period: Python's garbage collector every `period` steps."""
+
+  def __init__(self, period: int):
+    self.period = period
+
+  def run(self, loop: Loop) -> None:
+    del loop
+    gc.collect()
+
+
 class InferenceEvaluation(Action):
   """Every `period` steps: decode a mixture with the current parameters and log its task metrics."""
 
-  def __init__(self, period: int, evaluate_fn: Callable[[PyTree], dict[str, float]], writer):
+  def __init__(self, period: int, evaluate_fn: Callable[[PyTree, int], dict[str, float]], writer):
     self.period = period
     self._evaluate_fn = evaluate_fn
     self._writer = writer
 
   def run(self, loop: Loop) -> None:
-    scalars = self._evaluate_fn(loop.state.params)
+    scalars = self._evaluate_fn(loop.state.params, loop.step)
     if loop.step not in loop.eval_metrics:  # only this step's metrics are kept (bounded)
       loop.eval_metrics = {loop.step: {}}
     loop.eval_metrics[loop.step].update({f'inference_eval/{k}': v for k, v in scalars.items()})

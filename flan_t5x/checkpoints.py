@@ -46,6 +46,38 @@ class SaveCheckpointConfig:
   # 'inference_eval/<task>/<metric>' scalar), beside the `keep` latest ones. None: latest only.
   keep_best_metric: str | None = None
   keep_best_mode: str = 'min'  # 'min' or 'max'
+  # T5X's: also save at these steps (beside every `period` steps and the last).
+  checkpoint_steps: tuple[int, ...] | None = None
+  # T5X's; flan_t5x keeps each input position inside its checkpoint, so only T5X's default.
+  keep_dataset_checkpoints: int | None = None
+  dtype: str = 'float32'  # T5X's; flan_t5x saves float32 parameters
+
+  def __post_init__(self):
+    _raise_refused(self)
+
+  @staticmethod
+  def refusal(field: str, value: Any) -> str | None:
+    """Why flan_t5x refuses this T5X field value (None: honoured); checked when gin parses too."""
+    if field == 'dtype' and value != 'float32':
+      return (f"utils.SaveCheckpointConfig.dtype = {value!r}: flan_t5x saves float32 parameters only; remove "
+              "the binding (convert afterwards: python -m flan_t5x.convert).")
+    if field == 'keep_dataset_checkpoints' and value is not None:
+      return (f'utils.SaveCheckpointConfig.keep_dataset_checkpoints = {value}: flan_t5x saves the input '
+              'position inside each checkpoint, so it is kept and deleted with it; instead: '
+              'utils.SaveCheckpointConfig.keep.')
+    if field == 'checkpoint_steps' and value is not None and any(int(s) < 1 for s in value):
+      return f'utils.SaveCheckpointConfig.checkpoint_steps = {value}: steps must be positive.'
+    return None
+
+
+def _raise_refused(config) -> None:
+  for field in dataclasses.fields(config):
+    message = config.refusal(field.name, getattr(config, field.name))
+    if message:
+      raise ValueError(message)
+
+
+RESTORE_MODES = ('latest', 'specific')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +86,44 @@ class RestoreCheckpointConfig:
 
   `fallback_to_previous`: if the newest checkpoint in MODEL_DIR is damaged, move it to
   MODEL_DIR/damaged/ and resume from the newest intact one. Off: the run stops and names it.
+
+  T5X's fields, with T5X's meaning: `mode` 'specific' (path is a checkpoint) or 'latest' (a
+  MODEL_DIR's newest; flan_t5x also takes a checkpoint there); `fallback_to_scratch`: an
+  INITIAL_CHECKPOINT_PATH holding no checkpoint starts from scratch instead of failing;
+  `strict`, `restore_dataset`, `dtype`, `use_gda` at T5X's defaults only (other values are
+  refused, naming the flan_t5x way).
   """
   path: str | None = None
   fallback_to_previous: bool = False
+  mode: str = 'latest'
+  fallback_to_scratch: bool = False
+  strict: bool = True
+  restore_dataset: bool = False
+  dtype: str = 'float32'
+  use_gda: bool = True
+
+  def __post_init__(self):
+    _raise_refused(self)
+
+  @staticmethod
+  def refusal(field: str, value: Any) -> str | None:
+    """Why flan_t5x refuses this T5X field value (None: honoured); checked when gin parses too."""
+    if field == 'mode' and value not in RESTORE_MODES:
+      return (f"utils.RestoreCheckpointConfig.mode = {value!r}: flan_t5x restores one checkpoint "
+              f"({' or '.join(map(repr, RESTORE_MODES))}); to evaluate several ('all'), run eval once per "
+              "checkpoint_<step>.")
+    defaults = {'strict': (True, 'a checkpoint must hold every parameter of the model; to start new parameters '
+                           'from scratch, convert the checkpoint first (python -m flan_t5x.convert)'),
+                'restore_dataset': (False, 'a run resumed from MODEL_DIR always continues its input position; '
+                                    'an INITIAL_CHECKPOINT_PATH starts the data afresh'),
+                'dtype': ('float32', "flan_t5x restores float32 parameters (the model's dtype sets the "
+                          'activations)'),
+                'use_gda': (True, 'flan_t5x always restores jax.Arrays')}
+    if field in defaults and value != defaults[field][0]:
+      default, why = defaults[field]
+      return (f"utils.RestoreCheckpointConfig.{field} = {value!r}: only T5X's default {default!r} is supported; "
+              f'{why}.')
+    return None
 
 
 class CheckpointSaveError(RuntimeError):

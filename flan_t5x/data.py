@@ -39,6 +39,28 @@ class DatasetConfig:
   use_cached: bool = False
   pack: bool = False
   module: str | None = None
+  # T5X's fields. use_memory_cache: T5X's in-memory cache of small evaluation sets, a speed option
+  # (flan_t5x's evaluator holds its examples in memory anyway); the others at T5X's defaults only.
+  use_memory_cache: bool = True
+  trim_output_features: bool = True
+  use_custom_packing_ops: bool = False
+
+  def __post_init__(self):
+    for name in ('trim_output_features', 'use_custom_packing_ops'):
+      message = self.refusal(name, getattr(self, name))
+      if message:
+        raise ValueError(message)
+
+  @staticmethod
+  def refusal(field: str, value) -> str | None:
+    """Why flan_t5x refuses this T5X field value (None: honoured); checked when gin parses too."""
+    if field == 'trim_output_features' and value is not True:
+      return ('utils.DatasetConfig.trim_output_features = False: flan_t5x always trims features to '
+              'task_feature_lengths (T5X\'s default); remove the binding.')
+    if field == 'use_custom_packing_ops' and value is not False:
+      return ("utils.DatasetConfig.use_custom_packing_ops = True: flan_t5x packs with SeqIO's TF ops (T5X's "
+              'default); remove the binding.')
+    return None
 
 
 def check_decoding_dataset(config: DatasetConfig, where: str) -> None:

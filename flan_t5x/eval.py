@@ -42,8 +42,12 @@ def evaluate(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_
              max_examples: int | None = None, rank_classification: bool = True,
              decoding_config: decoding.DecodingConfig | None = None,
              partitioner: partitioning.PjitPartitioner | None = None,
-             module: str | None = None) -> dict[str, dict]:
-  """Loads CHECKPOINT_PATH, evaluates the mixture, writes outputs; returns {task: result}."""
+             module: str | None = None, json_write_n_results: int | None = None) -> dict[str, dict]:
+  """Loads CHECKPOINT_PATH, evaluates the mixture, writes outputs; returns {task: result}.
+
+  `decoding_config` None: the model's decode_fn (T5X's default: beam search, one beam).
+  `json_write_n_results`: examples per task in T5X's inference_eval/<task>-<step>.jsonl (None: all).
+  """
   partitioner = partitioner or partitioning.PjitPartitioner()
   cfg = evaluation.InferenceEvalConfig(mixture_or_task_name, split, task_feature_lengths, batch_size, max_examples,
                             rank_classification, decoding_config or model.decoding_config(), module)
@@ -54,7 +58,8 @@ def evaluate(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_
   params, step = inference.load_params(model, partitioner, fingerprint['resolved'])
   print(f'[flan_t5x] evaluating {checkpoint_path} (step {step}) on {mixture_or_task_name}/{split}', flush=True)
   results, records = evaluation.evaluate_params(model, partitioner, params, cfg)
-  report = evaluation.write_outputs(output_dir, results, records, step, checkpoint_path, fingerprint)
+  report = evaluation.write_outputs(output_dir, results, records, step, checkpoint_path, fingerprint,
+                                    json_write_n_results)
   if jax.process_index() == 0:
     print(report, flush=True)
     print(f'[flan_t5x] wrote {os.path.abspath(output_dir)}', flush=True)

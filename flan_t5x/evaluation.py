@@ -109,14 +109,17 @@ def load_examples(task: seqio.Task, split: str, max_examples: int | None = None)
 
 
 def _lengths(examples: Sequence[Example], feature_lengths: Mapping[str, int] | None) -> tuple[int, int]:
+  """(input length, decode length). Without TASK_FEATURE_LENGTHS, as seqio.Evaluator (T5X): the
+  longest target (EOS included) of `examples` is the decode length, exactly, so both engines stop a
+  prediction at the same token; inputs are padded to a multiple of LENGTH_MULTIPLE (padding does
+  not change predictions)."""
   if feature_lengths:
     if 'inputs' not in feature_lengths or 'targets' not in feature_lengths:
       raise ValueError(f"TASK_FEATURE_LENGTHS needs 'inputs' and 'targets', got {dict(feature_lengths)}.")
     return int(feature_lengths['inputs']), int(feature_lengths['targets'])
   longest_input = max(len(e.inputs) for e in examples)
   longest_target = max(len(e.targets) for e in examples)
-  return (inference.round_up(longest_input, LENGTH_MULTIPLE),
-          inference.round_up(longest_target, LENGTH_MULTIPLE))
+  return inference.round_up(longest_input, LENGTH_MULTIPLE), longest_target
 
 
 def compute_metrics(task: seqio.Task, targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
@@ -157,12 +160,13 @@ def _rank_classify(runner: inference.InferenceRunner, params: PyTree, task: seqi
 
 
 def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio.Task,
-                  cfg: InferenceEvalConfig, examples: Sequence[Example] | None = None) -> tuple[dict, list[dict]]:
-  """(result dict, prediction records) for one task."""
+                  cfg: InferenceEvalConfig, examples: Sequence[Example] | None = None,
+                  lengths: tuple[int, int] | None = None) -> tuple[dict, list[dict]]:
+  """(result dict, prediction records) for one task; `lengths` (inputs, decode) default to its own."""
   examples = examples if examples is not None else load_examples(task, cfg.split, cfg.max_examples)
   if not examples:
     raise ValueError(f'Task {task.name!r} has no {cfg.split!r} examples.')
-  input_length, target_length = _lengths(examples, cfg.task_feature_lengths)
+  input_length, target_length = lengths or _lengths(examples, cfg.task_feature_lengths)
   fitted = [inference.fit_tokens(e.inputs, input_length) for e in examples]
   inputs_BxL = inference.pad_batch([tokens for tokens, _ in fitted], input_length)
   vocab = task.output_features['targets'].vocabulary
@@ -243,16 +247,23 @@ def evaluate_params(model: models.EncoderDecoderModel, partitioner: partitioning
     import importlib  # pylint: disable=g-import-not-at-top
     importlib.import_module(cfg.module)
   runner = runner or inference.InferenceRunner(model, partitioner, cfg.decoding_config)
-  results, records = {}, {}
+  examples = {}
   for task in tasks_of(cfg.mixture_or_task_name):
     if not _available(task, cfg.split):
       logging.warning('Skipping %s: no %r data available.', task.name, cfg.split)
       progress.say(f'[flan_t5x] skipping {task.name}: no {cfg.split} data available')
       continue
-    results[task.name], records[task.name] = evaluate_task(runner, params, task, cfg)
-    progress.say(f'[flan_t5x] {task.name}: {_format_metrics(results[task.name])}')
-  if not results:
+    examples[task] = load_examples(task, cfg.split, cfg.max_examples)
+    if not examples[task]:
+      raise ValueError(f'Task {task.name!r} has no {cfg.split!r} examples.')
+  if not examples:
     raise ValueError(f'No task of {cfg.mixture_or_task_name!r} has {cfg.split!r} data available.')
+  # One set of lengths for every task of the mixture, as seqio.Evaluator measures them.
+  lengths = _lengths([e for rows in examples.values() for e in rows], cfg.task_feature_lengths)
+  results, records = {}, {}
+  for task, rows in examples.items():
+    results[task.name], records[task.name] = evaluate_task(runner, params, task, cfg, rows, lengths)
+    progress.say(f'[flan_t5x] {task.name}: {_format_metrics(results[task.name])}')
   return results, records
 
 
@@ -339,7 +350,8 @@ def markdown_report(results: Mapping[str, dict], title: str = '') -> str:
 
 
 def write_outputs(output_dir: str, results: Mapping[str, dict], records: Mapping[str, list], step: int,
-                  checkpoint_path: str | None, checkpoint: dict | None = None) -> str:
+                  checkpoint_path: str | None, checkpoint: dict | None = None,
+                  json_write_n_results: int | None = None) -> str:
   """Writes the JSON, JSONL, markdown and TensorBoard outputs; returns the markdown.
 
   `checkpoint` is the fingerprint of what was evaluated (checkpoint_import.checkpoint_fingerprint,
@@ -359,7 +371,8 @@ def write_outputs(output_dir: str, results: Mapping[str, dict], records: Mapping
   summary = {'checkpoint_path': checkpoint_path, 'step': step, 'checkpoint': checkpoint, 'tasks': results}
   checkpoints.write_text_atomically(os.path.join(output_dir, 'results.json'), json.dumps(summary, indent=2) + '\n')
   checkpoints.write_text_atomically(os.path.join(output_dir, 'results.md'), report)
-  write_t5x_files(os.path.join(output_dir, 'inference_eval'), results, records, step)
+  write_t5x_files(os.path.join(output_dir, 'inference_eval'), results,
+                  {task: rows[:json_write_n_results] for task, rows in records.items()}, step)
   writer = summaries.SummaryWriter(os.path.join(output_dir, 'inference_eval'))
   writer.write(step, scalars(results))
   writer.close()
@@ -370,15 +383,16 @@ def write_t5x_files(directory: str, results: Mapping[str, dict], records: Mappin
   """T5X's evaluation files (seqio.JSONLogger's layout), for T5X users' tooling:
   `<task>-metrics.jsonl` gets one more line {"step", <metric>: value, ...} (T5X appends one per
   evaluation), `<task>-<step:06>.jsonl` one line per example {"input": {"inputs_pretokenized",
-  "targets_pretokenized"}, "target", "prediction"} (the postprocessed values the metrics saw; T5X's
-  "input" also holds the tokenized features)."""
+  "targets_pretokenized"}, "target", "output", "prediction"} ("output" the decoded text, "target"
+  and "prediction" the postprocessed values the metrics saw; T5X's "input" also holds the tokenized
+  features and the task's other fields)."""
   for task, result in results.items():
     metrics_path = os.path.join(directory, f'{task}-metrics.jsonl')
     earlier = open(metrics_path, encoding='utf-8').read() if os.path.exists(metrics_path) else ''
     line = json.dumps({'step': step, **result['metrics']})
     checkpoints.write_text_atomically(metrics_path, earlier + line + '\n')
     lines = [json.dumps({'input': {'inputs_pretokenized': r['input'], 'targets_pretokenized': r['target']},
-                         'target': r.get('scored_target', r['target']),
+                         'target': r.get('scored_target', r['target']), 'output': r['prediction'],
                          'prediction': r.get('scored_prediction', r['prediction'])}, ensure_ascii=False)
              for r in records[task]]
     checkpoints.write_text_atomically(os.path.join(directory, f'{task}-{step:06d}.jsonl'),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -78,8 +79,29 @@ def _check_unsupported_bindings() -> None:
       continue
     name = f'seqio.{getattr(wrapped, "__name__", selector)}'
     where = f'{scope}/{selector}' if scope else selector
+    bound = set(gin.config._CONFIG[(scope, selector)])  # pylint: disable=protected-access
+    if not scope and bound <= set(t5x_names.HONOURED_SEQIO.get(name, ())):
+      continue
+    unhonoured = sorted(bound - set(t5x_names.HONOURED_SEQIO.get(name, ())))
+    where += f'.{unhonoured[0]}' if unhonoured and name in t5x_names.HONOURED_SEQIO else ''
     raise ValueError(f'Gin binds {where}: ' + (t5x_names.unsupported_binding_hint(name)
                                                 or f'flan_t5x never calls {name}, so the binding would be ignored.'))
+
+
+def _check_refused_values() -> None:
+  """T5X field values flan_t5x cannot honour (`refusal` on its config classes), refused at parse
+  time in one line, before any work."""
+  for (_, selector), params in list(gin.config._CONFIG.items()):  # pylint: disable=protected-access
+    wrapped = gin.config._REGISTRY[selector].wrapped  # pylint: disable=protected-access
+    refusal = getattr(wrapped, 'refusal', None)
+    if not (isinstance(wrapped, type) and callable(refusal)):
+      continue
+    for name, value in params.items():
+      if isinstance(value, gin.config.ConfigurableReference):  # macros too
+        continue  # resolved at call time: checked when the object is built
+      message = refusal(name, value)
+      if message:
+        raise ValueError(message)
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
@@ -109,23 +131,47 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
     if strict_macros:
       config_checks.check_macro_overrides(list(gin_bindings), config_checks.known_macros())
     gin.parse_config_files_and_bindings([], list(gin_bindings), finalize_config=False)
-  except (ValueError, AttributeError, ImportError) as e:
+  except (ValueError, AttributeError, ImportError, NameError, SyntaxError, OSError) as e:
     hint = t5x_names.unsupported_binding_hint(str(e))
     if hint is None and isinstance(e, ImportError) and 't5x' in str(e):
       hint = ('flan_t5x serves these T5X modules: t5x.utils, t5x.partitioning, t5x.trainer, t5x.adafactor, '
-              't5x.models, t5x.examples.t5.network; other T5X modules run on upstream T5X only.')
-    if hint is None:
-      raise
-    raise ValueError(f'{e}\n{hint}') from e
+              't5x.models, t5x.decoding, t5x.optimizers, t5x.gin_utils, t5x.examples.t5.network; other T5X '
+              'modules run on upstream T5X only.')
+    raise one_line_config_error(e, hint) from e
   finally:
     sys.modules['__main__'] = main
-  if strict_macros:
-    config_checks.check_unused_macros(gin_files, list(gin_search_paths) + [REPO_ROOT])
-  _check_unsupported_bindings()
-  if finalize:
-    # Before gin's own finalize hook, which names only the first missing one.
-    config_checks.check_required_macros(config_checks.defined_macros())
-    gin.finalize()
+  try:
+    if strict_macros:
+      config_checks.check_unused_macros(gin_files, list(gin_search_paths) + [REPO_ROOT])
+    _check_unsupported_bindings()
+    _check_refused_values()
+    if finalize:
+      # Before gin's own finalize hook, which names only the first missing one.
+      config_checks.check_required_macros(config_checks.defined_macros())
+      gin.finalize()
+  except ValueError as e:
+    raise one_line_config_error(e) from e
+
+
+class ConfigError(ValueError):
+  """A gin file or binding that cannot run, said in one line: the jobs print it as `error: ...`
+  (the traceback only with --verbosity)."""
+
+
+_GIN_LOCATION = re.compile(r'In (?:file "([^"]+)", line (\d+)|bindings string line \d+)')
+
+
+def one_line_config_error(error: BaseException, hint: str | None = None) -> ConfigError:
+  """`<file>:<line>: <what is wrong, or the hint naming the flan_t5x equivalent>` from gin's error."""
+  if isinstance(error, ConfigError):
+    return error
+  text = str(error)
+  found = _GIN_LOCATION.search(text)
+  where = ''
+  if found:
+    where = f'{found.group(1)}:{found.group(2)}: ' if found.group(1) else 'command line (--gin.* / --gin_bindings): '
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  return ConfigError(where + (hint or (lines[0] if lines else type(error).__name__)))
 
 
 def parse_gin_flags_from_argv(argv: Sequence[str], job: str = 'train') -> None:
@@ -174,7 +220,18 @@ def start_run(output_dir_macro: str, every_host: bool = False, write_config: boo
 
 
 def run(main: Callable[[list[str]], None]) -> None:
+  """app.run with T5X's --gin.NAME=VALUE flags; a ConfigError is one `error:` line on stderr and
+  exit status 2 (its traceback only with --verbosity)."""
   from flan_t5x import runtime  # pylint: disable=g-import-not-at-top
   _define_flags()
   runtime.define_flags()
-  app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(rewrite_gin_args(argv)))
+
+  def guarded(argv):
+    try:
+      main(argv)
+    except ConfigError as e:
+      if flags.FLAGS['verbosity'].present:
+        raise
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(2)
+  app.run(guarded, flags_parser=lambda argv: app.parse_flags_with_usage(rewrite_gin_args(argv)))

@@ -58,3 +58,20 @@ class AdamW:
     if self.global_norm_clip is None:
       return adamw
     return optax.chain(optax.clip_by_global_norm(self.global_norm_clip), adamw)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptaxChain:
+  """T5X's `optimizers.chain(transformations)`: optax transformations applied in order, as T5X's
+  OptaxWrapper. The learning rate is the transformations' own (e.g. `optax.adamw.learning_rate`):
+  the Trainer's learning_rate_fn is only logged, as in T5X."""
+  transformations: tuple = ()
+
+  def create(self, learning_rate_fn: Schedule | float) -> optax.GradientTransformation:
+    del learning_rate_fn
+    return optax.chain(*self.transformations)
+
+
+def chain(transformations) -> OptaxChain:
+  """T5X's name for OptaxChain (`OPTIMIZER = @optimizers.chain()`)."""
+  return OptaxChain(tuple(transformations))

@@ -91,7 +91,15 @@ class PjitPartitioner:
   def __init__(self, num_partitions: int | None = 1,
                model_parallel_submesh: tuple[int, ...] | None = None,
                logical_axis_rules: LogicalAxisRules | None = None,
-               num_replicas: int = 1, devices: Sequence[jax.Device] | None = None):
+               num_replicas: int = 1, devices: Sequence[jax.Device] | None = None,
+               backend: str | None = None, params_on_devices: bool = True):
+    """T5X's `backend` (the platform whose devices make the mesh) must be this process's platform
+    (None: JAX's default); `params_on_devices` only T5X's default True."""
+    if not params_on_devices:
+      raise ValueError('partitioning.PjitPartitioner.params_on_devices = False: flan_t5x keeps parameters on the '
+                       'devices (T5X\'s default); remove the binding.')
+    if backend is not None and devices is None and _target_devices is None:
+      devices = jax.devices(backend)  # RuntimeError naming the platform if this process has none
     if devices is None:
       devices = _target_devices if _target_devices is not None else jax.devices()
     devices = list(devices)

@@ -13,12 +13,12 @@ import dataclasses
 import os
 import random
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 from absl import logging
 
-from flan_t5x import actions
+from flan_t5x import actions as actions_lib
 from flan_t5x import adapters
 from flan_t5x import checkpoint_import
 from flan_t5x import checkpoint_integrity
@@ -35,6 +35,7 @@ from flan_t5x import run_lock
 from flan_t5x import summaries
 from flan_t5x import task_vocab
 from flan_t5x import trainer as trainer_lib
+from flan_t5x import t5x_names
 from flan_t5x.t5x_names import models as t5x_models
 
 
@@ -126,25 +127,74 @@ def _train_inputs(dataset_cfg: data.DatasetConfig, model: models.EncoderDecoderM
 
 
 def _validation_action(trainer, model, cfg: data.DatasetConfig, seed: int, period: int, eval_steps,
-                       model_dir: str) -> actions.ValidationLoss | None:
+                       model_dir: str, terminate_on_nan=()) -> actions_lib.ValidationLoss | None:
   if not data.has_split(cfg):
     logging.warning('No validation split %r: skipping evaluation.', cfg.split)
     return None
   converter = model.feature_converter(pack=cfg.pack)
   batches = lambda: data.InputIterator(data.get_dataset(cfg, converter, seed=seed, num_epochs=1))
-  return actions.ValidationLoss(period, batches, eval_steps,
-                                summaries.SummaryWriter(os.path.join(model_dir, 'validation')))
+  return actions_lib.ValidationLoss(period, batches, eval_steps,
+                                    summaries.SummaryWriter(os.path.join(model_dir, 'validation')), terminate_on_nan)
 
 
 def _inference_eval_action(model, partitioner, cfg, period: int, model_dir: str,
-                           full_params: Callable) -> actions.InferenceEvaluation:
+                           full_params: Callable, json_write_n_results: int | None
+                           ) -> actions_lib.InferenceEvaluation:
   runner = inference.InferenceRunner(model, partitioner, cfg.decoding_config)
 
-  def evaluate(params):
-    results, _ = evaluation.evaluate_params(model, partitioner, full_params(params), cfg, runner)
+  def evaluate(params, step):
+    results, records = evaluation.evaluate_params(model, partitioner, full_params(params), cfg, runner)
+    if jax.process_index() == 0:  # T5X's files, as T5X's training writes them (JSON_WRITE_N_RESULTS)
+      written = {task: rows[:json_write_n_results] for task, rows in records.items()}
+      evaluation.write_t5x_files(os.path.join(model_dir, 'inference_eval'), results, written, step)
     return evaluation.scalars(results)
-  return actions.InferenceEvaluation(period, evaluate,
+  return actions_lib.InferenceEvaluation(period, evaluate,
                                      summaries.SummaryWriter(os.path.join(model_dir, 'inference_eval')))
+
+
+def _t5x_train_actions(actions) -> list:
+  """T5X's train `actions`: TerminateOnNanAction under 'TRAIN_EVAL' (anything else is refused)."""
+  found = []
+  for mode, listed in (actions or {}).items():
+    for action in listed:
+      if mode != 'TRAIN_EVAL' or not isinstance(action, actions_lib.TerminateOnNanAction):
+        raise ValueError(f"train_script.train.actions[{mode!r}] = {action!r}: flan_t5x runs "
+                         "{'TRAIN_EVAL': [@trainer.TerminateOnNanAction()]} only; for early stopping use "
+                         'train_script.train.early_stopping (flan_t5x.actions.EarlyStoppingConfig).')
+      found.append(action)
+  return found
+
+
+def _fall_back_to_scratch(checkpoint_cfg: checkpoints.CheckpointConfig) -> checkpoints.CheckpointConfig:
+  """T5X's RestoreCheckpointConfig.fallback_to_scratch: an INITIAL_CHECKPOINT_PATH holding no
+  checkpoint starts the model from scratch (said), instead of failing."""
+  restore = checkpoint_cfg.restore
+  if not (restore.fallback_to_scratch and restore.path):
+    return checkpoint_cfg
+  try:
+    checkpoint_import.detect_format(restore.path)
+    return checkpoint_cfg
+  except FileNotFoundError:
+    if jax.process_index() == 0:
+      print(f'[flan_t5x] INITIAL_CHECKPOINT_PATH={restore.path} holds no checkpoint: starting from scratch '
+            '(utils.RestoreCheckpointConfig.fallback_to_scratch = True)', flush=True)
+    return dataclasses.replace(checkpoint_cfg, restore=dataclasses.replace(restore, path=None))
+
+
+def _warn_if_t5x_refuses_periods(eval_period, checkpoint_period, gc_period) -> None:
+  """T5X requires the checkpoint, eval and GC periods to be multiples of the smallest of them."""
+  periods = {'EVAL_PERIOD': eval_period, 'utils.SaveCheckpointConfig.period': checkpoint_period,
+             'gc_period': gc_period}
+  given = {name: p for name, p in periods.items() if p}
+  if not given:
+    return
+  smallest = min(given.values())
+  if any(p % smallest for p in given.values()):
+    message = (f'{", ".join(f"{n}={p}" for n, p in given.items())}: T5X refuses these (the periods must be '
+               'multiples of the smallest of them); flan_t5x runs them.')
+    logging.warning(message)
+    if jax.process_index() == 0:
+      print(f'[flan_t5x] warning: {message}', flush=True)
 
 
 def _inference_eval_config(inference_eval_cfg, infer_eval_dataset_cfg, num_examples, decoding_config):
@@ -176,12 +226,18 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
           random_seed: int | None = None, log_period: int = 10, use_progress_bar: bool = True,
           stop_at_loss: float | None = None,
           inference_eval_cfg: evaluation.InferenceEvalConfig | None = None,
-          early_stopping: actions.EarlyStoppingConfig | None = None,
+          early_stopping: actions_lib.EarlyStoppingConfig | None = None,
           history_length: int = 1000,
           infer_eval_dataset_cfg: data.DatasetConfig | None = None,
           infer_eval_num_examples: int | None = None,
+          infer_eval_json_write_n_results: int | None = None,
           relative_steps: int | None = None,
           use_hardware_rng: bool = False,
+          stats_period: int | None = None, gc_period: int = 0, concurrent_metrics: bool = True,
+          run_eval_before_training: bool = False, use_orbax: bool = True,
+          summarize_config_fn: Callable[..., None] | None = None,
+          actions: Mapping[str, Sequence[Any]] | None = None,
+          inference_evaluator_cls: type | None = None,
           on_start: Callable[[], None] | None = None) -> tuple[int, list[dict[str, Any]]]:
   """Trains until `total_steps`, resuming from MODEL_DIR if it holds a checkpoint.
 
@@ -195,8 +251,15 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
 
   T5X's arguments: `infer_eval_dataset_cfg` (T5X's inference evaluation, run by flan_t5x's
   evaluator on at most `infer_eval_num_examples` examples per task; exclusive with
-  `inference_eval_cfg`), `relative_steps` (train that many steps past the step the run first
-  started from; recorded, so a restart does not extend it), `use_hardware_rng` (False only).
+  `inference_eval_cfg`; `infer_eval_json_write_n_results`: T5X's JSON_WRITE_N_RESULTS, the examples
+  per task written to inference_eval/<task>-<step>.jsonl, None for all), `relative_steps` (train that many steps past the step the run first
+  started from; recorded, so a restart does not extend it), `use_hardware_rng` (False only),
+  `stats_period` (steps between train scalars: log_period's value when given), `gc_period`,
+  `run_eval_before_training`, `inference_evaluator_cls` (seqio.Evaluator only), `summarize_config_fn` (called with (model_dir, None, step) once the
+  run starts), `actions` ({'TRAIN_EVAL': [TerminateOnNanAction(...)]} only), `concurrent_metrics`
+  (either value: flan_t5x always reads metrics one step late, results are the same) and
+  `use_orbax` (True only). A file breaking T5X's rule that the checkpoint, eval and GC periods be
+  multiples of the smallest of them runs here, with a warning that T5X refuses it.
 
   `on_start` runs once the run is accepted (MODEL_DIR locked, checkpoint restored and checked),
   before the first step: a refused run writes nothing to MODEL_DIR.
@@ -208,6 +271,20 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   preemption.Preempted after SIGTERM / SIGINT, once the step reached is saved on every host.
   """
   config_checks.check_arguments(train, locals())  # wrong types fail here, before any work
+  terminate_on_nan = _t5x_train_actions(actions)
+  t5x_names.check_evaluator_cls(inference_evaluator_cls, 'train_script.train')
+  infer_eval_num_examples = t5x_names.examples_per_task(infer_eval_num_examples, 'EVALUATOR_NUM_EXAMPLES')
+  if infer_eval_json_write_n_results is None:
+    infer_eval_json_write_n_results = t5x_names.seqio_binding('seqio.JSONLogger', 'write_n_results')
+  if not use_orbax:
+    raise ValueError('train_script.train.use_orbax = False: flan_t5x always writes orbax checkpoints (T5X\'s '
+                     'default); remove the binding.')
+  if gc_period < 0:
+    raise ValueError(f'train_script.train.gc_period must be >= 0, got {gc_period}.')
+  log_period = stats_period or log_period
+  checkpoint_cfg = _fall_back_to_scratch(checkpoint_cfg or checkpoints.CheckpointConfig())
+  _warn_if_t5x_refuses_periods(eval_period, (checkpoint_cfg or checkpoints.CheckpointConfig()).save.period,
+                               gc_period)
   dataset_cfgs = {name: cfg for name, cfg in (('train/DatasetConfig', train_dataset_cfg),
                                                ('train_eval/DatasetConfig', train_eval_dataset_cfg)) if cfg}
   config_checks.check_train_values(total_steps, {name: cfg.batch_size for name, cfg in dataset_cfgs.items()})
@@ -274,6 +351,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       total_steps = run_state.relative_total_steps
     if on_start is not None:
       on_start()
+    if summarize_config_fn is not None and jax.process_index() == 0:
+      summarize_config_fn(model_dir, None, start_step)
     logging.info('Model %s; %s (seed %d).', model_dir, origin, run_state.seed)
     if jax.process_index() == 0:
       print(f'[flan_t5x] MODEL_DIR={model_dir}: {origin}; training to step {total_steps}.', flush=True)
@@ -282,24 +361,31 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     inputs = _train_inputs(train_dataset_cfg, model, run_state, saved_position)
 
     progress = _progress(total_steps, start_step, use_progress_bar and jax.process_index() == 0)
-    logger = actions.LogMetrics(log_period, summaries.SummaryWriter(os.path.join(model_dir, 'train')), progress,
+    logger = actions_lib.LogMetrics(log_period, summaries.SummaryWriter(os.path.join(model_dir, 'train')), progress,
                                 print_lines=progress is None)
     periodic.append(logger)
     if train_eval_dataset_cfg is not None and eval_period:
       validation = _validation_action(trainer, model, train_eval_dataset_cfg, run_state.seed, eval_period,
-                                      eval_steps, model_dir)
+                                      eval_steps, model_dir, terminate_on_nan)
       periodic += [validation] if validation else []
     if inference_eval_cfg is not None and eval_period:
       periodic.append(_inference_eval_action(model, partitioner, inference_eval_cfg, eval_period, model_dir,
-                                             trainer.full_params))
+                                             trainer.full_params, infer_eval_json_write_n_results))
     if early_stopping is not None:
-      periodic.append(actions.EarlyStopping(eval_period, early_stopping))
-    periodic.append(actions.SaveCheckpoint(checkpoint_cfg.save.period, logger))
+      periodic.append(actions_lib.EarlyStopping(eval_period, early_stopping))
+    periodic.append(actions_lib.SaveCheckpoint(checkpoint_cfg.save.period, logger,
+                                               checkpoint_cfg.save.checkpoint_steps))
+    if gc_period:
+      periodic.append(actions_lib.GarbageCollect(gc_period))
 
-    loop = actions.Loop(step=start_step, total_steps=total_steps, state=state, run_state=run_state,
+    loop = actions_lib.Loop(step=start_step, total_steps=total_steps, state=state, run_state=run_state,
                         trainer=trainer, checkpointer=checkpointer, inputs=inputs,
-                        metrics=actions.MetricsAccumulator(), history=collections.deque(maxlen=history_length),
+                        metrics=actions_lib.MetricsAccumulator(), history=collections.deque(maxlen=history_length),
                         last_saved_step=start_step if checkpointer.latest_step() == start_step else None)
+    if run_eval_before_training:  # T5X's: the evaluations once at the start step, before training
+      for action in periodic:
+        if isinstance(action, (actions_lib.ValidationLoss, actions_lib.InferenceEvaluation)):
+          action.run(loop)
     stop_reason = None
     while loop.step < total_steps:
       batch = next(inputs)
@@ -314,7 +400,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       try:
         for action in periodic:
           action.maybe_run(loop)
-      except actions.StopTraining as stop:
+      except actions_lib.StopTraining as stop:
         stop_reason = str(stop)
       if stop_at_loss is not None and loop.history and (
           loop.history[-1]['cross_ent_loss_per_token'] <= stop_at_loss):
@@ -330,7 +416,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     logger.run(loop)  # steps since the last log (training stopped early), if any
     logger.flush(loop)
     if loop.last_saved_step != loop.step:
-      actions.SaveCheckpoint(None, logger).run(loop)
+      actions_lib.SaveCheckpoint(None, logger).run(loop)
   finally:
     if progress is not None:
       progress.close()

@@ -211,3 +211,41 @@ def test_checkpoints_move_between_engines_and_the_loss_continues(repo_copy):
   _run(repo_copy, "flan_t5x.eval", "--gin_file=gin/eval_demo.gin", "--gin.CHECKPOINT_PATH='runs/t5x/checkpoint_28'",
        "--gin.EVAL_OUTPUT_DIR='runs/flan_eval'", "--gin.EVAL_MAX_EXAMPLES=8")
   assert "demo_support_zs" in (repo_copy / "runs" / "flan_eval" / "results.md").read_text()
+
+
+def _same_predictions_and_metrics(t5x_dir: pathlib.Path, flan_dir: pathlib.Path) -> dict:
+  """Per task: T5X's inference_eval files from t5x.eval and flan_t5x.eval give the same metrics line and
+  the same prediction for every example; returns T5X's metrics."""
+  metrics = _metrics(t5x_dir)
+  assert metrics and metrics == _metrics(flan_dir), (metrics, _metrics(flan_dir))
+  for task, line in metrics.items():
+    name = f"{task}-{line['step']:06d}.jsonl"
+    ours = [json.loads(l) for l in (t5x_dir / "inference_eval" / name).read_text().splitlines()]
+    theirs = [json.loads(l) for l in (flan_dir / "inference_eval" / name).read_text().splitlines()]
+    assert [r["input"]["inputs_pretokenized"] for r in ours] == [r["input"]["inputs_pretokenized"] for r in theirs]
+    assert [r["prediction"] for r in ours] == [r["prediction"] for r in theirs], task
+  return metrics
+
+
+def test_one_checkpoint_and_eval_gin_give_the_same_predictions_on_both_engines(repo_copy):
+  # A checkpoint trained by each engine (60 steps of the demo: predictions vary with the input), then
+  # gin/eval_demo.gin as the README writes it on both engines, 16 examples per task.
+  _run(repo_copy, "flan_t5x.train", "--gin_file=gin/demo.gin", "--gin.MODEL_DIR='runs/flan'", "--gin.TRAIN_STEPS=60",
+       "--gin.utils.SaveCheckpointConfig.period=60", "--gin.EVAL_PERIOD=None", "--gin.BATCH_SIZE=16",
+       "--gin.train_script.train.use_progress_bar=False")
+  _run(repo_copy, "flan_t5x.convert", "to-upstream-t5x", "runs/flan/checkpoint_60", "runs/flan_as_t5x",
+       "--gin_file=gin/demo_model.gin")
+  _run(repo_copy, "t5x.train", "--gin_file=gin/demo.gin", "--gin.MODEL_DIR='runs/t5x'", "--gin.TRAIN_STEPS=60",
+       "--gin.BATCH_SIZE=16", "--gin.EVAL_PERIOD=60", "--gin.EVAL_STEPS=1", "--gin.utils.SaveCheckpointConfig.period=60",
+       *NO_DECODING_IN_TRAINING)
+  for checkpoint in ("runs/flan_as_t5x/checkpoint_60", "runs/t5x/checkpoint_60"):
+    out = checkpoint.split("/")[1]
+    _run(repo_copy, "t5x.eval", "--gin_file=gin/eval_demo.gin", f"--gin.CHECKPOINT_PATH='{checkpoint}'",
+         f"--gin.EVAL_OUTPUT_DIR='runs/{out}_eval_t5x'", "--gin.seqio.Evaluator.num_examples=16")
+    _run(repo_copy, "flan_t5x.eval", "--gin_file=gin/eval_demo.gin", f"--gin.CHECKPOINT_PATH='{checkpoint}'",
+         f"--gin.EVAL_OUTPUT_DIR='runs/{out}_eval_flan'", "--gin.seqio.Evaluator.num_examples=16")
+    metrics = _same_predictions_and_metrics(repo_copy / "runs" / f"{out}_eval_t5x", repo_copy / "runs" / f"{out}_eval_flan")
+    assert sorted(metrics) == ["demo_restaurant_fs", "demo_restaurant_zs", "demo_support_fs", "demo_support_zs"]
+    predictions = [json.loads(l)["prediction"] for l in
+                   (repo_copy / "runs" / f"{out}_eval_t5x" / "inference_eval" / "demo_support_zs-000060.jsonl").open()]
+    assert len(set(predictions)) > 1, predictions  # a trained model, not one output for every input

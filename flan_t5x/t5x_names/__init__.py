@@ -13,29 +13,50 @@ time; `unsupported_binding_hint` names the flan_t5x equivalent where there is on
 from __future__ import annotations
 
 import os
+import re
 import sys
 import types
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gin')
 
 # T5X bindings flan_t5x does not honour, and what to use instead (None: no equivalent).
+# seqio bindings T5X files set that flan_t5x's evaluator honours (read by `seqio_binding`):
+# Evaluator.num_examples (examples per task), Evaluator.use_memory_cache (speed only: flan_t5x holds
+# the examples in memory anyway), Evaluator.logger_cls (flan_t5x writes the log table, TensorBoard
+# scalars and T5X's JSONL files in any case), JSONLogger.write_n_results (examples per task in
+# inference_eval/<task>-<step>.jsonl).
+HONOURED_SEQIO = {'seqio.Evaluator': ('num_examples', 'use_memory_cache', 'logger_cls'),
+                  'seqio.JSONLogger': ('write_n_results',)}
+
 UNSUPPORTED = {
-    'seqio.Evaluator': 'flan_t5x decodes and scores with its own evaluator; the number of examples '
-                       'per task is EVALUATOR_NUM_EXAMPLES (training) or EVAL_MAX_EXAMPLES (eval)',
-    'seqio.JSONLogger': 'flan_t5x writes <task>-predictions.jsonl itself (flan_t5x.eval)',
+    'seqio.Evaluator': 'flan_t5x decodes and scores with its own evaluator, which honours '
+                       'seqio.Evaluator.num_examples, use_memory_cache and logger_cls only',
+    'seqio.JSONLogger': 'flan_t5x writes T5X\'s JSONL files itself; it honours seqio.JSONLogger.write_n_results',
     'seqio.TensorBoardLogger': 'flan_t5x writes TensorBoard scalars itself',
     'seqio.PyLoggingLogger': 'flan_t5x prints its results table itself',
-    'utils.RestoreCheckpointConfig.mode': 'flan_t5x restores the checkpoint at path (a MODEL_DIR means '
-                                          'its newest step)',
-    'utils.RestoreCheckpointConfig.dtype': 'flan_t5x restores parameters in float32',
-    'utils.SaveCheckpointConfig.dtype': 'flan_t5x saves parameters in float32',
     'adafactor.Adafactor.logical_factor_rules': 'flan_t5x factors every matrix whose dims are at least '
                                                'adafactor.Adafactor.min_dim_size_to_factor',
     'train.use_hardware_rng': 'flan_t5x always uses the software RNG (deterministic across restarts)',
-    'train.summarize_config_fn': 'flan_t5x writes config.gin and operative_config.gin itself',
-    'train.inference_evaluator_cls': 'flan_t5x decodes with its own evaluator',
-    'evaluate.inference_evaluator_cls': 'flan_t5x decodes with its own evaluator',
     'evaluate.summarize_config_fn': None,
+    'RestoreCheckpointConfig.assignment_map': 'warm-start from a checkpoint with other names: convert it first '
+                                              '(python -m flan_t5x.convert); partial restore is not supported',
+    'RestoreCheckpointConfig.checkpointer_cls': 'flan_t5x reads T5X orbax and classic checkpoints itself',
+    'RestoreCheckpointConfig.state_transformation_fns': None,
+    'train_script.precompile': 'compile ahead of time with python -m flan_t5x.plan (the train step and decode '
+                               'for a TPU slice, with their memory and cost)',
+    't5x/configs/runs/precompile.gin': 'compile ahead of time with python -m flan_t5x.plan',
+    't5x/configs/runs/export.gin': 'export a Hugging Face checkpoint with python -m flan_t5x.convert to-hf',
+    't5x/configs/runs/export_seqio.gin': 'export a Hugging Face checkpoint with python -m flan_t5x.convert to-hf',
+    't5x/configs/runs/infer_from_tfexample_file.gin': 'give a JSONL file of raw inputs (INFER_INPUT_PATH, '
+                                                      'gin/infer_jsonl.gin)',
+    'create_task_from_tfexample_file': 'give a JSONL file of raw inputs (INFER_INPUT_PATH, gin/infer_jsonl.gin)',
+    'decoding.beam_search': 'flan_t5x honours decoding.beam_search.alpha and num_decodes only',
+    'decoding.temperature_sample': 'flan_t5x honours decoding.temperature_sample.temperature, topk, topp and '
+                                   'num_decodes only',
+    'No module named \'t5x.checkpoints\'': 'bind checkpoints through t5x.utils (SaveCheckpointConfig, '
+                                           'RestoreCheckpointConfig); T5X\'s export (t5x/configs/runs/export.gin) '
+                                           'has no flan_t5x equivalent: python -m flan_t5x.convert to-hf',
+    'No module named \'t5x.export_lib\'': 'export a Hugging Face checkpoint with python -m flan_t5x.convert to-hf',
     'infer.summarize_config_fn': None,
 }
 
@@ -59,11 +80,45 @@ def install() -> None:
 
 def unsupported_binding_hint(message: str) -> str | None:
   """A hint for gin's error about a T5X binding flan_t5x lacks, or None if it is not one."""
+  # The block form (`utils.RestoreCheckpointConfig:` / `  mode = ...`) is reported by gin as
+  # "Configurable 'X' doesn't have a parameter named 'Y'": the binding is X.Y either way.
+  message = re.sub(r"Configurable '([\w./]+)' doesn't have a parameter named '(\w+)'", r"\1.\2 (\g<0>)", message)
   for name, equivalent in UNSUPPORTED.items():
     if name in message:
-      hint = f'flan_t5x does not support the T5X binding {name!r}'
+      what = 'module' if name.startswith('No module') else 'file' if name.endswith('.gin') else 'binding'
+      hint = f'flan_t5x does not support the T5X {what} {name.split(" named ")[-1]}'
       return hint + (f'; instead: {equivalent}.' if equivalent else '.')
   return None
+
+
+def seqio_binding(configurable: str, parameter: str):
+  """The value gin binds to a honoured seqio parameter (HONOURED_SEQIO), or None."""
+  import gin  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  target = {'seqio.Evaluator': seqio.Evaluator, 'seqio.JSONLogger': seqio.JSONLogger}[configurable]
+  try:
+    return gin.get_bindings(target).get(parameter)
+  except ValueError:  # nothing binds it
+    return None
+
+
+def examples_per_task(given: int | None, macro: str) -> int | None:
+  """`given` (flan_t5x's macro) or T5X's seqio.Evaluator.num_examples; both set and different: an error."""
+  bound = seqio_binding('seqio.Evaluator', 'num_examples')
+  if given is not None and bound is not None and given != bound:
+    raise ValueError(f'{macro} = {given} and seqio.Evaluator.num_examples = {bound}: they set the same thing '
+                     '(examples per task); keep one.')
+  return given if given is not None else bound
+
+
+def check_evaluator_cls(cls, where: str) -> None:
+  """T5X's `inference_evaluator_cls`: seqio.Evaluator (T5X's default) is what flan_t5x's evaluator
+  reproduces; another class is refused."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  if cls is not None and not (isinstance(cls, type) and issubclass(cls, seqio.Evaluator)
+                              and cls.__name__ == 'Evaluator'):
+    raise ValueError(f'{where}.inference_evaluator_cls = {cls!r}: flan_t5x evaluates as seqio.Evaluator '
+                     '(T5X\'s default) only; remove the binding.')
 
 
 def script_module(job: str) -> types.ModuleType:

@@ -11,6 +11,7 @@ from flan_t5x import decoding
 from flan_t5x import eval as eval_lib
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import t5x_names
 from flan_t5x.t5x_names import models as t5x_models
 
 
@@ -18,10 +19,13 @@ def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: data.DatasetConf
              restore_checkpoint_cfg: checkpoints.RestoreCheckpointConfig, output_dir: str,
              partitioner: partitioning.PjitPartitioner | None = None, max_examples: int | None = None,
              rank_classification: bool = True,
-             decoding_config: decoding.DecodingConfig | None = None) -> dict[str, dict]:
+             decoding_config: decoding.DecodingConfig | None = None,
+             inference_evaluator_cls: type | None = None) -> dict[str, dict]:
   """T5X's eval entry point: decodes `dataset_cfg`'s tasks with the checkpoint at its path, as T5X
   (the model's decode_fn) unless a flan_t5x `decoding_config` is given."""
   data.check_decoding_dataset(dataset_cfg, 'utils.DatasetConfig')
+  t5x_names.check_evaluator_cls(inference_evaluator_cls, 'eval_script.evaluate')
+  max_examples = t5x_names.examples_per_task(max_examples, 'EVAL_MAX_EXAMPLES')
   if not restore_checkpoint_cfg.path:
     raise ValueError('CHECKPOINT_PATH (utils.RestoreCheckpointConfig.path) is empty: give the checkpoint '
                      'to evaluate, e.g. --gin.CHECKPOINT_PATH="\'runs/demo\'".')
@@ -31,4 +35,5 @@ def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: data.DatasetConf
       task_feature_lengths=dataset_cfg.task_feature_lengths, batch_size=dataset_cfg.batch_size,
       max_examples=max_examples, rank_classification=rank_classification,
       decoding_config=decoding_config or t5x_models.bound_decoding_config(model),
-      partitioner=partitioner, module=dataset_cfg.module)
+      partitioner=partitioner, module=dataset_cfg.module,
+      json_write_n_results=t5x_names.seqio_binding('seqio.JSONLogger', 'write_n_results'))

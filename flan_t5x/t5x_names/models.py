@@ -7,6 +7,16 @@ from flan_t5x import decoding
 from flan_t5x.models import EncoderDecoderModel
 
 
+def get_input_vocabulary(model: EncoderDecoderModel):
+  """T5X's models.get_input_vocabulary."""
+  return model.input_vocabulary
+
+
+def get_output_vocabulary(model: EncoderDecoderModel):
+  """T5X's models.get_output_vocabulary."""
+  return model.output_vocabulary
+
+
 def bound_decoding_config(model: EncoderDecoderModel) -> decoding.DecodingConfig:
   """How T5X would decode with this model: its `decode_fn` (gin-bound parameters applied) for the
   `num_decodes` that gin binds on `models.EncoderDecoderModel.predict_batch_with_aux` (T5X's default 1)."""
