@@ -40,6 +40,20 @@ def detect_format(path: str) -> str:
   return 'flan_t5x'
 
 
+def newest_t5x_step_dir(model_dir: str) -> str | None:
+  """MODEL_DIR's newest checkpoint_<step>, if T5X wrote it (orbax or classic layout); else None."""
+  if not os.path.isdir(model_dir):
+    return None
+  steps = sorted((int(m.group(1)) for m in map(_STEP_DIR.match, os.listdir(model_dir)) if m), reverse=True)
+  for step in steps:
+    path = os.path.join(model_dir, f'{checkpoints.STEP_PREFIX}_{step}')
+    if t5x_format.is_classic(path) or (t5x_format.is_t5x_orbax(path) and _orbax_tree_has(path, 'target')):
+      return path
+    if os.listdir(path):  # flan_t5x's (or unknown): not a T5X run to resume
+      return None
+  return None
+
+
 # ------------------------------------------------------------------------------ fingerprints
 
 FINGERPRINT_KEYS = ('format', 'step', 'sha256')  # what identifies a checkpoint; its path is informative

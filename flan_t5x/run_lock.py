@@ -4,8 +4,10 @@ Two writers in one MODEL_DIR would interleave checkpoints and delete each other'
 temporary save directories (orbax cleans them when a manager starts). So `train`
 takes `flock(LOCK_EX)` on MODEL_DIR/.lock-process_<i>-of-<n> before it touches
 anything there. The kernel releases a flock when the holding process exits for any
-reason, SIGKILL and OOM included, so a killed run never leaves the lock stuck: the
-file stays, the lock does not. The file holds the holder's pid, host and start time
+reason, SIGKILL and OOM included, so a killed run never leaves the lock stuck (its
+file stays, the lock does not). A released lock removes its file while still holding it,
+so a run leaves nothing behind in MODEL_DIR (a T5X run's, say) unless it was killed; a
+process that locked a file removed meanwhile locks the new one instead. The file holds the holder's pid, host and start time
 so a refused process can name it.
 
 Limits: flock is local to one machine unless the filesystem forwards it (NFSv4 does,
@@ -34,6 +36,21 @@ class RunLock:
     self._fd: int | None = None
 
   def acquire(self) -> 'RunLock':
+    while True:
+      fd = self._open_and_lock()
+      try:
+        if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+          break
+      except FileNotFoundError:
+        pass
+      os.close(fd)  # its holder removed the file as we waited for it: lock the current one
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(_holder_info()).encode())
+    os.fsync(fd)
+    self._fd = fd
+    return self
+
+  def _open_and_lock(self) -> int:
     try:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
@@ -47,14 +64,14 @@ class RunLock:
       raise RunLockedError(
           f'Another training process is using MODEL_DIR {os.path.dirname(self.path)}: {holder} '
           f'(lock {self.path}). Wait for it to finish or stop it, or use another MODEL_DIR.') from None
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps(_holder_info()).encode())
-    os.fsync(fd)
-    self._fd = fd
-    return self
+    return fd
 
   def release(self) -> None:
     if self._fd is not None:
+      try:
+        os.remove(self.path)  # while still locked: nobody else holds this file
+      except FileNotFoundError:
+        pass
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None

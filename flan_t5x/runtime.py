@@ -2,7 +2,7 @@
 host memory kept for reuse on CPU-only hosts (host_memory.py; --keep_freed_host_memory=false: off).
 
 Flags (T5X's names): --multiprocess_gpu, --coordinator_address, --process_count, --process_index,
-plus --heartbeat_timeout_seconds. The distributed system is started when
+--initialization_timeout, --tfds_data_dir, plus --heartbeat_timeout_seconds. The distributed system is started when
 
 - `--multiprocess_gpu` or `--coordinator_address` is given (explicit address, count and index;
   the same three can come from FLAN_COORDINATOR_ADDRESS / FLAN_PROCESS_COUNT / FLAN_PROCESS_INDEX),
@@ -44,6 +44,12 @@ def define_flags() -> None:
                     'On a CPU-only host, make glibc keep freed memory for reuse instead of unmapping it '
                     '(flan_t5x/host_memory.py: XLA:CPU frees and re-faults its buffers every step). '
                     'Off: the C library\'s defaults.')
+  flags.DEFINE_integer('initialization_timeout', None,
+                       'Seconds jax.distributed.initialize waits for every process (T5X\'s flag; None: JAX\'s '
+                       'default).')
+  flags.DEFINE_string('tfds_data_dir', None,
+                      'TFDS data directory for the tasks\' TFDS sources (T5X\'s flag: '
+                      'seqio.set_tfds_data_dir_override); TFDS_DATA_DIR does the same.')
   flags.DEFINE_integer('heartbeat_timeout_seconds', 100,
                        'A process that stops answering for this long (killed, preempted) makes every '
                        'other process exit with an error instead of waiting forever.')
@@ -91,6 +97,14 @@ def initialize(multiprocess: bool | None = None, coordinator_address: str | None
   process_index = process_index if process_index is not None else _flag(
       'process_index', 'FLAN_PROCESS_INDEX', int)
   heartbeat = heartbeat_timeout_seconds or _flag('heartbeat_timeout_seconds', cast=int) or 100
+  timeout = _flag('initialization_timeout', cast=int)
+  extra = {'initialization_timeout': timeout} if timeout else {}
+  if timeout is not None and timeout < 1:
+    raise ValueError(f'--initialization_timeout={timeout}: give a number of seconds, at least 1.')
+  tfds_data_dir = _flag('tfds_data_dir')
+  if tfds_data_dir:
+    import seqio  # pylint: disable=g-import-not-at-top
+    seqio.set_tfds_data_dir_override(tfds_data_dir)
   if not _distributed_started():
     if multiprocess or coordinator_address:
       missing = [name for name, value in (('--coordinator_address', coordinator_address),
@@ -104,10 +118,10 @@ def initialize(multiprocess: bool | None = None, coordinator_address: str | None
       logging.info('jax.distributed: coordinator %s, process %d of %d.', coordinator_address,
                    process_index, process_count)
       jax.distributed.initialize(coordinator_address, num_processes=process_count, process_id=process_index,
-                                 heartbeat_timeout_seconds=heartbeat)
+                                 heartbeat_timeout_seconds=heartbeat, **extra)
     elif cluster_environment():
       logging.info('jax.distributed: detected %s.', cluster_environment())
-      jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
+      jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat, **extra)
   # A log line (stderr): stdout stays for a job's own output, e.g. convert's JSON summary.
   print(host_line(), file=sys.stderr, flush=True)
 

@@ -76,6 +76,9 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
 
   Returns (state, run state, saved input position or None, what happened).
   """
+  t5x_step_dir = checkpoint_import.newest_t5x_step_dir(checkpointer.model_dir)
+  if t5x_step_dir is not None:  # a T5X run's MODEL_DIR, continued in place
+    return _resume_t5x_model_dir(trainer, t5x_step_dir, seed)
   restored = checkpointer.restore_latest(fallback_to_previous)
   if restored is not None:
     adapters.attach_base(trainer, restored.run_state, checkpointer.model_dir)  # PEFT: its base model
@@ -94,6 +97,21 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
     return (trainer.state_from_params(params, step), run_state, None,
             f'initialized from {initial_checkpoint_path}')
   return trainer.init_state(), run_state, None, 'initialized from scratch'
+
+
+def _resume_t5x_model_dir(trainer: trainer_lib.Trainer, step_dir: str, seed: int | None):
+  """T5X's newest checkpoint in MODEL_DIR: its parameters and step. Its optimizer state and dataset
+  position are T5X's formats, not read: Adafactor's moments start afresh and the data from its start
+  (said in the returned origin). Later saves are flan_t5x's, beside T5X's."""
+  if trainer.is_peft:
+    raise ValueError(f'{step_dir} is a T5X checkpoint: LoRA / prompt tuning starts from it as '
+                     'INITIAL_CHECKPOINT_PATH in a MODEL_DIR of its own.')
+  run_state = checkpoints.RunState(seed=seed if seed is not None else random.SystemRandom().randrange(2**31))
+  trainer.seed = run_state.seed
+  params, step = checkpoint_import.restore_params(step_dir, trainer.abstract_state.params, trainer.model.config)
+  origin = (f"resumed T5X's {step_dir} at step {step} (its parameters and step; T5X's optimizer state and "
+            'dataset position are not read: Adafactor\'s moments start afresh and the data from its start)')
+  return trainer.state_from_params(params, step), run_state, None, origin
 
 
 def _check_batch_size(run_state: checkpoints.RunState, batch_size: int, model_dir: str) -> None:
@@ -345,6 +363,11 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     trainer.seed = run_state.seed
     _check_batch_size(run_state, train_dataset_cfg.batch_size, checkpointer.model_dir)
     start_step = int(state.step)
+    if origin.startswith("resumed T5X's") and total_steps is not None and start_step >= total_steps:
+      if jax.process_index() == 0:  # nothing to write beside T5X's own checkpoint
+        print(f'[flan_t5x] MODEL_DIR={model_dir} already holds step {start_step} (T5X\'s; TRAIN_STEPS='
+              f'{total_steps}): nothing to train, nothing written. Raise TRAIN_STEPS to train further.', flush=True)
+      return start_step, []
     if relative_steps is not None:
       if run_state.relative_total_steps is None:  # first start: relative to where it starts from
         run_state.relative_total_steps = start_step + relative_steps

@@ -7,12 +7,17 @@
 # Expected result: a markdown table of ROUGE-1/2/Lsum (summarization) and accuracy (ratings)
 # per task and per template on stdout, and OUTPUT_DIR/{<task>.json,<task>-predictions.jsonl,
 # results.json,results.md,inference_eval/}.
-# ENGINE=t5x runs upstream T5X's python -m t5x.<job> with the same gin file (default ENGINE=flan_t5x).
+# ENGINE=t5x runs upstream T5X's python -m t5x.<job> with the same gin file (default ENGINE=flan_t5x);
+# a MODEL_DIR (not a checkpoint_<step>) is then read as T5X's RestoreCheckpointConfig.mode = 'latest'.
+# PYTHON=/path/to/python picks the interpreter (default: .venv/bin/python, else python3 on PATH).
 set -euo pipefail
 ENGINE=${ENGINE:-flan_t5x}
 case "$ENGINE" in flan_t5x|t5x) ;; *) echo "ENGINE=$ENGINE: expected flan_t5x or t5x (upstream T5X)" >&2; exit 2;; esac
-if [[ $# -lt 2 ]]; then sed -n '2,11p' "$0"; exit 2; fi
+if [[ $# -lt 2 ]]; then sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 2; fi
 CHECKPOINT_PATH=$1; OUTPUT_DIR=$2; GIN_FILE=${3:-gin/eval_heldout.gin}; shift $(( $# >= 3 ? 3 : 2 ))
-PYTHON=${PYTHON:-$(dirname "$0")/../.venv/bin/python}
+source "$(dirname "$0")/lib/choose_python.sh"
+choose_python "$(cd "$(dirname "$0")/.." && pwd)" "$ENGINE"
+MODE=()  # T5X restores a checkpoint_<step> ('specific', its eval.gin's default) or a MODEL_DIR's newest
+[[ "$(basename "$CHECKPOINT_PATH")" =~ ^checkpoint_[0-9]+$ ]] || MODE=(--gin.utils.RestoreCheckpointConfig.mode="'latest'")
 exec "$PYTHON" -m "$ENGINE.eval" --gin_file="$GIN_FILE" --gin.CHECKPOINT_PATH="'$CHECKPOINT_PATH'" \
-  --gin.EVAL_OUTPUT_DIR="'$OUTPUT_DIR'" "$@"
+  --gin.EVAL_OUTPUT_DIR="'$OUTPUT_DIR'" "${MODE[@]}" "$@"

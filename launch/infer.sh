@@ -7,9 +7,11 @@
 # Expected result: OUTPUT_DIR/predictions-<host>-of-<hosts>.jsonl, one
 # {"index","input","prediction","score"} line per input line; if killed, rerun the same
 # command: finished chunks (OUTPUT_DIR/host-*/chunk-*.done) are kept, nothing is duplicated.
+# PYTHON=/path/to/python picks the interpreter (default: .venv/bin/python, else python3 on PATH).
 set -euo pipefail
-if [[ $# -lt 3 ]]; then sed -n '2,11p' "$0"; exit 2; fi
+if [[ $# -lt 3 ]]; then sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 2; fi
 CHECKPOINT_PATH=$1; INPUT=$2; OUTPUT_DIR=$3; GIN_FILE=${4:-gin/infer_jsonl.gin}; shift $(( $# >= 4 ? 4 : 3 ))
-PYTHON=${PYTHON:-$(dirname "$0")/../.venv/bin/python}
+source "$(dirname "$0")/lib/choose_python.sh"
+choose_python "$(cd "$(dirname "$0")/.." && pwd)" flan_t5x
 exec "$PYTHON" -m flan_t5x.infer --gin_file="$GIN_FILE" --gin.CHECKPOINT_PATH="'$CHECKPOINT_PATH'" \
   --gin.INFER_INPUT_PATH="'$INPUT'" --gin.INFER_OUTPUT_DIR="'$OUTPUT_DIR'" "$@"

@@ -24,7 +24,8 @@ if [[ $# -lt 2 || -z "${COORDINATOR:-}" || -z "${NUM_NODES:-}" || -z "${NODE_RAN
 fi
 JOB=$1; GIN_FILE=$2; shift 2
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
-PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+source "$REPO/launch/lib/choose_python.sh"
+choose_python "$REPO" "$ENGINE"
 cd "$REPO"
 exec "$PYTHON" -m "$ENGINE.$JOB" --gin_file="$GIN_FILE" --multiprocess_gpu \
   --coordinator_address="$COORDINATOR" --process_count="$NUM_NODES" --process_index="$NODE_RANK" "$@"

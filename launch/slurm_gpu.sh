@@ -22,7 +22,8 @@ case "$ENGINE" in flan_t5x|t5x) ;; *) echo "ENGINE=$ENGINE: expected flan_t5x or
 if [[ $# -lt 2 ]]; then sed -n '2,17p' "$0"; exit 2; fi
 GIN_FILE=$1; MODEL_DIR=$2; shift 2
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
-PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+source "$REPO/launch/lib/choose_python.sh"
+choose_python "$REPO" "$ENGINE"
 cd "$REPO"
 exec srun --kill-on-bad-exit=1 "$PYTHON" -m "$ENGINE.train" --gin_file="$GIN_FILE" \
   --gin.MODEL_DIR="'$MODEL_DIR'" "$@"

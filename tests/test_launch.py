@@ -48,3 +48,31 @@ def test_an_unknown_engine_is_refused():
   done = subprocess.run(['bash', str(LAUNCH / 'train.sh'), 'gin/demo.gin', 'runs/x'], capture_output=True, text=True,
                         env={'PATH': '/usr/bin:/bin', 'ENGINE': 't5'}, timeout=30)
   assert done.returncode == 2 and 'expected flan_t5x or t5x' in done.stderr
+
+
+@pytest.mark.parametrize('engine', ['flan_t5x', 't5x'])
+def test_eval_rouge_reads_a_model_dir_as_its_newest_checkpoint_on_both_engines(tmp_path, engine):
+  fake_python = tmp_path / 'python'
+  fake_python.write_text('#!/bin/sh\necho "$@"\n')
+  fake_python.chmod(0o755)
+  env = {'PATH': '/usr/bin:/bin', 'PYTHON': str(fake_python), 'ENGINE': engine}
+  run = lambda path: subprocess.run(['bash', str(LAUNCH / 'eval_rouge.sh'), path, 'out', 'gin/eval_demo.gin'],
+                                    capture_output=True, text=True, env=env, timeout=30).stdout
+  assert "--gin.utils.RestoreCheckpointConfig.mode='latest'" in run('runs/demo')  # T5X needs it for a MODEL_DIR
+  assert 'RestoreCheckpointConfig.mode' not in run('runs/demo/checkpoint_300')
+
+
+def test_a_clone_without_its_venv_gets_one_line_saying_what_to_do(tmp_path):
+  clone = tmp_path / 'clone'
+  (clone / 'launch' / 'lib').mkdir(parents=True)
+  for path in ('train.sh', 'lib/choose_python.sh'):
+    (clone / 'launch' / path).write_text((LAUNCH / path).read_text())
+  bin_dir = tmp_path / 'bin'  # a python3 on PATH without flan_t5x
+  bin_dir.mkdir()
+  (bin_dir / 'python3').write_text('#!/bin/sh\nexit 1\n')
+  (bin_dir / 'python3').chmod(0o755)
+  done = subprocess.run(['bash', str(clone / 'launch' / 'train.sh'), 'gin/demo.gin', 'runs/x'], capture_output=True,
+                        text=True, env={'PATH': f'{bin_dir}:/usr/bin:/bin'}, timeout=30)
+  assert done.returncode == 2 and done.stderr.count('\n') == 1, done.stderr
+  assert done.stderr.startswith('error: no Python that can import flan_t5x') and 'make install' in done.stderr
+  assert 'PYTHON=' in done.stderr

@@ -4,7 +4,7 @@ import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'flan_t5x'
 # Command-line jobs (each has a `main`); everything else in flan_t5x is library.
-JOBS = {'train', 'eval', 'infer', 'convert', 'compare', 'plan'}
+JOBS = {'train', 'eval', 'infer', 'convert', 'compare', 'plan', 'main'}
 
 
 def _imports() -> dict[str, set[str]]:

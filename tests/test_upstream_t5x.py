@@ -199,6 +199,19 @@ def test_checkpoints_move_between_engines_and_the_loss_continues(repo_copy):
   t5x_losses = _t5x_train_losses(repo_copy / "runs" / "t5x")
   first_t5x = t5x_losses[min(t5x_losses)]
   assert min(t5x_losses) > 24 and first_t5x < 1.25 * flan_losses[24], (flan_losses, t5x_losses)
+  # flan_t5x resumes T5X's MODEL_DIR in place (same gin file), and the loss continues; a refused run
+  # (another model) leaves nothing behind in T5X's directory.
+  before = sorted(p.name for p in (repo_copy / "runs" / "t5x").iterdir())
+  refused = subprocess.run([sys.executable, "-m", "flan_t5x.train", "--gin_file=gin/demo.gin", "--gin.MODEL_DIR='runs/t5x'",
+                            "--gin.TRAIN_STEPS=30", "--gin.network.T5Config.mlp_dim=512", *no_bar], cwd=repo_copy,
+                           env=_env(repo_copy), capture_output=True, text=True, timeout=900)
+  assert refused.returncode != 0 and sorted(p.name for p in (repo_copy / "runs" / "t5x").iterdir()) == before
+  resumed = _run(repo_copy, "flan_t5x.train", "--gin_file=gin/demo.gin", "--gin.MODEL_DIR='runs/t5x'",
+                 "--gin.TRAIN_STEPS=32", *no_bar)
+  assert "resumed T5X's" in resumed.stdout and "at step 28" in resumed.stdout, resumed.stdout
+  in_place = _flan_t5x_losses(resumed.stdout)
+  assert min(in_place) == 30 and in_place[30] < 1.25 * t5x_losses[max(t5x_losses)], (t5x_losses, in_place)
+  assert (repo_copy / "runs" / "t5x" / "checkpoint_28").is_dir() and (repo_copy / "runs" / "t5x" / "checkpoint_32").is_dir()
   # ... and flan_t5x continues T5X's own checkpoint (T5X's orbax layout) as INITIAL_CHECKPOINT_PATH.
   back = _run(repo_copy, "flan_t5x.train", "--gin_file=gin/demo.gin", "--gin.MODEL_DIR='runs/flan_again'",
               "--gin.INITIAL_CHECKPOINT_PATH='runs/t5x/checkpoint_28'", "--gin.TRAIN_STEPS=30", *no_bar)

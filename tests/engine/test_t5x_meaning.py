@@ -156,3 +156,20 @@ def test_train_refuses_t5x_options_it_cannot_honour(tmp_path):
   with pytest.raises(ValueError, match='use_orbax = False'):
     run(use_orbax=False)
   assert not (tmp_path / 'x').exists()
+
+
+def test_t5x_main_run_mode_and_flags_reach_the_job():
+  """python -m flan_t5x.main --run_mode=eval runs flan_t5x.eval (here: its parse-time refusal, one line),
+  with T5X's --tfds_data_dir and --initialization_timeout accepted."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  command = [sys.executable, '-m', 'flan_t5x.main', '--run_mode=eval', '--gin_file=gin/eval_demo.gin',
+             '--tfds_data_dir=/tmp/no_tfds', '--initialization_timeout=30',
+             "--gin.utils.RestoreCheckpointConfig.mode='all'"]
+  done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=helpers.REPO_ROOT)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert done.stderr.strip().splitlines()[-1].startswith("error: utils.RestoreCheckpointConfig.mode = 'all': ")
+  assert 'Traceback' not in done.stderr
+  other = subprocess.run([sys.executable, '-m', 'flan_t5x.main', '--run_mode=precompile'], capture_output=True,
+                         text=True, timeout=120, cwd=helpers.REPO_ROOT)
+  assert other.returncode == 2 and 'python -m flan_t5x.plan' in other.stderr

@@ -182,4 +182,4 @@ def test_a_refused_second_trainer_leaves_config_gin_alone(tmp_path):
   assert done.returncode != 0
   assert 'RunLockedError: Another training process is using MODEL_DIR' in done.stderr, done.stderr[-2000:]
   assert (model_dir / 'config.gin').read_text() == '# the running job\n'
-  assert sorted(p.name for p in model_dir.iterdir()) == ['.lock-process_0-of-1', 'config.gin']
+  assert sorted(p.name for p in model_dir.iterdir()) == ['config.gin']  # the holder's lock file went with it

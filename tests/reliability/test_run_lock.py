@@ -1,6 +1,8 @@
 """One writer per MODEL_DIR: a second trainer is refused with the holder named; a SIGKILLed holder
 leaves no stuck lock."""
 
+import fcntl
+import os
 import signal
 import subprocess
 import sys
@@ -44,3 +46,18 @@ def test_lock_is_released_when_training_fails(tmp_path):
     pass
   with run_lock.RunLock(str(model_dir)) as lock:  # the same process, a second time
     assert lock.path.endswith('.lock-process_0-of-1')
+
+
+def test_a_released_lock_leaves_no_file_and_a_waiter_on_the_old_file_takes_the_new_one(tmp_path):
+  first = run_lock.RunLock(str(tmp_path)).acquire()
+  waiter_fd = os.open(first.path, os.O_RDWR)  # opened the file before it went
+  first.release()
+  assert list(tmp_path.iterdir()) == []  # nothing left in someone else's directory
+  # The waiter locks the removed file's inode; acquire() notices and locks the current path instead.
+  fcntl.flock(waiter_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  second = run_lock.RunLock(str(tmp_path)).acquire()
+  assert (tmp_path / '.lock-process_0-of-1').exists()
+  with pytest.raises(run_lock.RunLockedError):
+    run_lock.RunLock(str(tmp_path)).acquire()
+  second.release()
+  os.close(waiter_fd)
