@@ -104,6 +104,16 @@ def test_demo_as_the_readme_writes_it(repo_copy):
   assert sorted(metrics) == ["demo_restaurant_fs", "demo_restaurant_zs", "demo_support_fs", "demo_support_zs"]
   assert {"rouge1", "rouge2", "rougeLsum"} <= set(metrics["demo_support_zs"])
   assert "accuracy" in metrics["demo_restaurant_zs"]
+  # README: ENGINE=t5x launch/eval_rouge.sh runs/demo runs/demo/eval_t5x gin/eval_demo.gin (a MODEL_DIR)
+  env = _env(repo_copy, ENGINE="t5x", PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+  launched = subprocess.run(["launch/eval_rouge.sh", "runs/demo", "runs/demo/eval_t5x", "gin/eval_demo.gin",
+                             *FEW_EXAMPLES], cwd=repo_copy, env=env, capture_output=True, text=True, timeout=1500)
+  assert launched.returncode == 0, launched.stderr[-3000:]
+  assert _metrics(model_dir / "eval_t5x") == metrics
+  # README: python -m flan_t5x.train --gin_file=gin/demo.gin continues T5X's runs/demo in place.
+  resumed = _run(repo_copy, "flan_t5x.train", "--gin_file=gin/demo.gin", "--gin.TRAIN_STEPS=4", "--gin.BATCH_SIZE=4",
+                 "--gin.EVAL_PERIOD=2", "--gin.EVAL_STEPS=1")
+  assert "resumed T5X's" in resumed.stdout and (model_dir / "checkpoint_4").is_dir(), resumed.stdout
 
 
 def test_flan_mix_and_flan2022_as_the_readme_writes_them(repo_copy, tmp_path, tiny_spm):

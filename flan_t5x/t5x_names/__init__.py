@@ -97,9 +97,12 @@ def seqio_binding(configurable: str, parameter: str):
   import seqio  # pylint: disable=g-import-not-at-top
   target = {'seqio.Evaluator': seqio.Evaluator, 'seqio.JSONLogger': seqio.JSONLogger}[configurable]
   try:
-    return gin.get_bindings(target).get(parameter)
+    value = gin.get_bindings(target).get(parameter)
   except ValueError:  # nothing binds it
     return None
+  if isinstance(value, gin.config.ConfigurableReference):  # a macro (%EVALUATOR_NUM_EXAMPLES): its value
+    value = value.scoped_configurable_fn()
+  return value
 
 
 def examples_per_task(given: int | None, macro: str) -> int | None:

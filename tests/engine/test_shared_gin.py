@@ -51,6 +51,14 @@ def test_demo_trains_then_evaluates_as_the_readme_writes(repo_copy):
        '--gin.EVAL_MAX_EXAMPLES=4')
   results = json.loads((repo_copy / 'runs' / 'demo' / 'eval' / 'results.json').read_text())
   assert 'demo_support_zs' in json.dumps(results)
+  # README "Coming from T5X": python -m flan_t5x.main --run_mode=eval --gin_file=gin/eval_demo.gin
+  _run(repo_copy, 'flan_t5x.main', '--run_mode=eval', '--gin_file=gin/eval_demo.gin',
+       "--gin.CHECKPOINT_PATH='runs/demo/checkpoint_3'", '--gin.EVAL_MAX_EXAMPLES=4')
+  metrics = (repo_copy / 'runs' / 'demo' / 'eval' / 'inference_eval' / 'demo_support_zs-metrics.jsonl').read_text()
+  assert len(metrics.splitlines()) == 2  # T5X's file: one line per evaluation, appended
+  # README: python -m flan_t5x.convert to-upstream-t5x runs/demo runs/demo_t5x --gin_file=gin/demo_model.gin
+  _run(repo_copy, 'flan_t5x.convert', 'to-upstream-t5x', 'runs/demo', 'runs/demo_t5x', '--gin_file=gin/demo_model.gin')
+  assert (repo_copy / 'runs' / 'demo_t5x' / 'checkpoint_3').is_dir()
 
 
 @pytest.mark.slow
