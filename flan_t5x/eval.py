@@ -18,52 +18,19 @@ Outputs under EVAL_OUTPUT_DIR (all written atomically, by process 0):
   <task>-predictions.jsonl   {"input", "target", "prediction", "template_idx"} per example, and the
                              postprocessed target and prediction the metrics scored
   results.json, results.md   all tasks, values with intervals, flags; the markdown is also printed
-  inference_eval/            TensorBoard scalars `<task>/<metric>` at the checkpoint step
+  inference_eval/            TensorBoard scalars `<task>/<metric>` at the checkpoint step, and T5X's
+                             files: <task>-metrics.jsonl (a line per evaluation) and
+                             <task>-<step>.jsonl (input, target, output, prediction per example)
+
+The work is flan_t5x.evaluation.evaluate_checkpoint; gin binds it through T5X's `evaluate`
+(flan_t5x/t5x_names/eval_script.py).
 """
 
 from __future__ import annotations
 
-import os
-from typing import Mapping
-
-import jax
-
-from flan_t5x import decoding
 from flan_t5x import evaluation
-from flan_t5x import inference
-from flan_t5x import models
-from flan_t5x import partitioning
-from flan_t5x import task_vocab
 
-
-def evaluate(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir: str,
-             mixture_or_task_name: str = 'flan_heldout', split: str = 'validation',
-             task_feature_lengths: Mapping[str, int] | None = None, batch_size: int = 32,
-             max_examples: int | None = None, rank_classification: bool = True,
-             decoding_config: decoding.DecodingConfig | None = None,
-             partitioner: partitioning.PjitPartitioner | None = None,
-             module: str | None = None, json_write_n_results: int | None = None) -> dict[str, dict]:
-  """Loads CHECKPOINT_PATH, evaluates the mixture, writes outputs; returns {task: result}.
-
-  `decoding_config` None: the model's decode_fn (T5X's default: beam search, one beam).
-  `json_write_n_results`: examples per task in T5X's inference_eval/<task>-<step>.jsonl (None: all).
-  """
-  partitioner = partitioner or partitioning.PjitPartitioner()
-  cfg = evaluation.InferenceEvalConfig(mixture_or_task_name, split, task_feature_lengths, batch_size, max_examples,
-                            rank_classification, decoding_config or model.decoding_config(), module)
-  task_vocab.check_vocabularies(model, mixture_or_task_name, module)
-  # Fingerprint first and load what was fingerprinted, even if a MODEL_DIR gets a newer step meanwhile.
-  fingerprint = inference.checkpoint_fingerprint(checkpoint_path)
-  model = inference.model_for_checkpoint(model, fingerprint['resolved'])  # base + adapter: the adapted model
-  params, step = inference.load_params(model, partitioner, fingerprint['resolved'])
-  print(f'[flan_t5x] evaluating {checkpoint_path} (step {step}) on {mixture_or_task_name}/{split}', flush=True)
-  results, records = evaluation.evaluate_params(model, partitioner, params, cfg)
-  report = evaluation.write_outputs(output_dir, results, records, step, checkpoint_path, fingerprint,
-                                    json_write_n_results)
-  if jax.process_index() == 0:
-    print(report, flush=True)
-    print(f'[flan_t5x] wrote {os.path.abspath(output_dir)}', flush=True)
-  return results
+evaluate = evaluation.evaluate_checkpoint  # the library function this job runs
 
 
 def main(argv: list[str]) -> None:

@@ -35,6 +35,7 @@ from flan_t5x import partitioning
 from flan_t5x import progress
 from flan_t5x import sanity
 from flan_t5x import summaries
+from flan_t5x import task_vocab
 
 PyTree = Any
 LENGTH_MULTIPLE = 8
@@ -397,3 +398,34 @@ def write_t5x_files(directory: str, results: Mapping[str, dict], records: Mappin
              for r in records[task]]
     checkpoints.write_text_atomically(os.path.join(directory, f'{task}-{step:06d}.jsonl'),
                                       ''.join(l + '\n' for l in lines))
+
+
+# ----------------------------------------------------------------- the eval job
+
+def evaluate_checkpoint(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir: str,
+                        mixture_or_task_name: str = 'flan_heldout', split: str = 'validation',
+                        task_feature_lengths: Mapping[str, int] | None = None, batch_size: int = 32,
+                        max_examples: int | None = None, rank_classification: bool = True,
+                        decoding_config: decoding.DecodingConfig | None = None,
+                        partitioner: partitioning.PjitPartitioner | None = None,
+                        module: str | None = None, json_write_n_results: int | None = None) -> dict[str, dict]:
+  """Loads CHECKPOINT_PATH, evaluates the mixture, writes outputs; returns {task: result}.
+
+  `decoding_config` None: the model's decode_fn (T5X's default: beam search, one beam).
+  `json_write_n_results`: examples per task in T5X's inference_eval/<task>-<step>.jsonl (None: all).
+  """
+  partitioner = partitioner or partitioning.PjitPartitioner()
+  cfg = InferenceEvalConfig(mixture_or_task_name, split, task_feature_lengths, batch_size, max_examples,
+                            rank_classification, decoding_config or model.decoding_config(), module)
+  task_vocab.check_vocabularies(model, mixture_or_task_name, module)
+  # Fingerprint first and load what was fingerprinted, even if a MODEL_DIR gets a newer step meanwhile.
+  fingerprint = inference.checkpoint_fingerprint(checkpoint_path)
+  model = inference.model_for_checkpoint(model, fingerprint['resolved'])  # base + adapter: the adapted model
+  params, step = inference.load_params(model, partitioner, fingerprint['resolved'])
+  print(f'[flan_t5x] evaluating {checkpoint_path} (step {step}) on {mixture_or_task_name}/{split}', flush=True)
+  results, records = evaluate_params(model, partitioner, params, cfg)
+  report = write_outputs(output_dir, results, records, step, checkpoint_path, fingerprint, json_write_n_results)
+  if jax.process_index() == 0:
+    print(report, flush=True)
+    print(f'[flan_t5x] wrote {os.path.abspath(output_dir)}', flush=True)
+  return results

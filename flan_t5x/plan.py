@@ -67,7 +67,7 @@ def _parse_job_gin() -> str:
 
 # Each job's gin entry point, as module and function name: found in gin's registry by what it
 # wraps, so that this job imports no other job.
-_ENTRY_POINTS = {'train': ('flan_t5x.train', 'train'),
+_ENTRY_POINTS = {'train': ('flan_t5x.training', 'train'),
                  'eval': ('flan_t5x.t5x_names.eval_script', 'evaluate'),
                  'infer': ('flan_t5x.t5x_names.infer_script', 'infer')}
 

@@ -147,6 +147,11 @@ def test_dialogsum_train_then_heldout_eval_and_infer_with_the_t5_vocabulary(repo
        *FEW_EXAMPLES, env=env)
   metrics = _metrics(repo_copy / "runs" / "eval")
   assert "dialogsum_zs" in metrics and {"rouge1", "rougeLsum"} <= set(metrics["dialogsum_zs"])
+  # The same checkpoint and eval gin on flan_t5x: the same predictions and metrics (T5X's files).
+  _run(repo_copy, "flan_t5x.eval", "--gin_file=gin/eval_heldout.gin",
+       "--gin.CHECKPOINT_PATH='runs/dialogsum/checkpoint_2'", "--gin.EVAL_OUTPUT_DIR='runs/eval_flan'", *TINY, *vocab,
+       *FEW_EXAMPLES, env=env)
+  _same_predictions_and_metrics(repo_copy / "runs" / "eval", repo_copy / "runs" / "eval_flan")
   # README: python -m t5x.infer --gin_file=gin/infer.gin --gin.CHECKPOINT_PATH=... --gin.INFER_OUTPUT_DIR=...
   _run(repo_copy, "t5x.infer", "--gin_file=gin/infer.gin", "--gin.CHECKPOINT_PATH='runs/dialogsum/checkpoint_2'",
        "--gin.INFER_OUTPUT_DIR='runs/infer'", *TINY, *vocab, "--gin.MIXTURE_OR_TASK_NAME='dialogsum_zs'",
@@ -272,3 +277,50 @@ def test_one_checkpoint_and_eval_gin_give_the_same_predictions_on_both_engines(r
     predictions = [json.loads(l)["prediction"] for l in
                    (repo_copy / "runs" / f"{out}_eval_t5x" / "inference_eval" / "demo_support_zs-000060.jsonl").open()]
     assert len(set(predictions)) > 1, predictions  # a trained model, not one output for every input
+
+
+def _adapt_t5x_example(name: str, destination: pathlib.Path) -> None:
+  """T5X's example file, changed only as a user without T5's WMT data and a TPU would: flan_tasks'
+  dialogsum_zs for the task (its module instead of t5.data), the tiny T5.1.1 for Base, and the
+  software RNG (flan_t5x refuses T5X's hardware RNG)."""
+  import re  # pylint: disable=g-import-not-at-top
+  import t5x as upstream  # pylint: disable=g-import-not-at-top
+  text = (pathlib.Path(upstream.__file__).parent / "examples" / "t5" / "t5_1_1" / "examples" / name).read_text()
+  text = re.sub(r"^(import t5\.data\.mixtures|from t5\.data import mixtures)$", "import flan_tasks", text, flags=re.M)
+  text = re.sub(r"^MIXTURE_OR_TASK_NAME = .*$", 'MIXTURE_OR_TASK_NAME = "dialogsum_zs"', text, flags=re.M)
+  text = text.replace('"t5.data.mixtures"', '"flan_tasks"').replace("use_hardware_rng = True", "use_hardware_rng = False")
+  text = text.replace("t5x/examples/t5/t5_1_1/base.gin", "t5x/examples/t5/t5_1_1/tiny.gin")
+  destination.mkdir(parents=True, exist_ok=True)
+  (destination / name).write_text(text)
+
+
+def test_t5x_example_files_run_on_flan_t5x_adapted_as_a_user_would(repo_copy, tmp_path, tiny_spm):
+  from tests.conftest import write_flan_layout  # pylint: disable=g-import-not-at-top
+  write_flan_layout(tmp_path / "data")
+  env = _env(repo_copy, FLAN_DATA_DIR=str(tmp_path / "data"), FLAN_VOCAB_PATH=tiny_spm,
+             TFDS_DATA_DIR=str(tmp_path / "no_tfds"))
+  examples = repo_copy / "t5x" / "examples" / "t5" / "t5_1_1" / "examples"
+  for name in ("base_wmt_finetune.gin", "base_wmt_eval.gin", "test_train_t5_tiny.gin", "base_wmt_from_scratch.gin",
+               "base_wmt_from_scratch_adamw.gin"):
+    _adapt_t5x_example(name, examples)
+  where = "t5x/examples/t5/t5_1_1/examples"
+  cpu = [f"--gin.seqio.SentencePieceVocabulary.sentencepiece_model_file='{tiny_spm}'",
+         "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", "--gin.partitioning.PjitPartitioner.num_partitions=1"]
+  # Finetuning (predict_batch_with_aux.num_decodes, seqio.Evaluator), from scratch instead of T5X's checkpoint.
+  _run(repo_copy, "flan_t5x.train", f"--gin_file={where}/base_wmt_finetune.gin", "--gin.MODEL_DIR='runs/finetune'",
+       "--gin.INITIAL_CHECKPOINT_PATH=None", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4", *cpu, env=env)
+  assert (repo_copy / "runs" / "finetune" / "checkpoint_2").is_dir()
+  # Its evaluation (RestoreCheckpointConfig.mode = 'specific'), on the validation split our data has.
+  _run(repo_copy, "flan_t5x.eval", f"--gin_file={where}/base_wmt_eval.gin",
+       "--gin.CHECKPOINT_PATH='runs/finetune/checkpoint_2'", "--gin.EVAL_OUTPUT_DIR='runs/eval'",
+       "--gin.utils.DatasetConfig.split='validation'", *cpu[:1], "--gin.partitioning.PjitPartitioner.num_partitions=1",
+       env=env)
+  assert _metrics(repo_copy / "runs" / "eval")["dialogsum_zs"]["step"] == 2
+  # T5X's own tiny test file (TerminateOnNanAction) and the optax AdamW file (optimizers.chain).
+  _run(repo_copy, "flan_t5x.train", f"--gin_file={where}/test_train_t5_tiny.gin", "--gin.MODEL_DIR='runs/tiny'", *cpu,
+       env=env)
+  assert (repo_copy / "runs" / "tiny" / "checkpoint_3").is_dir()
+  _run(repo_copy, "flan_t5x.train", f"--gin_file={where}/base_wmt_from_scratch_adamw.gin", "--gin.MODEL_DIR='runs/adamw'",
+       "--gin.TRAIN_STEPS=2", "--gin.train/utils.DatasetConfig.batch_size=4",
+       "--gin.train_eval/utils.DatasetConfig.batch_size=4", *cpu, env=env)
+  assert (repo_copy / "runs" / "adamw" / "checkpoint_2").is_dir()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flan_t5x import checkpoints
 from flan_t5x import data
 from flan_t5x import decoding
-from flan_t5x import eval as eval_lib
+from flan_t5x import evaluation
 from flan_t5x import models
 from flan_t5x import partitioning
 from flan_t5x import t5x_names
@@ -29,7 +29,7 @@ def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: data.DatasetConf
   if not restore_checkpoint_cfg.path:
     raise ValueError('CHECKPOINT_PATH (utils.RestoreCheckpointConfig.path) is empty: give the checkpoint '
                      'to evaluate, e.g. --gin.CHECKPOINT_PATH="\'runs/demo\'".')
-  return eval_lib.evaluate(
+  return evaluation.evaluate_checkpoint(
       model=model, checkpoint_path=restore_checkpoint_cfg.path, output_dir=output_dir,
       mixture_or_task_name=dataset_cfg.mixture_or_task_name, split=dataset_cfg.split,
       task_feature_lengths=dataset_cfg.task_feature_lengths, batch_size=dataset_cfg.batch_size,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flan_t5x import checkpoints
 from flan_t5x import data
 from flan_t5x import decoding
-from flan_t5x import infer as infer_lib
+from flan_t5x import batch_inference as infer_lib
 from flan_t5x import models
 from flan_t5x import partitioning
 from flan_t5x.t5x_names import models as t5x_models

@@ -3,4 +3,4 @@
 flan_t5x's `train` takes T5X's arguments itself (plus flan_t5x's own), so this is the same function.
 """
 # pylint: disable=unused-import
-from flan_t5x.train import train
+from flan_t5x.training import train

@@ -14,7 +14,7 @@ from flan_t5x import optimizers
 from flan_t5x import partitioning
 from flan_t5x import schedules
 from flan_t5x import summaries
-from flan_t5x import train as train_lib
+from flan_t5x import training as train_lib
 from flan_t5x import trainer as trainer_lib
 
 import tiny_task

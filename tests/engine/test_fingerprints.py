@@ -161,7 +161,7 @@ def test_infer_refuses_an_edited_input_line_or_other_decoding(model_dir, tmp_pat
   with pytest.raises(ValueError, match=r'settings\.max_decode_length: 6 -> 8'):
     _infer(model, directory, inputs, out, max_decode_length=8)
   sample = decoding.DecodingConfig(method='sample', temperature=0.5)
-  with pytest.raises(ValueError, match=r"settings\.decoding\.method: 'greedy' -> 'sample'"):
+  with pytest.raises(ValueError, match=r"settings\.decoding\.method: 'beam' -> 'sample'"):  # T5X's default: beam
     _infer(model, directory, inputs, out, decoding_config=sample)
   assert _snapshot(out) == before
 

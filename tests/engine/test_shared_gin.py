@@ -179,7 +179,7 @@ def test_size_files_change_the_model_of_a_run_file():
 
 
 def test_train_steps_and_relative_steps_are_exclusive(tmp_path):
-  from flan_t5x import train as train_lib  # pylint: disable=g-import-not-at-top
+  from flan_t5x import training as train_lib  # pylint: disable=g-import-not-at-top
   import helpers  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match='set exactly one'):
     train_lib.train(model=helpers.tiny_model(), model_dir=str(tmp_path), train_dataset_cfg=helpers.dataset_cfg(),

@@ -18,7 +18,7 @@ from flan_t5x import partitioning
 from flan_t5x import schedules
 from flan_t5x import summaries
 from flan_t5x import t5x_names
-from flan_t5x import train as train_lib
+from flan_t5x import training as train_lib
 from flan_t5x import trainer as trainer_lib
 from flan_t5x.t5x_names import models as t5x_models
 

@@ -10,7 +10,7 @@ from flan_t5x import models
 from flan_t5x import network
 from flan_t5x import optimizers
 from flan_t5x import task_vocab
-from flan_t5x import train as train_script
+from flan_t5x import training as train_script
 from flan_tasks import config
 
 import helpers

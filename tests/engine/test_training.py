@@ -13,7 +13,7 @@ from flan_t5x import checkpoints
 from flan_t5x import data
 from flan_t5x import network
 from flan_t5x import schedules
-from flan_t5x import train as train_lib
+from flan_t5x import training as train_lib
 
 import helpers
 

@@ -13,7 +13,7 @@ import jax
 from flan_t5x import checkpoints
 from flan_t5x import partitioning
 from flan_t5x import schedules
-from flan_t5x import train as train_lib
+from flan_t5x import training as train_lib
 from flan_t5x import trainer as trainer_lib
 
 import helpers

@@ -10,7 +10,7 @@ import pytest
 from flan_t5x import config_checks
 from flan_t5x import gin_utils
 from flan_t5x import run_lock
-from flan_t5x import train as train_lib
+from flan_t5x import training as train_lib
 
 import faults
 import helpers
