@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -160,10 +160,17 @@ def _rank_classify(runner: inference.InferenceRunner, params: PyTree, task: seqi
   return [options[i] for i in best_B]
 
 
+class Interrupted(Exception):
+  """`should_stop` said so between two decode batches (a SIGTERM during an evaluation in training)."""
+
+
 def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio.Task,
                   cfg: InferenceEvalConfig, examples: Sequence[Example] | None = None,
-                  lengths: tuple[int, int] | None = None) -> tuple[dict, list[dict]]:
-  """(result dict, prediction records) for one task; `lengths` (inputs, decode) default to its own."""
+                  lengths: tuple[int, int] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[dict, list[dict]]:
+  """(result dict, prediction records) for one task; `lengths` (inputs, decode) default to its own.
+  Raises Interrupted when `should_stop()` turns true before a batch (single-process runs only:
+  with several processes every host must decode every batch)."""
   examples = examples if examples is not None else load_examples(task, cfg.split, cfg.max_examples)
   if not examples:
     raise ValueError(f'Task {task.name!r} has no {cfg.split!r} examples.')
@@ -180,6 +187,9 @@ def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio
   bar = progress.Progress(num_batches, f'decode {task.name}', 'batch', lines=jax.process_index() == 0,
                           terminal=progress.on_terminal() and jax.process_index() == 0)
   for start in range(0, len(examples), cfg.batch_size):
+    if should_stop is not None and jax.process_count() == 1 and should_stop():
+      bar.close()
+      raise Interrupted(f'{task.name}: stopped after {start} of {len(examples)} examples')
     tokens_BxKxT, _ = runner.predict(params, inputs_BxL[start:start + cfg.batch_size], target_length)
     predictions_text += [vocab.decode(decoding.strip_after_eos(row[0])) for row in tokens_BxKxT]
     bar.update()
@@ -242,7 +252,8 @@ def _scored(target: Any, prediction: Any) -> dict:
 
 def evaluate_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
                     params: PyTree, cfg: InferenceEvalConfig,
-                    runner: inference.InferenceRunner | None = None) -> tuple[dict[str, dict], dict[str, list]]:
+                    runner: inference.InferenceRunner | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, dict], dict[str, list]]:
   """Evaluates every available task of the mixture; ({task: result}, {task: records})."""
   if cfg.module:
     import importlib  # pylint: disable=g-import-not-at-top
@@ -263,7 +274,7 @@ def evaluate_params(model: models.EncoderDecoderModel, partitioner: partitioning
   lengths = _lengths([e for rows in examples.values() for e in rows], cfg.task_feature_lengths)
   results, records = {}, {}
   for task, rows in examples.items():
-    results[task.name], records[task.name] = evaluate_task(runner, params, task, cfg, rows, lengths)
+    results[task.name], records[task.name] = evaluate_task(runner, params, task, cfg, rows, lengths, should_stop)
     progress.say(f'[flan_t5x] {task.name}: {_format_metrics(results[task.name])}')
   return results, records
 

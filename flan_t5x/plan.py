@@ -17,9 +17,7 @@ names the fastest configuration that fits.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
 import json
 import os
 import sys
@@ -128,8 +126,8 @@ def _plan_train(devices, tpu_slice, sweep: bool) -> list:
 
 def _plan_decode(job: str, devices, tpu_slice) -> list:
   from flan_t5x import aot_plan  # pylint: disable=g-import-not-at-top
-  from flan_t5x import decoding  # pylint: disable=g-import-not-at-top
   from flan_t5x import partitioning  # pylint: disable=g-import-not-at-top
+  from flan_t5x.t5x_names import models as t5x_models  # pylint: disable=g-import-not-at-top
   bound = _bound(job, 'model', 'partitioner', 'dataset_cfg', 'decoding_config', 'batch_size', 'input_length',
                  'max_decode_length')
   model, cfg = bound['model'], bound.get('dataset_cfg')
@@ -144,7 +142,9 @@ def _plan_decode(job: str, devices, tpu_slice) -> list:
     lengths_from = '--decode_lengths' if flags.FLAGS.decode_lengths else 'default (the gin leaves them to the data)'
     fallback = _parse_lengths(flags.FLAGS.decode_lengths)
     lengths = {key: lengths.get(key) or fallback[key] for key in ('inputs', 'targets')}
-  plan = aot_plan.plan_decode(model, partitioner, bound.get('decoding_config') or decoding.DecodingConfig(),
+  # What the job decodes with: the files' DecodingConfig, else the model's decode_fn as T5X (beam search).
+  decoding_config = bound.get('decoding_config') or t5x_models.bound_decoding_config(model)
+  plan = aot_plan.plan_decode(model, partitioner, decoding_config,
                               batch_size, lengths['inputs'], lengths['targets'], tpu_slice.hbm_bytes_per_chip)
   plan.settings['lengths_from'] = lengths_from
   _progress(tpu_slice, plan)

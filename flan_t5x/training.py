@@ -151,12 +151,13 @@ def _validation_action(trainer, model, cfg: data.DatasetConfig, seed: int, perio
 
 
 def _inference_eval_action(model, partitioner, cfg, period: int, model_dir: str,
-                           full_params: Callable, json_write_n_results: int | None
-                           ) -> actions_lib.InferenceEvaluation:
+                           full_params: Callable, json_write_n_results: int | None,
+                           should_stop: Callable[[], bool]) -> actions_lib.InferenceEvaluation:
   runner = inference.InferenceRunner(model, partitioner, cfg.decoding_config)
 
   def evaluate(params, step):
-    results, records = evaluation.evaluate_params(model, partitioner, full_params(params), cfg, runner)
+    results, records = evaluation.evaluate_params(model, partitioner, full_params(params), cfg, runner,
+                                                  should_stop)
     if jax.process_index() == 0:  # T5X's files, as T5X's training writes them (JSON_WRITE_N_RESULTS)
       written = {task: rows[:json_write_n_results] for task, rows in records.items()}
       evaluation.write_t5x_files(os.path.join(model_dir, 'inference_eval'), results, written, step)
@@ -268,8 +269,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   per task written to inference_eval/<task>-<step>.jsonl, None for all), `relative_steps` (train that many steps past the step the run first
   started from; recorded, so a restart does not extend it), `use_hardware_rng` (False only),
   `stats_period` (steps between train scalars: log_period's value when given), `gc_period`,
-  `run_eval_before_training`, `inference_evaluator_cls` (seqio.Evaluator only), `summarize_config_fn` (called with (model_dir, None, step) once the
-  run starts), `actions` ({'TRAIN_EVAL': [TerminateOnNanAction(...)]} only), `concurrent_metrics`
+  `run_eval_before_training`, `inference_evaluator_cls` (seqio.Evaluator only), `summarize_config_fn`
+  (called with (model_dir, None, step) once the run starts), `actions` ({'TRAIN_EVAL': [TerminateOnNanAction(...)]} only), `concurrent_metrics`
   (either value: flan_t5x always reads metrics one step late, results are the same) and
   `use_orbax` (True only). A file breaking T5X's rule that the checkpoint, eval and GC periods be
   multiples of the smallest of them runs here, with a warning that T5X refuses it.
@@ -281,7 +282,9 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
   an error; a MODEL_DIR already at TRAIN_STEPS is left as it is.
   Returns (final step, the last `history_length` logged summaries of this invocation).
   Raises FloatingPointError on a non-finite loss or parameters, without saving that state, and
-  preemption.Preempted after SIGTERM / SIGINT, once the step reached is saved on every host.
+  preemption.Preempted after SIGTERM / SIGINT, once the step reached is saved on every host. A
+  signal during the inference evaluation stops it before its next decode batch (single-process
+  runs) and saves at once.
   """
   config_checks.check_arguments(train, locals())  # wrong types fail here, before any work
   terminate_on_nan = _t5x_train_actions(actions)
@@ -388,7 +391,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
       periodic += [validation] if validation else []
     if inference_eval_cfg is not None and eval_period:
       periodic.append(_inference_eval_action(model, partitioner, inference_eval_cfg, eval_period, model_dir,
-                                             trainer.full_params, infer_eval_json_write_n_results))
+                                             trainer.full_params, infer_eval_json_write_n_results,
+                                             lambda: watcher.signal_name is not None))
     if early_stopping is not None:
       periodic.append(actions_lib.EarlyStopping(eval_period, early_stopping))
     periodic.append(actions_lib.SaveCheckpoint(checkpoint_cfg.save.period, logger,
@@ -401,11 +405,14 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
                         metrics=actions_lib.MetricsAccumulator(), history=collections.deque(maxlen=history_length),
                         last_saved_step=start_step if checkpointer.latest_step() == start_step else None)
     if run_eval_before_training:  # T5X's: the evaluations once at the start step, before training
-      for action in periodic:
-        if isinstance(action, (actions_lib.ValidationLoss, actions_lib.InferenceEvaluation)):
-          action.run(loop)
+      try:
+        for action in periodic:
+          if isinstance(action, (actions_lib.ValidationLoss, actions_lib.InferenceEvaluation)):
+            action.run(loop)
+      except evaluation.Interrupted:
+        preempted = True
     stop_reason = None
-    while loop.step < total_steps:
+    while not preempted and loop.step < total_steps:
       batch = next(inputs)
       loop.state, step_metrics = trainer.train_step(loop.state, batch)
       loop.metrics.add(step_metrics)
@@ -420,6 +427,10 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
           action.maybe_run(loop)
       except actions_lib.StopTraining as stop:
         stop_reason = str(stop)
+      except evaluation.Interrupted as stop:  # SIGTERM while decoding: save this step now, not after
+        logging.info('Inference evaluation interrupted at step %d: %s', loop.step, stop)
+        preempted = True
+        break
       if stop_at_loss is not None and loop.history and (
           loop.history[-1]['cross_ent_loss_per_token'] <= stop_at_loss):
         stop_reason = (f'loss/token {loop.history[-1]["cross_ent_loss_per_token"]:.4f} at step '

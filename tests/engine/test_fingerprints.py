@@ -242,7 +242,7 @@ def test_eval_records_the_checkpoint_and_compare_refuses_mixtures(model_dir, tmp
   assert summary['checkpoint'] == expected and summary['step'] == 40
   task = json.loads((tuned / 'demo_support_zs.json').read_text())
   assert task['checkpoint'] == expected and task['step'] == 40
-  assert task['decoding']['method'] == 'greedy' and task['max_decode_length'] == 8
+  assert task['decoding']['method'] == 'beam' and task['max_decode_length'] == 8  # T5X's default decode_fn
 
   assert compare.main([str(base), str(tuned), '--expect', f'base={step_20}', '--expect', f'tuned={directory}']) == 0
   assert '### demo_support_zs' in capsys.readouterr().out

@@ -110,7 +110,7 @@ def test_tiny_train_and_decode_compile_for_v4_and_v5e(tmp_path):
     assert plan['batch_size'] == 52  # eval_demo.gin's 50 rows padded to the 4 data shards
     assert plan['lengths'] == plan_job.DEFAULT_DECODE_LENGTHS
     assert plan['state_bytes']['params'] == _hand_count_demo_model(1)[0]  # one partition: whole parameters
-    assert plan['settings']['method'] == 'greedy'
+    assert plan['settings']['method'] == 'beam'  # T5X's default decode_fn, as the eval job decodes
 
 
 @pytest.mark.slow

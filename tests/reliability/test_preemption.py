@@ -4,6 +4,7 @@ continue with the parameters and losses of an uninterrupted run (bench/soak_kill
 
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -83,3 +84,34 @@ def test_a_signal_while_the_job_starts_exits_with_the_preemption_code(tmp_path, 
   assert (f'{signal.Signals(signum).name} received outside the training loop (starting or finishing): nothing '
           f'to save; exiting with code {preemption.EXIT_CODE}') in stderr
   assert not list(model_dir.glob('checkpoint_*'))
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_inference_evaluation_saves_within_one_decode_batch(tmp_path):
+  """The evaluation in training (gin/runs/inference_eval.gin, one example per decode batch) stops
+  before its next batch: the step is saved and the job exits with the preemption code, without
+  decoding the rest (docs/reliability.md quotes the time from SIGTERM to exit)."""
+  model_dir = tmp_path / 'run'
+  command = [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/demo.gin', '--gin_file=gin/runs/inference_eval.gin',
+             f"--gin.MODEL_DIR='{model_dir}'", '--gin.TRAIN_STEPS=4', '--gin.BATCH_SIZE=4', '--gin.EVAL_PERIOD=2',
+             '--gin.EVAL_STEPS=1', '--gin.INFERENCE_EVAL_MAX_EXAMPLES=64',
+             '--gin.evaluation.InferenceEvalConfig.batch_size=1', '--gin.train_script.train.use_progress_bar=False']
+  child = subprocess.Popen(command, cwd=soak_kill.ROOT, env=soak_kill.child_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+  lines = []
+  for line in child.stdout:  # the first decode batch has compiled and run: the evaluation is under way
+    lines.append(line)
+    if 'decode demo_' in line or ': decoding 64 examples' in line:
+      break
+  time.sleep(2.0)
+  sent = time.monotonic()
+  child.send_signal(signal.SIGTERM)
+  rest, _ = child.communicate(timeout=300)
+  seconds = time.monotonic() - sent
+  output = ''.join(lines) + rest
+  assert child.returncode == preemption.EXIT_CODE, output[-3000:]
+  assert 'SIGTERM received: saved checkpoint_2' in output, output[-3000:]
+  assert checkpoint_integrity.has_manifest(str(model_dir / 'checkpoint_2'))
+  assert '[flan_t5x] demo_support_zs: rouge1' not in rest.split('SIGTERM received')[-1]  # not decoded to the end
+  print(f'SIGTERM during the inference evaluation -> exit {child.returncode} in {seconds:.1f} s')
+  assert seconds < 120, seconds
