@@ -89,12 +89,13 @@ def _check_unsupported_bindings() -> None:
 
 
 def _check_refused_values() -> None:
-  """T5X field values flan_t5x cannot honour (`refusal` on its config classes), refused at parse
-  time in one line, before any work."""
+  """Values flan_t5x cannot use (`refusal` on its config classes and the learning-rate schedule:
+  T5X values it does not honour, impossible numbers), refused at parse time in one line, before any
+  work."""
   for (_, selector), params in list(gin.config._CONFIG.items()):  # pylint: disable=protected-access
     wrapped = gin.config._REGISTRY[selector].wrapped  # pylint: disable=protected-access
-    refusal = getattr(wrapped, 'refusal', None)
-    if not (isinstance(wrapped, type) and callable(refusal)):
+    refusal = getattr(wrapped, 'refusal', None)  # config classes, and functions such as the LR schedule
+    if not callable(refusal):
       continue
     for name, value in params.items():
       if isinstance(value, gin.config.ConfigurableReference):  # macros too

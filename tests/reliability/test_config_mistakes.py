@@ -131,6 +131,20 @@ def test_values_no_run_can_use_fail_before_model_dir_is_created(tmp_path, overri
   assert not model_dir.exists()
 
 
+@pytest.mark.parametrize('name, value, message', [
+    ('utils.create_learning_rate_scheduler.base_learning_rate', "'x'",
+     r"base_learning_rate = 'x': expected a number \(without quotes\)"),
+    ('utils.create_learning_rate_scheduler.warmup_steps', '-10',
+     r'warmup_steps = -10: expected a whole number of steps, at least 0'),
+    ('utils.create_learning_rate_scheduler.factors', "'constant * rsqrt_decy'", r"unknown factors \['rsqrt_decy'\]"),
+])
+def test_learning_rate_settings_fail_at_parse_before_model_dir(tmp_path, name, value, message):
+  """Before: a JAX TypeError at the first step, MODEL_DIR already created."""
+  with pytest.raises(gin_utils.ConfigError, match=message):
+    _parse_and_train(tmp_path, **{name: value})
+  assert not (tmp_path / 'run').exists()
+
+
 def test_misspelled_macro_inside_a_gin_file_fails_at_parse_with_file_and_line(tmp_path):
   run_gin = tmp_path / 'my_run.gin'
   run_gin.write_text("include 'gin/runs/finetune.gin'\n\nTRAIN_STEPZ = 3\n")
