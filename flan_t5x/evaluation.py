@@ -429,10 +429,9 @@ def evaluate_checkpoint(*, model: models.EncoderDecoderModel, checkpoint_path: s
   cfg = InferenceEvalConfig(mixture_or_task_name, split, task_feature_lengths, batch_size, max_examples,
                             rank_classification, decoding_config or model.decoding_config(), module)
   task_vocab.check_vocabularies(model, mixture_or_task_name, module)
-  # Fingerprint first and load what was fingerprinted, even if a MODEL_DIR gets a newer step meanwhile.
-  fingerprint = inference.checkpoint_fingerprint(checkpoint_path)
-  model = inference.model_for_checkpoint(model, fingerprint['resolved'])  # base + adapter: the adapted model
-  params, step = inference.load_params(model, partitioner, fingerprint['resolved'])
+  # Fingerprint first and load what was fingerprinted, even if a MODEL_DIR gets a newer step meanwhile
+  # (chosen again if a running trainer deletes it first); base + adapter: the adapted model.
+  model, params, step, fingerprint = inference.load_checkpoint(model, partitioner, checkpoint_path)
   print(f'[flan_t5x] evaluating {checkpoint_path} (step {step}) on {mixture_or_task_name}/{split}', flush=True)
   results, records = evaluate_params(model, partitioner, params, cfg)
   report = write_outputs(output_dir, results, records, step, checkpoint_path, fingerprint, json_write_n_results)

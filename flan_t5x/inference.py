@@ -9,6 +9,7 @@ padding dropped from the results).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Sequence
 
 import jax
@@ -63,6 +64,34 @@ def load_params(model: models.EncoderDecoderModel, partitioner: partitioning.Pji
     raise ValueError(f'{checkpoint_path} is an adapter checkpoint: build the model with '
                      'inference.model_for_checkpoint first')
   return params, step
+
+
+class CheckpointGoneError(FileNotFoundError):
+  """The checkpoint chosen was deleted while it was read (e.g. a running trainer's keep-N rotation)."""
+
+
+def load_checkpoint(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
+                    checkpoint_path: str, attempts: int = 3):
+  """(model for it, params, step, fingerprint) of CHECKPOINT_PATH. Given a MODEL_DIR, its newest
+  checkpoint is chosen and fingerprinted, then loaded; if a running trainer deletes it meanwhile
+  (keep-N), the newest is chosen again (up to `attempts` times), never reported as damage."""
+  for attempt in range(attempts):
+    fingerprint = checkpoint_fingerprint(checkpoint_path)
+    resolved = fingerprint['resolved']
+    try:
+      chosen = model_for_checkpoint(model, resolved)
+      params, step = load_params(chosen, partitioner, resolved)
+      return chosen, params, step, fingerprint
+    except Exception as error:  # pylint: disable=broad-except
+      if '://' in resolved or os.path.exists(resolved):
+        raise  # still there: the error is about the checkpoint itself
+      if os.path.abspath(resolved) == os.path.abspath(checkpoint_path) or attempt == attempts - 1:
+        raise CheckpointGoneError(
+            f'{resolved} was deleted while it was read (a trainer rotating its checkpoints, keep-N?). Give a '
+            'checkpoint_<step> that is kept, or the MODEL_DIR to read its newest.') from error
+      print(f'[flan_t5x] {resolved} was deleted while it was read (a trainer rotating its checkpoints); '
+            f'choosing the newest checkpoint of {checkpoint_path} again', flush=True)
+  raise AssertionError('unreachable')
 
 
 def random_params(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
