@@ -7,7 +7,8 @@ import setuptools
 CACHE_REQUIRES = ["apache-beam[tfrecord]>=2.50", "sentencepiece>=0.2,<0.2.3"]
 # notebooks/: pandas for the DataFrame views (flan_tasks.inspect_views, flan_t5x.interactive), a Jupyter
 # kernel and nbclient to run them headless (`jupyter execute`, tests/test_notebooks.py).
-NOTEBOOK_REQUIRES = ["pandas>=2", "ipykernel>=6", "nbclient>=0.9", "nbformat>=5.9"]
+# nbconvert: `jupyter nbconvert --execute` as the README shows; ipywidgets: tqdm's notebook progress bar.
+NOTEBOOK_REQUIRES = ["pandas>=2", "ipykernel>=6", "nbclient>=0.9", "nbformat>=5.9", "nbconvert>=7", "ipywidgets>=8"]
 # `python -m flan_t5x.plan` compiles for Cloud TPU slices with libtpu's compiler, no TPU needed; jax[tpu]
 # brings the libtpu release that matches the installed jax. On a host with neither TPU nor GPU,
 # flan_t5x keeps JAX on the CPU so that the other jobs never load it (flan_t5x/__init__.py).
@@ -41,6 +42,7 @@ setuptools.setup(
         "numpy>=1.26",
         "pyarrow>=14",  # the Flan Collection's Parquet shards (flan_tasks.shards)
         "matplotlib>=3.7",  # study and compare charts
+        "tensorboard>=2.16",  # every run ends with `tensorboard --logdir MODEL_DIR`
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100", *CACHE_REQUIRES,  # hypothesis: reader fuzzing

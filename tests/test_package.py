@@ -85,3 +85,15 @@ def test_the_wheel_carries_flan_t5x_versions_of_t5x_include_files(tmp_path):
   for include in ("configs/runs/finetune.gin", "configs/runs/eval.gin", "configs/runs/infer.gin",
                   "configs/runs/pretrain.gin", "examples/t5/t5_1_1/base.gin", "examples/t5/t5_1_1/xxl.gin"):
     assert f"flan_t5x/t5x_names/gin/t5x/{include}" in names, include
+
+
+def test_the_tools_the_jobs_and_readme_name_are_installed():
+  """Every training run ends with `tensorboard --logdir ...`; the README executes notebooks with
+  `jupyter nbconvert`: both come with the package's install (tensorboard) and its notebook extra."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  bin_dir = pathlib.Path(sys.executable).parent
+  for command in (["tensorboard", "--version_tb"], ["jupyter", "nbconvert", "--version"]):
+    assert (bin_dir / command[0]).exists(), f"{command[0]} is not installed beside {sys.executable}"
+    done = subprocess.run([str(bin_dir / command[0]), *command[1:]], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip(), (command, done.stderr[-2000:])
