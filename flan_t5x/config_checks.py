@@ -174,6 +174,64 @@ def check_unused_macros(gin_files: Sequence[str] = (), search_paths: Sequence[st
                        'ignored).')
 
 
+# ------------------------------------------------------------------ gin's errors, explained
+
+_JOB_ENTRY = {'train': 'train_script.train', 'eval': 'eval_script.evaluate', 'infer': 'infer_script.infer'}
+_EXAMPLE_FILE = {'train': 'gin/demo.gin', 'eval': 'gin/eval_demo.gin', 'infer': 'gin/infer.gin'}
+_T5X_MODULES = ('utils', 'partitioning', 'trainer', 'adafactor', 'models', 'decoding', 'optimizers', 'gin_utils')
+
+
+def explain_gin_error(text: str, gin_files: Sequence[str], job: str, search_paths: Sequence[str] = (),
+                      bindings: Sequence[str] = ()) -> str | None:
+  """One line with the fix for gin's usual errors (None if not one of them): an unquoted string value,
+  a gin file that does not exist, another job's file, a configurable no file imports."""
+  token = re.search(r"Failed to parse token '([^']*)' \(line (\d+)\)", text)
+  if token:
+    lines = '\n'.join(bindings).splitlines()
+    line = lines[int(token.group(2)) - 1] if 'In file' not in text and int(token.group(2)) <= len(lines) else ''
+    if '=' in line:
+      name, value = (part.strip() for part in line.split('=', 1))
+      return (f'--gin.{name}={value}: a string needs quotes inside the flag, e.g. --gin.{name}="\'{value}\'" '
+              '(the shell removes the outer quotes, gin reads the inner ones).')
+    return f'gin cannot read the value {token.group(1)!r}: a string needs quotes, e.g. \'{token.group(1)}\'.'
+
+  missing = re.search(r'Unable to open file: (\S+?)\.? Searched', text)
+  if missing:
+    path = missing.group(1)
+    nearest = difflib.get_close_matches(path, _gin_files_near(search_paths), n=3, cutoff=0.6)
+    return (f'{path}: no such gin file (looked in the current directory, the --gin_search_paths and the '
+            'repository root)' + (f'. Did you mean {", ".join(nearest)}?' if nearest else '.'))
+  other_job = re.search(r"Couldn't resolve selector (\w+_script)\.(\w+)", text)
+  if other_job and f'{other_job.group(1)}.{other_job.group(2)}' != _JOB_ENTRY.get(job):
+    wanted = {'train_script': 'train', 'eval_script': 'eval', 'infer_script': 'infer'}.get(other_job.group(1), '?')
+    return (f'{", ".join(gin_files)} configure{"s" if len(gin_files) == 1 else ""} the {wanted} job '
+            f'({other_job.group(1)}.{other_job.group(2)}), not {job}: run python -m flan_t5x.{wanted} with '
+            f'{"it" if len(gin_files) == 1 else "them"}, or give python -m flan_t5x.{job} a {job} file such as '
+            f'{_EXAMPLE_FILE.get(job, "")}.')
+  unknown = re.search(r"No configurable matching '([\w./]+)'", text)
+  if unknown:
+    selector = unknown.group(1).split('/')[-1]
+    name = selector.split('.')[-1]
+    from flan_t5x import t5x_names  # pylint: disable=g-import-not-at-top
+    import importlib  # pylint: disable=g-import-not-at-top
+    for module in _T5X_MODULES:
+      if hasattr(importlib.import_module(f'flan_t5x.t5x_names.{module}'), name):
+        del t5x_names
+        return (f'no configurable {selector!r}: it is {module}.{name}; add `from t5x import {module}` '
+                f'(after `from __gin__ import dynamic_registration`) to the gin file and write {module}.{name}.')
+  return None
+
+
+def _gin_files_near(search_paths: Sequence[str]) -> list[str]:
+  import glob  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  found = set()
+  for root in ['.', *search_paths]:
+    for path in glob.glob(os.path.join(root, '**', '*.gin'), recursive=True):
+      found.add(os.path.relpath(path, root) if root != '.' else os.path.normpath(path))
+  return sorted(found)
+
+
 def parse_gin_file(gin_file: str) -> None:
   """gin.parse_config_file, with the file named when gin's tokenizer fails (an unclosed bracket)."""
   import tokenize  # pylint: disable=g-import-not-at-top

@@ -134,6 +134,9 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
     gin.parse_config_files_and_bindings([], list(gin_bindings), finalize_config=False)
   except (ValueError, AttributeError, ImportError, NameError, SyntaxError, OSError) as e:
     hint = t5x_names.unsupported_binding_hint(str(e))
+    if hint is None:
+      hint = config_checks.explain_gin_error(str(e), gin_files, job, list(gin_search_paths) + [REPO_ROOT],
+                                             gin_bindings)
     if hint is None and isinstance(e, ImportError) and 't5x' in str(e):
       hint = ('flan_t5x serves these T5X modules: t5x.utils, t5x.partitioning, t5x.trainer, t5x.adafactor, '
               't5x.models, t5x.decoding, t5x.optimizers, t5x.gin_utils, t5x.examples.t5.network; other T5X '

@@ -1,6 +1,7 @@
 """Configuration mistakes fail before any work starts, with a message that says what to change."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -197,3 +198,33 @@ def test_a_refused_second_trainer_leaves_config_gin_alone(tmp_path):
   assert 'RunLockedError: Another training process is using MODEL_DIR' in done.stderr, done.stderr[-2000:]
   assert (model_dir / 'config.gin').read_text() == '# the running job\n'
   assert sorted(p.name for p in model_dir.iterdir()) == ['config.gin']  # the holder's lock file went with it
+
+
+@pytest.mark.parametrize('files, bindings, job, message', [
+    (['gin/demo.gin'], ['MODEL_DIR = runs/x'], 'train',
+     '--gin.MODEL_DIR=runs/x: a string needs quotes inside the flag, e.g. --gin.MODEL_DIR="\'runs/x\'"'),
+    (['gin/dem.gin'], [], 'train', 'gin/dem.gin: no such gin file (looked in the current directory, the '
+     '--gin_search_paths and the repository root). Did you mean gin/demo.gin'),
+    (['gin/demo.gin'], [], 'eval', 'gin/demo.gin configures the train job (train_script.train), not eval: run '
+     'python -m flan_t5x.train with it, or give python -m flan_t5x.eval a eval file such as gin/eval_demo.gin.'),
+    (['gin/demo.gin'], ['checkpoints.SaveCheckpointConfig.period = 5'], 'train',
+     "no configurable 'checkpoints.SaveCheckpointConfig': it is utils.SaveCheckpointConfig; add `from t5x import "
+     "utils`"),
+])
+def test_gin_mistakes_get_one_line_with_the_fix(files, bindings, job, message):
+  gin.clear_config(clear_constants=True)
+  try:
+    with pytest.raises(gin_utils.ConfigError) as refused:
+      gin_utils.parse_gin(files, bindings, job=job, finalize=False, strict_macros=True)
+  finally:
+    gin.clear_config(clear_constants=True)
+  assert message in str(refused.value) and '\n' not in str(refused.value), str(refused.value)
+
+
+def test_a_gin_mistake_on_the_command_line_is_one_error_line_without_traceback(tmp_path):
+  done = subprocess.run([sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/demo.gin', '--gin.MODEL_DIR=runs/x'],
+                        env=faults.child_env(), capture_output=True, text=True, timeout=300, cwd=gin_utils.REPO_ROOT)
+  assert done.returncode == 2
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: --gin.MODEL_DIR=runs/x: a string needs quotes') and 'Traceback' not in done.stderr
+  assert not (pathlib.Path(gin_utils.REPO_ROOT) / 'runs' / 'x').exists()
