@@ -28,8 +28,8 @@ class Progress:
     self.total, self.desc, self.unit, self.done = total, desc, unit, initial
     self._lines = lines
     self._line_seconds = line_seconds
-    self._start = self._last_line = time.monotonic()
-    self._start_done = initial
+    self._last_line = time.monotonic()
+    self._first: tuple[float, int] | None = None  # (time, units done) after the first update
     self._bar = None
     if on_terminal() if terminal is None else terminal:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -45,8 +45,12 @@ class Progress:
       self._bar.update(count)
       return
     now = time.monotonic()
+    if self._first is None:  # the first unit pays for compilation: the estimate starts after it
+      self._first = (now, self.done)
+      return
     if self._lines and now - self._last_line >= self._line_seconds and self.done < self.total:
-      rate = (self.done - self._start_done) / max(now - self._start, 1e-9)
+      started, done_then = self._first
+      rate = (self.done - done_then) / max(now - started, 1e-9)
       left = (self.total - self.done) / rate if rate > 0 else float('nan')
       say(f'[flan_t5x] {self.desc}: {self.unit} {self.done}/{self.total}, about {left:.0f} s left')
       self._last_line = now

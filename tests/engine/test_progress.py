@@ -28,8 +28,9 @@ def test_plain_lines_say_how_far_and_a_bar_on_a_terminal(capsys):
     plain.update()
   plain.close()
   lines = capsys.readouterr().out.splitlines()
-  # Every update here (line_seconds=0) but the last: the caller reports the end itself.
-  assert [line.split(',')[0] for line in lines] == [f'[flan_t5x] decode t: batch {i}/4' for i in (1, 2, 3)]
+  # Every update here (line_seconds=0) but the first (it carries the compilation, so the estimate
+  # starts after it) and the last (the caller reports the end itself).
+  assert [line.split(',')[0] for line in lines] == [f'[flan_t5x] decode t: batch {i}/4' for i in (2, 3)]
   assert all(line.endswith(' s left') for line in lines)
   bar = progress.Progress(4, 'train', 'step', terminal=True)
   bar.update(2)
@@ -51,3 +52,15 @@ def test_eval_says_what_it_decodes(capsys):
   out = capsys.readouterr().out
   assert f'[flan_t5x] {task.name}: decoding 3 examples in 2 batches (inputs 32, up to 16 target tokens)' in out
   assert np.isfinite(result['decode_seconds'])
+
+
+def test_the_time_left_leaves_out_the_first_units_compilation(capsys):
+  import time  # pylint: disable=g-import-not-at-top
+  plain = progress.Progress(20, 'decode t', 'batch', line_seconds=0)
+  time.sleep(1.0)  # the first batch compiles
+  plain.update()
+  for _ in range(5):  # then each batch is quick
+    plain.update()
+  lines = capsys.readouterr().out.splitlines()
+  # 14 batches left at the rate after the first: well under a second, not 14 x 1 s / 6.
+  assert lines[-1].startswith('[flan_t5x] decode t: batch 6/20, about 0 s left'), lines
