@@ -38,6 +38,13 @@ def main(argv: list[str]) -> None:
   except preemption.Preempted as stop:
     print(f'[flan_t5x] {stop.line}', flush=True)  # (gin appends its call site to the message)
     sys.exit(preemption.EXIT_CODE)
+  except checkpoints.CheckpointSaveError as error:
+    # The error names the failed save and the intact checkpoint. Leave at once: the save's own threads
+    # (orbax, asyncio) would otherwise print dozens of lines while the interpreter shuts down, below it.
+    message = str(error).split('\n  In call to configurable')[0]  # gin appends its call site
+    print(f'error: CheckpointSaveError: {message}', file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)  # pylint: disable=protected-access  (atomic files; the kernel drops the run lock)
   if wrote_config and jax.process_index() == 0:  # not after a no-op on a finished MODEL_DIR
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'operative_config.gin'),
                                       gin.operative_config_str())

@@ -17,8 +17,10 @@ import time
 import pytest
 
 from flan_t5x import checkpoint_integrity
+from flan_t5x import gin_utils
 
 import faults
+import helpers
 
 _LIMIT_BYTES = 64 * 1024  # far below the tiny model's state files (100-300 kB each); TensorBoard events are smaller
 
@@ -128,3 +130,26 @@ def test_read_only_model_dir_gives_the_lock_message_from_the_command_line_job(tm
   assert f'Cannot create the run lock {model_dir}/.lock-process_0-of-1: Read-only file system' in child.stderr, (
       _errors(child.stderr))
   assert 'config.gin' not in _errors(child.stderr)
+
+
+@pytest.mark.slow
+def test_a_full_disk_on_the_command_line_ends_with_the_error_line(tmp_path):
+  """The command-line job: the CheckpointSaveError is the last line the user sees, not followed by the
+  save threads' shutdown noise (`Event loop is closed`, `sys.meta_path is None`, ...)."""
+  import resource  # pylint: disable=g-import-not-at-top
+  model_gin = tmp_path / 'tiny_model.gin'
+  model_gin.write_text(helpers.TINY_MODEL_GIN)
+  model_dir = tmp_path / 'run'
+  values = {'MODEL_DIR': f"'{model_dir}'", 'MIXTURE_OR_TASK_NAME': "'engine_test_copy'",
+            'MIXTURE_OR_TASK_MODULE': "'tiny_task'", 'TASK_FEATURE_LENGTHS': "{'inputs': 32, 'targets': 16}",
+            'TRAIN_STEPS': '2', 'BATCH_SIZE': '4', 'USE_CACHED_TASKS': 'False', 'INITIAL_CHECKPOINT_PATH': 'None',
+            'EVAL_PERIOD': 'None', 'RANDOM_SEED': '0', 'train_script.train.use_progress_bar': 'False'}
+  limit = 64 * 1024  # the tiny model's parameter files are larger: every save fails with EFBIG
+  child = subprocess.run(
+      [sys.executable, '-m', 'flan_t5x.train', f'--gin_file={model_gin}', '--gin_file=gin/runs/finetune.gin']
+      + [f'--gin.{k}={v}' for k, v in values.items()], env=faults.child_env(), capture_output=True, text=True,
+      timeout=600, cwd=gin_utils.REPO_ROOT, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+  assert child.returncode == 1, child.stderr[-3000:]
+  last = child.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: CheckpointSaveError: Saving checkpoint_'), child.stderr[-3000:]
+  assert 'Event loop is closed' not in child.stderr and 'sys.meta_path is None' not in child.stderr
