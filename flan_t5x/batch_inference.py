@@ -77,10 +77,12 @@ def read_jsonl_inputs(path: str, input_field: str) -> list[dict]:
   return rows
 
 
-def read_task_inputs(mixture_or_task_name: str, split: str, max_examples: int | None) -> list[dict]:
+def read_task_inputs(mixture_or_task_name: str, split: str, max_examples: int | None,
+                     sequence_length: dict[str, int] | None = None) -> list[dict]:
+  """The examples as T5X's infer reads them: with `sequence_length`, the tasks' preprocessors see it."""
   rows = []
   for task in evaluation.tasks_of(mixture_or_task_name):
-    for example in evaluation.load_examples(task, split, max_examples):
+    for example in evaluation.load_examples(task, split, max_examples, sequence_length):
       rows.append({'index': len(rows), 'input': example.input_text, 'target': example.target_text,
                    'task': task.name, 'tokens': example.inputs})
   return rows
@@ -345,7 +347,8 @@ def infer(*, model: models.EncoderDecoderModel, checkpoint_path: str, output_dir
     raise ValueError(f'INFER_ON_MISMATCH={on_mismatch!r}; expected one of {ON_MISMATCH}.')
   decoding_config = decoding_config or model.decoding_config()
   all_rows = (read_jsonl_inputs(input_path, input_field) if input_path
-              else read_task_inputs(mixture_or_task_name, split, max_examples))
+              else read_task_inputs(mixture_or_task_name, split, max_examples,
+                                    {'inputs': input_length, 'targets': max_decode_length} if input_length else None))
   if not all_rows:  # before any work: an empty predictions file would look like a finished job
     raise ValueError(f'{input_path}: no inputs (the file has no non-empty line); infer needs at least one JSON '
                      f'line with a string field {input_field!r}.' if input_path else

@@ -68,6 +68,8 @@ class Example:
   target_text: str
   template_idx: int
   raw: dict
+  # Tokens of the input before SeqIO trimmed it to the requested length (None: it was not trimmed).
+  untrimmed_input_length: int | None = None
 
 
 def _text(value) -> str:
@@ -88,12 +90,15 @@ def _available(task: seqio.Task, split: str) -> bool:
   return mixtures.task_available(task, split) if mixtures else True
 
 
-def load_examples(task: seqio.Task, split: str, max_examples: int | None = None) -> list[Example]:
-  """Tokenized, untruncated examples of `task` in order, with their metadata features."""
+def load_examples(task: seqio.Task, split: str, max_examples: int | None = None,
+                  sequence_length: Mapping[str, int] | None = None) -> list[Example]:
+  """Tokenized examples of `task` in order, with their metadata features, as seqio.Evaluator (T5X)
+  reads them: with `sequence_length` (TASK_FEATURE_LENGTHS) the task's preprocessors see it (few-shot
+  formatting fits its shots into it; SeqIO trims and keeps a final EOS), else untruncated."""
   # A partial read of SeqIO's in-memory cache of a small task makes TF warn that it discards the
   # cache; the first `max_examples` need no cache.
-  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False, seed=0,
-                             try_in_mem_cache=max_examples is None)
+  dataset = task.get_dataset(sequence_length=dict(sequence_length) if sequence_length else None, split=split,
+                             shuffle=False, use_cached=False, seed=0, try_in_mem_cache=max_examples is None)
   if max_examples is not None:
     dataset = dataset.take(max_examples)
   vocab = task.output_features['targets'].vocabulary
@@ -104,8 +109,11 @@ def load_examples(task: seqio.Task, split: str, max_examples: int | None = None)
     input_text = _text(ex['inputs_pretokenized']) if 'inputs_pretokenized' in ex else vocab.decode(inputs)
     target_text = (_text(ex['targets_pretokenized']) if 'targets_pretokenized' in ex
                    else vocab.decode(decoding.strip_after_eos(np.asarray(targets))))
+    untrimmed = None
+    if sequence_length and len(inputs) >= int(sequence_length['inputs']) and 'inputs_pretokenized' in ex:
+      untrimmed = len(task.output_features['inputs'].vocabulary.encode(input_text)) + 1  # + EOS
     examples.append(Example(inputs, targets, input_text, target_text, int(ex.get('_template_idx', -1)),
-                            {k: v for k, v in ex.items() if k not in ('inputs', 'targets')}))
+                            {k: v for k, v in ex.items() if k not in ('inputs', 'targets')}, untrimmed))
   return examples
 
 
@@ -171,7 +179,8 @@ def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio
   """(result dict, prediction records) for one task; `lengths` (inputs, decode) default to its own.
   Raises Interrupted when `should_stop()` turns true before a batch (single-process runs only:
   with several processes every host must decode every batch)."""
-  examples = examples if examples is not None else load_examples(task, cfg.split, cfg.max_examples)
+  examples = examples if examples is not None else load_examples(task, cfg.split, cfg.max_examples,
+                                                                 cfg.task_feature_lengths)
   if not examples:
     raise ValueError(f'Task {task.name!r} has no {cfg.split!r} examples.')
   input_length, target_length = lengths or _lengths(examples, cfg.task_feature_lengths)
@@ -204,8 +213,9 @@ def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio
   result = {
       'task': task.name, 'split': cfg.split, 'num_examples': len(examples), 'requested_examples': cfg.max_examples,
       'input_length': input_length, 'max_decode_length': target_length,
-      'truncated_inputs': sum(truncated for _, truncated in fitted),
-      'truncated_targets': sum(len(e.targets) > target_length for e in examples),
+      'truncated_inputs': sum(truncated or (e.untrimmed_input_length or 0) > input_length
+                              for (_, truncated), e in zip(fitted, examples)),
+      'truncated_targets': sum(len(vocab.encode(e.target_text)) + 1 > target_length for e in examples),
       'decoding': dataclasses.asdict(runner.decoding_config), 'decode_seconds': decode_seconds,
       'flags': sanity.prediction_flags(predictions_text, [e.target_text for e in examples], cfg.max_examples),
       'by_template': {str(idx): {'num_examples': len(rows)} for idx, rows in sorted(by_template.items())},
@@ -265,7 +275,7 @@ def evaluate_params(model: models.EncoderDecoderModel, partitioner: partitioning
       logging.warning('Skipping %s: no %r data available.', task.name, cfg.split)
       progress.say(f'[flan_t5x] skipping {task.name}: no {cfg.split} data available')
       continue
-    examples[task] = load_examples(task, cfg.split, cfg.max_examples)
+    examples[task] = load_examples(task, cfg.split, cfg.max_examples, cfg.task_feature_lengths)
     if not examples[task]:
       raise ValueError(f'Task {task.name!r} has no {cfg.split!r} examples.')
   if not examples:

@@ -304,7 +304,10 @@ def test_t5x_example_files_run_on_flan_t5x_adapted_as_a_user_would(repo_copy, tm
                "base_wmt_from_scratch_adamw.gin"):
     _adapt_t5x_example(name, examples)
   where = "t5x/examples/t5/t5_1_1/examples"
+  # The model's vocabulary made the tasks' (flan_tasks gives the file 100 sentinel ids), as the
+  # vocabulary check tells a user to.
   cpu = [f"--gin.seqio.SentencePieceVocabulary.sentencepiece_model_file='{tiny_spm}'",
+         "--gin.seqio.SentencePieceVocabulary.extra_ids=100",
          "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", "--gin.partitioning.PjitPartitioner.num_partitions=1"]
   # Finetuning (predict_batch_with_aux.num_decodes, seqio.Evaluator), from scratch instead of T5X's checkpoint.
   _run(repo_copy, "flan_t5x.train", f"--gin_file={where}/base_wmt_finetune.gin", "--gin.MODEL_DIR='runs/finetune'",
@@ -313,7 +316,7 @@ def test_t5x_example_files_run_on_flan_t5x_adapted_as_a_user_would(repo_copy, tm
   # Its evaluation (RestoreCheckpointConfig.mode = 'specific'), on the validation split our data has.
   _run(repo_copy, "flan_t5x.eval", f"--gin_file={where}/base_wmt_eval.gin",
        "--gin.CHECKPOINT_PATH='runs/finetune/checkpoint_2'", "--gin.EVAL_OUTPUT_DIR='runs/eval'",
-       "--gin.utils.DatasetConfig.split='validation'", *cpu[:1], "--gin.partitioning.PjitPartitioner.num_partitions=1",
+       "--gin.utils.DatasetConfig.split='validation'", *cpu[:2], "--gin.partitioning.PjitPartitioner.num_partitions=1",
        env=env)
   assert _metrics(repo_copy / "runs" / "eval")["dialogsum_zs"]["step"] == 2
   # T5X's own tiny test file (TerminateOnNanAction) and the optax AdamW file (optimizers.chain).

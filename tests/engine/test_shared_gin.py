@@ -153,9 +153,9 @@ def test_a_t5x_form_user_file_runs_on_flan_t5x(tmp_path):
 
 
 @pytest.mark.parametrize('binding, named', [
-    ("utils.RestoreCheckpointConfig.mode = 'latest'", 'utils.RestoreCheckpointConfig.mode'),
+    ("utils.RestoreCheckpointConfig.mode = 'all'", 'utils.RestoreCheckpointConfig.mode'),
     ("adafactor.Adafactor.logical_factor_rules = None", 'adafactor.Adafactor.logical_factor_rules'),
-    ('seqio.Evaluator.num_examples = 16', 'seqio.Evaluator'),
+    ('seqio.Evaluator.shuffle = True', 'seqio.Evaluator'),
 ])
 def test_an_unsupported_t5x_binding_fails_at_parse_time_naming_it(binding, named):
   bindings = ['from __gin__ import dynamic_registration', 'import seqio', 'from t5x import adafactor',
@@ -167,7 +167,7 @@ def test_an_unsupported_t5x_binding_fails_at_parse_time_naming_it(binding, named
 
 def test_an_unserved_t5x_module_is_named():
   with pytest.raises(ValueError, match='flan_t5x serves these T5X modules'):
-    gin_utils.parse_gin(['gin/demo.gin'], ['from t5x import decoding'], finalize=False)
+    gin_utils.parse_gin(['gin/demo.gin'], ['from t5x import state_utils'], finalize=False)
 
 
 def test_size_files_change_the_model_of_a_run_file():
