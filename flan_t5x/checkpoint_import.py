@@ -42,10 +42,7 @@ def detect_format(path: str) -> str:
 
 def newest_t5x_step_dir(model_dir: str) -> str | None:
   """MODEL_DIR's newest checkpoint_<step>, if T5X wrote it (orbax or classic layout); else None."""
-  if not os.path.isdir(model_dir):
-    return None
-  steps = sorted((int(m.group(1)) for m in map(_STEP_DIR.match, os.listdir(model_dir)) if m), reverse=True)
-  for step in steps:
+  for step in reversed(checkpoints.saved_steps(model_dir)):
     path = os.path.join(model_dir, f'{checkpoints.STEP_PREFIX}_{step}')
     if t5x_format.is_classic(path) or (t5x_format.is_t5x_orbax(path) and _orbax_tree_has(path, 'target')):
       return path

@@ -71,16 +71,26 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
 
   Returns (state, run state, saved input position or None, what happened).
   """
+  # A T5X run's MODEL_DIR is continued in place from T5X's newest checkpoint: its parameters and step.
+  # Its optimizer state and dataset position are T5X's formats, not read: Adafactor's moments start
+  # afresh and the data from its start (said in the origin). Later saves are flan_t5x's, beside T5X's.
   t5x_step_dir = checkpoint_import.newest_t5x_step_dir(checkpointer.model_dir)
-  if t5x_step_dir is not None:  # a T5X run's MODEL_DIR, continued in place
-    return _resume_t5x_model_dir(trainer, t5x_step_dir, seed)
-  restored = checkpointer.restore_latest(fallback_to_previous)
+  restored = None if t5x_step_dir else checkpointer.restore_latest(fallback_to_previous)
   if restored is not None:
     adapters.attach_base(trainer, restored.run_state, checkpointer.model_dir)  # PEFT: its base model
     return (restored.state, restored.run_state, restored.input_state,
             f'resumed from {checkpointer.model_dir} at step {int(restored.state.step)}')
   run_state = checkpoints.RunState(seed=seed if seed is not None else random.SystemRandom().randrange(2**31))
   trainer.seed = run_state.seed
+  if t5x_step_dir and trainer.is_peft:
+    raise ValueError(f'{t5x_step_dir} is a T5X checkpoint: LoRA / prompt tuning starts from it as '
+                     'INITIAL_CHECKPOINT_PATH in a MODEL_DIR of its own.')
+  if t5x_step_dir:
+    params, step = checkpoint_import.restore_params(t5x_step_dir, trainer.abstract_state.params,
+                                                    trainer.model.config)
+    return (trainer.state_from_params(params, step), run_state, None,
+            f"resumed T5X's {t5x_step_dir} at step {step} (its parameters and step; T5X's optimizer state and "
+            "dataset position are not read: Adafactor's moments start afresh and the data from its start)")
   if initial_checkpoint_path and trainer.is_peft:
     return (adapters.initial_state(trainer, initial_checkpoint_path, run_state), run_state, None,
             f'adapters on {initial_checkpoint_path}')
@@ -92,21 +102,6 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
     return (trainer.state_from_params(params, step), run_state, None,
             f'initialized from {initial_checkpoint_path}')
   return trainer.init_state(), run_state, None, 'initialized from scratch'
-
-
-def _resume_t5x_model_dir(trainer: trainer_lib.Trainer, step_dir: str, seed: int | None):
-  """T5X's newest checkpoint in MODEL_DIR: its parameters and step. Its optimizer state and dataset
-  position are T5X's formats, not read: Adafactor's moments start afresh and the data from its start
-  (said in the returned origin). Later saves are flan_t5x's, beside T5X's."""
-  if trainer.is_peft:
-    raise ValueError(f'{step_dir} is a T5X checkpoint: LoRA / prompt tuning starts from it as '
-                     'INITIAL_CHECKPOINT_PATH in a MODEL_DIR of its own.')
-  run_state = checkpoints.RunState(seed=seed if seed is not None else random.SystemRandom().randrange(2**31))
-  trainer.seed = run_state.seed
-  params, step = checkpoint_import.restore_params(step_dir, trainer.abstract_state.params, trainer.model.config)
-  origin = (f"resumed T5X's {step_dir} at step {step} (its parameters and step; T5X's optimizer state and "
-            'dataset position are not read: Adafactor\'s moments start afresh and the data from its start)')
-  return trainer.state_from_params(params, step), run_state, None, origin
 
 
 def _check_batch_size(run_state: checkpoints.RunState, batch_size: int, model_dir: str) -> None:
@@ -299,12 +294,10 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     raise ValueError(f'train_script.train.gc_period must be >= 0, got {gc_period}.')
   log_period = stats_period or log_period
   checkpoint_cfg = _fall_back_to_scratch(checkpoint_cfg or checkpoints.CheckpointConfig())
-  _warn_if_t5x_refuses_periods(eval_period, (checkpoint_cfg or checkpoints.CheckpointConfig()).save.period,
-                               gc_period)
+  _warn_if_t5x_refuses_periods(eval_period, checkpoint_cfg.save.period, gc_period)
   dataset_cfgs = {name: cfg for name, cfg in (('train/DatasetConfig', train_dataset_cfg),
                                                ('train_eval/DatasetConfig', train_eval_dataset_cfg)) if cfg}
   config_checks.check_train_values(total_steps, {name: cfg.batch_size for name, cfg in dataset_cfgs.items()})
-  checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
   config_checks.check_run_values(checkpoint_cfg.save.period,
                                  {name: cfg.task_feature_lengths for name, cfg in dataset_cfgs.items()})
   partitioner = partitioner or partitioning.PjitPartitioner()
