@@ -438,7 +438,12 @@ def _predict_chunks(model, partitioner, decoding_config, params, fingerprint, ou
     partitioner = partitioner or partitioning.PjitPartitioner()
     runner = inference.InferenceRunner(model, partitioner, decoding_config)
     if params is None:  # load what was fingerprinted, even if a MODEL_DIR has a newer step by now
-      params = _load_fingerprinted(model, partitioner, fingerprint)
+      # The checkpoint this job's manifest names (a MODEL_DIR's newest when it started).
+      resolved = fingerprint['resolved']
+      params, _ = inference.unless_gone(
+          resolved, 'Run the same command again (it reads the newest; finished chunks of this job are kept only '
+          'if that is the same checkpoint), or give a checkpoint_<step> that is kept.',
+          lambda: inference.load_params(model, partitioner, resolved))
     vocabulary = model.output_vocabulary
     if vocabulary is None:
       raise ValueError('The model has no output_vocabulary; the infer job needs one to (de)tokenize.')
@@ -467,22 +472,6 @@ def _predict_chunks(model, partitioner, decoding_config, params, fingerprint, ou
       progress.say(f'[flan_t5x] chunk {chunk + 1}/{num_chunks} done')
     bar.close()
   return _join_chunks(output_dir, host_dir, num_chunks, process_index, process_count)
-
-
-def _load_fingerprinted(model, partitioner, fingerprint: dict) -> PyTree:
-  """The parameters of the checkpoint this job's manifest names (a MODEL_DIR's newest when it
-  started); a trainer's keep-N deleting it meanwhile is said as such, never as damage."""
-  resolved = fingerprint['resolved']
-  try:
-    params, _ = inference.load_params(model, partitioner, resolved)
-  except Exception as error:  # pylint: disable=broad-except
-    if '://' in resolved or os.path.exists(resolved):
-      raise
-    raise inference.CheckpointGoneError(
-        f'{resolved} was deleted while it was read (a trainer rotating its checkpoints, keep-N?). Run the same '
-        'command again (it reads the newest; finished chunks of this job are kept only if that is the same '
-        'checkpoint), or give a checkpoint_<step> that is kept.') from error
-  return params
 
 
 def _join_chunks(output_dir: str, host_dir: str, num_chunks: int, process_index: int,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -70,6 +70,18 @@ class CheckpointGoneError(FileNotFoundError):
   """The checkpoint chosen was deleted while it was read (e.g. a running trainer's keep-N rotation)."""
 
 
+def unless_gone(resolved: str, advice: str, read: Callable[[], Any]) -> Any:
+  """`read()` of the checkpoint at `resolved`; if it fails because the checkpoint was deleted since
+  it was chosen (a running trainer's keep-N), CheckpointGoneError with `advice`, never damage."""
+  try:
+    return read()
+  except Exception as error:  # pylint: disable=broad-except
+    if '://' in resolved or os.path.exists(resolved):
+      raise  # still there: the error is about the checkpoint itself
+    raise CheckpointGoneError(f'{resolved} was deleted while it was read (a trainer rotating its checkpoints, '
+                              f'keep-N?). {advice}') from error
+
+
 def load_checkpoint(model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
                     checkpoint_path: str, attempts: int = 3):
   """(model for it, params, step, fingerprint) of CHECKPOINT_PATH. Given a MODEL_DIR, its newest
@@ -78,17 +90,17 @@ def load_checkpoint(model: models.EncoderDecoderModel, partitioner: partitioning
   for attempt in range(attempts):
     fingerprint = checkpoint_fingerprint(checkpoint_path)
     resolved = fingerprint['resolved']
-    try:
+
+    def read():
       chosen = model_for_checkpoint(model, resolved)
-      params, step = load_params(chosen, partitioner, resolved)
+      return (chosen, *load_params(chosen, partitioner, resolved))
+    try:
+      chosen, params, step = unless_gone(resolved, 'Give a checkpoint_<step> that is kept, or the MODEL_DIR to '
+                                         'read its newest.', read)
       return chosen, params, step, fingerprint
-    except Exception as error:  # pylint: disable=broad-except
-      if '://' in resolved or os.path.exists(resolved):
-        raise  # still there: the error is about the checkpoint itself
+    except CheckpointGoneError:
       if os.path.abspath(resolved) == os.path.abspath(checkpoint_path) or attempt == attempts - 1:
-        raise CheckpointGoneError(
-            f'{resolved} was deleted while it was read (a trainer rotating its checkpoints, keep-N?). Give a '
-            'checkpoint_<step> that is kept, or the MODEL_DIR to read its newest.') from error
+        raise
       print(f'[flan_t5x] {resolved} was deleted while it was read (a trainer rotating its checkpoints); '
             f'choosing the newest checkpoint of {checkpoint_path} again', flush=True)
   raise AssertionError('unreachable')
