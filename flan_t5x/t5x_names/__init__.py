@@ -91,18 +91,24 @@ def unsupported_binding_hint(message: str) -> str | None:
   return None
 
 
-def seqio_binding(configurable: str, parameter: str):
-  """The value gin binds to a honoured seqio parameter (HONOURED_SEQIO), or None."""
+def bound_parameter(configurable, parameter: str):
+  """The value gin binds to `configurable`'s `parameter` (a macro such as %EVALUATOR_NUM_EXAMPLES
+  resolved to its value), or None where nothing binds it."""
   import gin  # pylint: disable=g-import-not-at-top
-  import seqio  # pylint: disable=g-import-not-at-top
-  target = {'seqio.Evaluator': seqio.Evaluator, 'seqio.JSONLogger': seqio.JSONLogger}[configurable]
   try:
-    value = gin.get_bindings(target).get(parameter)
+    value = gin.get_bindings(configurable).get(parameter)
   except ValueError:  # nothing binds it
     return None
-  if isinstance(value, gin.config.ConfigurableReference):  # a macro (%EVALUATOR_NUM_EXAMPLES): its value
+  if isinstance(value, gin.config.ConfigurableReference):
     value = value.scoped_configurable_fn()
   return value
+
+
+def seqio_binding(configurable: str, parameter: str):
+  """The value gin binds to a honoured seqio parameter (HONOURED_SEQIO), or None."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  target = {'seqio.Evaluator': seqio.Evaluator, 'seqio.JSONLogger': seqio.JSONLogger}[configurable]
+  return bound_parameter(target, parameter)
 
 
 def examples_per_task(given: int | None, macro: str) -> int | None:

@@ -1,9 +1,8 @@
 """`t5x.models` names served by flan_t5x (see flan_t5x/t5x_names/__init__.py)."""
 from __future__ import annotations
 
-import gin
-
 from flan_t5x import decoding
+from flan_t5x import t5x_names
 from flan_t5x.models import EncoderDecoderModel
 
 
@@ -20,8 +19,5 @@ def get_output_vocabulary(model: EncoderDecoderModel):
 def bound_decoding_config(model: EncoderDecoderModel) -> decoding.DecodingConfig:
   """How T5X would decode with this model: its `decode_fn` (gin-bound parameters applied) for the
   `num_decodes` that gin binds on `models.EncoderDecoderModel.predict_batch_with_aux` (T5X's default 1)."""
-  try:
-    bound = gin.get_bindings(EncoderDecoderModel.predict_batch_with_aux)
-  except ValueError:  # nothing binds it
-    bound = {}
-  return model.decoding_config(bound.get('num_decodes', 1))
+  num_decodes = t5x_names.bound_parameter(EncoderDecoderModel.predict_batch_with_aux, 'num_decodes')
+  return model.decoding_config(1 if num_decodes is None else num_decodes)

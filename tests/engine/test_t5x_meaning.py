@@ -40,6 +40,8 @@ def parse_eval_demo():
 @pytest.mark.parametrize('bindings, expected', [
     ((), decoding.DecodingConfig('beam', 1, alpha=0.6)),  # T5X's default decode_fn
     (('models.EncoderDecoderModel.predict_batch_with_aux.num_decodes = 4',), decoding.DecodingConfig('beam', 4)),
+    (('BEAM_SIZE = 3', 'models.EncoderDecoderModel.predict_batch_with_aux.num_decodes = %BEAM_SIZE'),
+     decoding.DecodingConfig('beam', 3)),  # T5X's export.gin binds it through a macro
     (('models.EncoderDecoderModel.decode_fn = @decoding.beam_search', 'decoding.beam_search.alpha = 0.8'),
      decoding.DecodingConfig('beam', 1, alpha=0.8)),
     # As in T5X, a binding on the default decode_fn that the file does not name has no effect.
@@ -173,3 +175,22 @@ def test_t5x_main_run_mode_and_flags_reach_the_job():
   other = subprocess.run([sys.executable, '-m', 'flan_t5x.main', '--run_mode=precompile'], capture_output=True,
                          text=True, timeout=120, cwd=helpers.REPO_ROOT)
   assert other.returncode == 2 and 'python -m flan_t5x.plan' in other.stderr
+
+
+def test_a_t5x_model_dir_is_resumed_in_place(tmp_path, capsys):
+  """A MODEL_DIR holding T5X's layout (written here by flan_t5x's T5X exporter) continues from its
+  parameters and step; at TRAIN_STEPS nothing is written beside T5X's checkpoint."""
+  from flan_t5x import checkpoint_import  # pylint: disable=g-import-not-at-top
+  from flan_t5x import upstream_t5x_export  # pylint: disable=g-import-not-at-top
+  source = tmp_path / 'flan'
+  helpers.run_training(source, 2)
+  params = checkpoint_import.load_params(str(source / 'checkpoint_2'))
+  t5x_dir = tmp_path / 't5x'
+  upstream_t5x_export.save_for_config(params, helpers.tiny_model().config, 2, str(t5x_dir))
+  assert checkpoint_import.newest_t5x_step_dir(str(t5x_dir)) == str(t5x_dir / 'checkpoint_2')
+  step, _ = helpers.run_training(t5x_dir, 2)
+  assert step == 2 and sorted(p.name for p in t5x_dir.iterdir()) == ['checkpoint_2']
+  assert "already holds step 2 (T5X's" in capsys.readouterr().out
+  step, _ = helpers.run_training(t5x_dir, 3)
+  assert step == 3 and (t5x_dir / 'checkpoint_2').is_dir() and (t5x_dir / 'checkpoint_3').is_dir()
+  assert f"resumed T5X's {t5x_dir / 'checkpoint_2'} at step 2" in capsys.readouterr().out
