@@ -68,8 +68,9 @@ class Example:
   target_text: str
   template_idx: int
   raw: dict
-  # Tokens of the input before SeqIO trimmed it to the requested length (None: it was not trimmed).
+  # Tokens of the input and target before SeqIO trimmed them to the requested lengths (None: not trimmed).
   untrimmed_input_length: int | None = None
+  untrimmed_target_length: int | None = None
 
 
 def _text(value) -> str:
@@ -102,6 +103,13 @@ def load_examples(task: seqio.Task, split: str, max_examples: int | None = None,
   if max_examples is not None:
     dataset = dataset.take(max_examples)
   vocab = task.output_features['targets'].vocabulary
+
+  def untrimmed(ex: dict, feature: str, tokens: list[int], text: str) -> int | None:
+    """The token count (EOS included) of a feature SeqIO may have trimmed to `sequence_length`."""
+    if not sequence_length or len(tokens) < int(sequence_length[feature]) or f'{feature}_pretokenized' not in ex:
+      return None
+    return len(task.output_features[feature].vocabulary.encode(text)) + 1
+
   examples = []
   for ex in dataset.as_numpy_iterator():
     inputs = [int(t) for t in ex['inputs']]
@@ -109,11 +117,10 @@ def load_examples(task: seqio.Task, split: str, max_examples: int | None = None,
     input_text = _text(ex['inputs_pretokenized']) if 'inputs_pretokenized' in ex else vocab.decode(inputs)
     target_text = (_text(ex['targets_pretokenized']) if 'targets_pretokenized' in ex
                    else vocab.decode(decoding.strip_after_eos(np.asarray(targets))))
-    untrimmed = None
-    if sequence_length and len(inputs) >= int(sequence_length['inputs']) and 'inputs_pretokenized' in ex:
-      untrimmed = len(task.output_features['inputs'].vocabulary.encode(input_text)) + 1  # + EOS
     examples.append(Example(inputs, targets, input_text, target_text, int(ex.get('_template_idx', -1)),
-                            {k: v for k, v in ex.items() if k not in ('inputs', 'targets')}, untrimmed))
+                            {k: v for k, v in ex.items() if k not in ('inputs', 'targets')},
+                            untrimmed(ex, 'inputs', inputs, input_text),
+                            untrimmed(ex, 'targets', targets, target_text)))
   return examples
 
 
@@ -215,7 +222,7 @@ def evaluate_task(runner: inference.InferenceRunner, params: PyTree, task: seqio
       'input_length': input_length, 'max_decode_length': target_length,
       'truncated_inputs': sum(truncated or (e.untrimmed_input_length or 0) > input_length
                               for (_, truncated), e in zip(fitted, examples)),
-      'truncated_targets': sum(len(vocab.encode(e.target_text)) + 1 > target_length for e in examples),
+      'truncated_targets': sum((e.untrimmed_target_length or len(e.targets)) > target_length for e in examples),
       'decoding': dataclasses.asdict(runner.decoding_config), 'decode_seconds': decode_seconds,
       'flags': sanity.prediction_flags(predictions_text, [e.target_text for e in examples], cfg.max_examples),
       'by_template': {str(idx): {'num_examples': len(rows)} for idx, rows in sorted(by_template.items())},
