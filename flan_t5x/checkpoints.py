@@ -27,6 +27,7 @@ from absl import logging
 from etils import epath
 
 from flan_t5x import checkpoint_integrity
+from flan_t5x import config_checks
 from flan_t5x import file_modes
 
 PyTree = Any
@@ -53,7 +54,7 @@ class SaveCheckpointConfig:
   dtype: str = 'float32'  # T5X's; flan_t5x saves float32 parameters
 
   def __post_init__(self):
-    _raise_refused(self)
+    config_checks.raise_refused(self)
 
   @staticmethod
   def refusal(field: str, value: Any) -> str | None:
@@ -68,13 +69,6 @@ class SaveCheckpointConfig:
     if field == 'checkpoint_steps' and value is not None and any(int(s) < 1 for s in value):
       return f'utils.SaveCheckpointConfig.checkpoint_steps = {value}: steps must be positive.'
     return None
-
-
-def _raise_refused(config) -> None:
-  for field in dataclasses.fields(config):
-    message = config.refusal(field.name, getattr(config, field.name))
-    if message:
-      raise ValueError(message)
 
 
 RESTORE_MODES = ('latest', 'specific')
@@ -103,7 +97,7 @@ class RestoreCheckpointConfig:
   use_gda: bool = True
 
   def __post_init__(self):
-    _raise_refused(self)
+    config_checks.raise_refused(self)
 
   @staticmethod
   def refusal(field: str, value: Any) -> str | None:

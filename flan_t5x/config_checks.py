@@ -174,6 +174,15 @@ def check_unused_macros(gin_files: Sequence[str] = (), search_paths: Sequence[st
                        'ignored).')
 
 
+def raise_refused(config) -> None:
+  """ValueError for the first field of a config dataclass whose `refusal(field, value)` names a value
+  flan_t5x cannot honour (gin_utils asks the same `refusal` when it parses the files)."""
+  for field in dataclasses.fields(config):
+    message = config.refusal(field.name, getattr(config, field.name))
+    if message:
+      raise ValueError(message)
+
+
 # ------------------------------------------------------------------ gin's errors, explained
 
 _JOB_ENTRY = {'train': 'train_script.train', 'eval': 'eval_script.evaluate', 'infer': 'infer_script.infer'}

@@ -26,6 +26,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from flan_t5x import config_checks
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:
@@ -46,10 +48,7 @@ class DatasetConfig:
   use_custom_packing_ops: bool = False
 
   def __post_init__(self):
-    for name in ('trim_output_features', 'use_custom_packing_ops'):
-      message = self.refusal(name, getattr(self, name))
-      if message:
-        raise ValueError(message)
+    config_checks.raise_refused(self)
 
   @staticmethod
   def refusal(field: str, value) -> str | None:
