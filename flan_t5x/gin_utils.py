@@ -80,9 +80,10 @@ def _check_unsupported_bindings() -> None:
     name = f'seqio.{getattr(wrapped, "__name__", selector)}'
     where = f'{scope}/{selector}' if scope else selector
     bound = set(gin.config._CONFIG[(scope, selector)])  # pylint: disable=protected-access
-    if not scope and bound <= set(t5x_names.HONOURED_SEQIO.get(name, ())):
+    honoured = set(t5x_names.HONOURED_SEQIO.get(name, ()))
+    if not scope and bound <= honoured:
       continue
-    unhonoured = sorted(bound - set(t5x_names.HONOURED_SEQIO.get(name, ())))
+    unhonoured = sorted(bound - honoured)
     where += f'.{unhonoured[0]}' if unhonoured and name in t5x_names.HONOURED_SEQIO else ''
     raise ValueError(f'Gin binds {where}: ' + (t5x_names.unsupported_binding_hint(name)
                                                 or f'flan_t5x never calls {name}, so the binding would be ignored.'))
