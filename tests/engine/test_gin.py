@@ -100,6 +100,15 @@ def test_misspelled_binding_fails_at_parse_time():
     gin_utils.parse_gin(['gin/models/t5_1_1_tiny.gin'], ['network.T5Config.emb_dimm = 3'], finalize=False)
 
 
+def test_a_bad_command_line_binding_is_named_in_its_error():
+  """gin numbers the joined --gin.* flags, which the user never typed: the error quotes the binding instead."""
+  bindings = ['from __gin__ import dynamic_registration', 'network.T5Config.num_layers = 2']
+  with pytest.raises(gin_utils.ConfigError) as raised:
+    gin_utils.parse_gin(['gin/models/t5_1_1_tiny.gin'], bindings, finalize=False)
+  assert str(raised.value) == ("command line (--gin.* / --gin_bindings): `network.T5Config.num_layers = 2`: "
+                               "'network' was not provided by an import statement.")
+
+
 def test_gin_dot_flags_are_rewritten():
   assert gin_utils.rewrite_gin_args(['prog', '--gin.MODEL_DIR="\'/x\'"', '--gin_file=a.gin']) == [
       'prog', '--gin_bindings=MODEL_DIR = "\'/x\'"', '--gin_file=a.gin']
