@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from flan_t5x import checkpoints, hf_format, network, t5x_format
+from flan_t5x import assignment_map, checkpoints, hf_format, network, t5x_format
 
 PyTree = Any
 FORMATS = ('huggingface', 't5x_classic', 't5x_orbax', 'flan_t5x')
@@ -207,6 +207,31 @@ def restore_params(path: str, abstract_params: PyTree, model_config: network.T5C
   params, step, _ = load_params_and_step(path, model_config)
   logging.info('Imported %s parameters from %s.', fmt, path)
   return place(params, abstract_params), step
+
+
+def restore_params_mapped(path: str, abstract_params: PyTree, rules: Any, fallback_to_scratch: bool,
+                          initial_params: Any) -> tuple[PyTree, int, str]:
+  """(params, step, summary) read through T5X's assignment_map / fallback_to_scratch (see assignment_map).
+
+  `initial_params()` gives freshly initialized parameters, called only when some are not read.
+  """
+  checkpoint_params, step, _ = load_params_and_step(path)
+  checkpoint_flat, abstract_flat = _named_leaves(checkpoint_params), _named_leaves(abstract_params)
+  the_plan = assignment_map.plan(list(abstract_flat), list(checkpoint_flat), rules, fallback_to_scratch)
+  fresh = _named_leaves(initial_params()) if None in the_plan.sources.values() else {}
+  flat = assignment_map.assemble(the_plan, checkpoint_flat, fresh,
+                                 {name: leaf.shape for name, leaf in abstract_flat.items()})
+  tree = jax.tree_util.tree_map_with_path(lambda path, _: flat[_path_name(path)], abstract_params)
+  return place(tree, abstract_params), (step if the_plan.step_from_checkpoint else 0), the_plan.summary()
+
+
+def _path_name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
+def _named_leaves(tree: PyTree) -> dict[str, Any]:
+  """{'encoder/layers_0/attention/query/kernel': leaf, ...}: T5X's parameter names."""
+  return {_path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def save_params_checkpoint(params: PyTree, model_dir: str, step: int = 0) -> str:

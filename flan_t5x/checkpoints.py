@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from flan_t5x import assignment_map
 from flan_t5x import checkpoint_integrity
 from flan_t5x import config_checks
 from flan_t5x import file_modes
@@ -82,14 +83,18 @@ class RestoreCheckpointConfig:
   MODEL_DIR/damaged/ and resume from the newest intact one. Off: the run stops and names it.
 
   T5X's fields, with T5X's meaning: `mode` 'specific' (path is a checkpoint) or 'latest' (a
-  MODEL_DIR's newest; flan_t5x also takes a checkpoint there); `fallback_to_scratch`: an
-  INITIAL_CHECKPOINT_PATH holding no checkpoint starts from scratch instead of failing;
-  `strict`, `restore_dataset`, `dtype`, `use_gda` at T5X's defaults only (other values are
-  refused, naming the flan_t5x way).
+  MODEL_DIR's newest; flan_t5x also takes a checkpoint there); `assignment_map`: (pattern,
+  replacement or None) rules reading the model's parameters from other checkpoint names when
+  training starts from `path` (see flan_t5x.assignment_map; not applied on resume, as in T5X);
+  `fallback_to_scratch`: parameters the checkpoint does not give (after `assignment_map`) are
+  initialized from scratch, and an INITIAL_CHECKPOINT_PATH holding no checkpoint starts the model
+  from scratch instead of failing; `strict`, `restore_dataset`, `dtype`, `use_gda` at T5X's
+  defaults only (other values are refused, naming the flan_t5x way).
   """
   path: str | None = None
   fallback_to_previous: bool = False
   mode: str = 'latest'
+  assignment_map: Any = None
   fallback_to_scratch: bool = False
   strict: bool = True
   restore_dataset: bool = False
@@ -106,6 +111,11 @@ class RestoreCheckpointConfig:
       return (f"utils.RestoreCheckpointConfig.mode = {value!r}: flan_t5x restores one checkpoint "
               f"({' or '.join(map(repr, RESTORE_MODES))}); to evaluate several ('all'), run eval once per "
               "checkpoint_<step>.")
+    if field == 'assignment_map' and value is not None:
+      try:
+        assignment_map.check_rules(value)
+      except assignment_map.AssignmentMapError as err:
+        return str(err)
     defaults = {'strict': (True, 'a checkpoint must hold every parameter of the model; to start new parameters '
                            'from scratch, convert the checkpoint first (python -m flan_t5x.convert)'),
                 'restore_dataset': (False, 'a run resumed from MODEL_DIR always continues its input position; '

@@ -66,16 +66,18 @@ def _check_steps_to_train(model_dir: str, initial_checkpoint_path: str | None, t
 
 
 def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer,
-                     initial_checkpoint_path: str | None, seed: int | None, fallback_to_previous: bool):
-  """T5X order: latest in MODEL_DIR, else INITIAL_CHECKPOINT_PATH (params only), else fresh.
+                     restore_cfg: checkpoints.RestoreCheckpointConfig, seed: int | None):
+  """T5X order: latest in MODEL_DIR, else INITIAL_CHECKPOINT_PATH (params only, through T5X's
+  assignment_map / fallback_to_scratch when set), else fresh.
 
   Returns (state, run state, saved input position or None, what happened).
   """
   # A T5X run's MODEL_DIR is continued in place from T5X's newest checkpoint: its parameters and step.
   # Its optimizer state and dataset position are T5X's formats, not read: Adafactor's moments start
   # afresh and the data from its start (said in the origin). Later saves are flan_t5x's, beside T5X's.
+  initial_checkpoint_path = restore_cfg.path
   t5x_step_dir = checkpoint_import.newest_t5x_step_dir(checkpointer.model_dir)
-  restored = None if t5x_step_dir else checkpointer.restore_latest(fallback_to_previous)
+  restored = None if t5x_step_dir else checkpointer.restore_latest(restore_cfg.fallback_to_previous)
   if restored is not None:
     adapters.attach_base(trainer, restored.run_state, checkpointer.model_dir)  # PEFT: its base model
     return (restored.state, restored.run_state, restored.input_state,
@@ -91,11 +93,22 @@ def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Che
     return (trainer.state_from_params(params, step), run_state, None,
             f"resumed T5X's {t5x_step_dir} at step {step} (its parameters and step; T5X's optimizer state and "
             "dataset position are not read: Adafactor's moments start afresh and the data from its start)")
+  mapped = restore_cfg.assignment_map is not None or restore_cfg.fallback_to_scratch
+  if initial_checkpoint_path and trainer.is_peft and mapped:
+    raise ValueError('utils.RestoreCheckpointConfig.assignment_map / fallback_to_scratch: LoRA and prompt tuning '
+                     'read their base model whole; apply the map in a full finetuning run (or convert the '
+                     'checkpoint with python -m flan_t5x.convert) and adapt that.')
   if initial_checkpoint_path and trainer.is_peft:
     return (adapters.initial_state(trainer, initial_checkpoint_path, run_state), run_state, None,
             f'adapters on {initial_checkpoint_path}')
   if trainer.is_peft:
     raise ValueError('LoRA / prompt tuning needs INITIAL_CHECKPOINT_PATH: the base model to adapt.')
+  if initial_checkpoint_path and mapped:
+    params, step, summary = checkpoint_import.restore_params_mapped(
+        initial_checkpoint_path, trainer.abstract_state.params, restore_cfg.assignment_map,
+        restore_cfg.fallback_to_scratch, lambda: trainer.init_state().params)
+    return (trainer.state_from_params(params, step), run_state, None,
+            f'initialized from {initial_checkpoint_path} ({summary})')
   if initial_checkpoint_path:
     params, step = checkpoint_import.restore_params(initial_checkpoint_path, trainer.abstract_state.params,
                                                     trainer.model.config)
@@ -348,9 +361,8 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
                           seed=random_seed if random_seed is not None else 0)
     checkpointer = checkpoints.Checkpointer(model_dir, checkpoint_cfg.save, trainer.abstract_state,
                                             optimizer_name=type(trainer.optimizer_def).__name__)
-    state, run_state, saved_position, origin = _restore_or_init(
-        trainer, checkpointer, checkpoint_cfg.restore.path, random_seed,
-        checkpoint_cfg.restore.fallback_to_previous)
+    state, run_state, saved_position, origin = _restore_or_init(trainer, checkpointer, checkpoint_cfg.restore,
+                                                                random_seed)
     trainer.seed = run_state.seed
     _check_batch_size(run_state, train_dataset_cfg.batch_size, checkpointer.model_dir)
     start_step = int(state.step)

@@ -38,8 +38,6 @@ UNSUPPORTED = {
                                                'adafactor.Adafactor.min_dim_size_to_factor',
     'train.use_hardware_rng': 'flan_t5x always uses the software RNG (deterministic across restarts)',
     'evaluate.summarize_config_fn': None,
-    'RestoreCheckpointConfig.assignment_map': 'warm-start from a checkpoint with other names: convert it first '
-                                              '(python -m flan_t5x.convert); partial restore is not supported',
     'RestoreCheckpointConfig.checkpointer_cls': 'flan_t5x reads T5X orbax and classic checkpoints itself',
     'RestoreCheckpointConfig.state_transformation_fns': None,
     'train_script.precompile': 'compile ahead of time with python -m flan_t5x.plan (the train step and decode '
@@ -128,6 +126,18 @@ def check_evaluator_cls(cls, where: str) -> None:
                               and cls.__name__ == 'Evaluator'):
     raise ValueError(f'{where}.inference_evaluator_cls = {cls!r}: flan_t5x evaluates as seqio.Evaluator '
                      '(T5X\'s default) only; remove the binding.')
+
+
+def check_restore_for_reading(restore_cfg, job: str) -> None:
+  """eval / infer read CHECKPOINT_PATH under the model's own names. T5X refuses fallback_to_scratch
+  there (no init_rng); flan_t5x also refuses assignment_map there, naming the training-run way."""
+  if restore_cfg.fallback_to_scratch:
+    raise ValueError(f'utils.RestoreCheckpointConfig.fallback_to_scratch = True: {job} evaluates a checkpoint, '
+                     'it initializes nothing (T5X refuses it too: no init_rng); remove the binding.')
+  if restore_cfg.assignment_map is not None:
+    raise ValueError(f"utils.RestoreCheckpointConfig.assignment_map: flan_t5x's {job} reads the checkpoint under "
+                     "the model's names; apply the map where training starts (train's INITIAL_CHECKPOINT_PATH "
+                     'with this assignment_map) and give that run\'s checkpoint as CHECKPOINT_PATH.')
 
 
 def script_module(job: str) -> types.ModuleType:

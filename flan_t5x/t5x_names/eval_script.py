@@ -23,6 +23,7 @@ def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: data.DatasetConf
              inference_evaluator_cls: type | None = None) -> dict[str, dict]:
   """T5X's eval entry point: decodes `dataset_cfg`'s tasks with the checkpoint at its path, as T5X
   (the model's decode_fn) unless a flan_t5x `decoding_config` is given."""
+  t5x_names.check_restore_for_reading(restore_checkpoint_cfg, 'eval')
   data.check_decoding_dataset(dataset_cfg, 'utils.DatasetConfig')
   t5x_names.check_evaluator_cls(inference_evaluator_cls, 'eval_script.evaluate')
   max_examples = t5x_names.examples_per_task(max_examples, 'EVAL_MAX_EXAMPLES')

@@ -12,6 +12,7 @@ from flan_t5x import decoding
 from flan_t5x import batch_inference as infer_lib
 from flan_t5x import models
 from flan_t5x import partitioning
+from flan_t5x import t5x_names
 from flan_t5x.t5x_names import models as t5x_models
 
 
@@ -36,6 +37,7 @@ def infer(*, model: models.EncoderDecoderModel, output_dir: str,
   if (shard_id, num_shards) != (0, 1):
     raise ValueError(f'infer_script.infer.shard_id/num_shards = {shard_id}/{num_shards}: flan_t5x shards '
                      'the inputs across the processes of the run itself; leave them at 0 and 1.')
+  t5x_names.check_restore_for_reading(restore_checkpoint_cfg, 'infer')
   if checkpoint_period < 1:
     raise ValueError(f'infer_script.infer.checkpoint_period must be at least 1, got {checkpoint_period}.')
   task_name = split = module = None

@@ -35,7 +35,8 @@ def _initial_state(model_dir, initial_checkpoint_path, trainer=None):
                                           trainer.abstract_state)
   try:
     restore_or_init = train_lib._restore_or_init  # pylint: disable=protected-access
-    return restore_or_init(trainer, checkpointer, initial_checkpoint_path, 0, False)[0]
+    return restore_or_init(trainer, checkpointer, checkpoints.RestoreCheckpointConfig(path=initial_checkpoint_path),
+                           0)[0]
   finally:
     checkpointer.close()
 
