@@ -6,7 +6,8 @@ Names are T5X's state-dict keys: `target/<module path>` for a parameter, `state/
 `(pattern, replacement)`: a model key that `re.fullmatch`es the first matching pattern is read from
 the checkpoint key `match.expand(replacement)`, or, with a `None` replacement, is not read (it keeps
 its fresh initialization, which needs `fallback_to_scratch = True`). A key no rule matches is read
-under its own name. Every pattern must match some model key, as T5X requires. flan_t5x reads
+under its own name, and so is a matched key whose own name the checkpoint holds and no rule reads
+(T5X's rule 2: unread checkpoint keys are kept). Every pattern must match some model key, as T5X requires. flan_t5x reads
 parameters and the step from an INITIAL_CHECKPOINT_PATH, never its optimizer state, so rules on
 `state/param_states/...` only count as used.
 """
@@ -91,6 +92,12 @@ def plan(model_names: Sequence[str], checkpoint_names: Sequence[str], assignment
                                f'(it holds {len(available)} parameters, e.g. target/{sorted(available)[0]}).')
     else:
       sources[name] = None if fallback_to_scratch else _missing(name)
+  # T5X re-adds every checkpoint key no rule read under its own name, after the rules: where the model
+  # has that name too, the checkpoint's same-named value wins over the rule's.
+  consumed = {source for source in sources.values() if source is not None}
+  for name, source in sources.items():
+    if source not in (None, name) and name in available and name not in consumed:
+      sources[name] = name
   unused = [p for p, _ in rules if p not in used_patterns]
   if unused:
     raise AssignmentMapError(f'Unused patterns in `assignment_map`: {unused} (each must fullmatch a model key: '

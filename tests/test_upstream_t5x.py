@@ -332,3 +332,33 @@ def test_t5x_example_files_run_on_flan_t5x_adapted_as_a_user_would(repo_copy, tm
        "--gin.train/utils.DatasetConfig.batch_size=4",
        "--gin.train_eval/utils.DatasetConfig.batch_size=4", *cpu, env=env)
   assert (repo_copy / "runs" / "adamw" / "checkpoint_2").is_dir()
+
+
+@pytest.mark.parametrize("rules", [
+    ((r"target/encoder/layers_1/(.*)", r"target/encoder/old_1/\1"), (r"target/encoder/.*", None),
+     (r"state/param_states.*", None)),
+    ((r"target/encoder/layers_(\d)/(.*)", r"target/encoder/layers_0/\2"),),
+    ((r"target/decoder/(.*)", r"target/encoder/\1"), (r"state/step", None)),
+])
+def test_assignment_map_reads_what_t5x_reads(rules):
+  """flan_t5x's assignment_map plan against T5X's own state_utils.apply_assignment_map on the same names:
+  each model parameter is read from the same checkpoint key, or (None) left to fallback_to_scratch."""
+  from t5x import state_utils  # pylint: disable=g-import-not-at-top
+  from flan_t5x import assignment_map  # pylint: disable=g-import-not-at-top
+  model = ["encoder/layers_0/mlp/wi/kernel", "encoder/layers_1/mlp/wi/kernel", "decoder/mlp/wi/kernel",
+           "token_embedder/embedding"]
+  checkpoint = model[:2] + ["encoder/old_1/mlp/wi/kernel", "encoder/mlp/wi/kernel", "token_embedder/embedding"]
+
+  def state(names, value):
+    flat = {f"target/{n}": value(f"target/{n}") for n in names}
+    flat["state/step"] = value("state/step")
+    flat.update({f"state/param_states/{n}/{s}": value(f"state/param_states/{n}/{s}")
+                 for n in names for s in assignment_map.ADAFACTOR_SLOTS})
+    return state_utils.traverse_util.unflatten_dict(flat, sep="/")
+  t5x_result = state_utils.flatten_state_dict(state_utils.apply_assignment_map(
+      state(checkpoint, lambda key: key), state(model, lambda key: "fresh"), rules))
+  ours = assignment_map.plan(model, checkpoint, rules, fallback_to_scratch=True)
+  for name in model:
+    t5x_source = t5x_result.get(f"target/{name}")
+    assert (None if t5x_source is None else t5x_source[len("target/"):]) == ours.sources[name], name
+  assert ours.step_from_checkpoint == ("state/step" in t5x_result)
