@@ -176,9 +176,10 @@ def one_line_config_error(error: BaseException, hint: str | None = None) -> Conf
   if found:
     where = f'{found.group(1)}:{found.group(2)}: ' if found.group(1) else 'command line (--gin.* / --gin_bindings): '
   lines = [line.strip() for line in text.splitlines() if line.strip()]
-  if found and not found.group(1) and lines and not lines[-1].startswith('In bindings string'):
+  statement = [line for line in lines if line.strip('^ ')]  # gin ends with the binding, then a caret line
+  if found and not found.group(1) and statement and not statement[-1].startswith('In bindings string'):
     # A binding is named by its own text: the line number counts the joined --gin.* flags, not what was typed.
-    where += f'`{lines[-1]}`: '
+    where += f'`{statement[-1]}`: '
   return ConfigError(where + (hint or (lines[0] if lines else type(error).__name__)))
 
 

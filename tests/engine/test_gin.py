@@ -107,6 +107,11 @@ def test_a_bad_command_line_binding_is_named_in_its_error():
     gin_utils.parse_gin(['gin/models/t5_1_1_tiny.gin'], bindings, finalize=False)
   assert str(raised.value) == ("command line (--gin.* / --gin_bindings): `network.T5Config.num_layers = 2`: "
                                "'network' was not provided by an import statement.")
+  with pytest.raises(gin_utils.ConfigError) as raised:  # gin's message ends with a caret line under the value
+    gin_utils.parse_gin(['gin/demo.gin'], ['from t5x import optimizers', 'OPTIMIZER = @optimizers.AdamW()'],
+                        finalize=False)
+  assert str(raised.value) == ("command line (--gin.* / --gin_bindings): `OPTIMIZER = @optimizers.AdamW()`: "
+                               "No configurable matching reference '@optimizers.AdamW()'.")
 
 
 def test_gin_dot_flags_are_rewritten():
