@@ -1,6 +1,6 @@
 r"""Kill anywhere: SIGKILL or SIGTERM a training process at random moments, restart it each time, compare.
 
-  python bench/soak_kill.py [--kills 20] [--steps 400] [--seed 0] [--period 1]
+  python bench/soak_kill.py [--kills 20] [--steps 400] [--seed 0] [--period 1] [--faults all]
 
 One uninterrupted run (the peer) and one run that is SIGKILLed `--kills` times and restarted
 after each kill, both `python -m flan_t5x.train` on gin/demo.gin made small (batch 4, lengths
@@ -15,6 +15,14 @@ kill is one of:
            it, print `saved checkpoint_<n>` and exit with preemption.EXIT_CODE (75), and that
            checkpoint must be the newest complete one, with its manifest, at a step no earlier
            than the last step the process had logged.
+`--faults` spreads faults over the kills, each between two lives: `optimizer` (a restart with
+AdamW and fallback_to_previous: one `error:` line, MODEL_DIR unchanged), `fallback` (a flipped byte in
+the newest checkpoint, fallback_to_previous on: only it moves to damaged/, the run resumes from the
+one before), `manifest` (a copy without the newest manifest and with a flipped byte is never
+certified; the run itself without that manifest resumes from it and says it is unverifiable),
+`all_damaged` (a copy with every checkpoint damaged: each moved, an error, no fresh start) and
+`sigterm_eval` (SIGTERM while the in-training evaluation decodes: the step saved, exit 75; the time
+from signal to exit recorded). The runs that go on end with a SIGTERM, checked as above.
 After each kill the newest complete checkpoint is noted; the restart must print that it resumed
 from exactly that step. At the end both runs' final parameters and per-step losses are compared,
 and every checkpoint left must pass its checksum manifest. Prints the result and the soak's wall
@@ -31,6 +39,7 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,14 +58,14 @@ _PREEMPTED = re.compile(r'received: saved checkpoint_(\d+) in ')
 PREEMPTED_EXIT_CODE = 75  # flan_t5x.preemption.EXIT_CODE (not imported: the bench runs without jax loaded)
 
 
-def command(model_dir: str, steps: int, period: int = 1) -> list[str]:
+def command(model_dir: str, steps: int, period: int = 1, extra: tuple[str, ...] = ()) -> list[str]:
   bindings = {'MODEL_DIR': repr(str(model_dir)), 'TRAIN_STEPS': steps, 'BATCH_SIZE': 4,
               'TASK_FEATURE_LENGTHS': "{'inputs': 64, 'targets': 16}", 'EVAL_PERIOD': None, 'DROPOUT_RATE': 0.1,
               'RANDOM_SEED': 0, 'utils.SaveCheckpointConfig.period': period,  # 1: a save every step
               'utils.SaveCheckpointConfig.keep': 3, 'train_script.train.use_progress_bar': False,
               'train_script.train.log_period': 1}
   return [sys.executable, '-m', 'flan_t5x.train', '--gin_file=gin/demo.gin'] + [
-      f'--gin.{k}={v}' for k, v in bindings.items()]
+      f'--gin.{k}={v}' for k, v in bindings.items()] + list(extra)
 
 
 def child_env() -> dict:
@@ -93,8 +102,8 @@ def save_in_flight(model_dir, since: float) -> bool:
 class _Life:
   """One training process; its stdout is read by a thread so the pipe never fills."""
 
-  def __init__(self, model_dir, steps, log, period=1):
-    self.proc = subprocess.Popen(command(model_dir, steps, period), cwd=ROOT, env=child_env(),
+  def __init__(self, model_dir, steps, log, period=1, extra=()):
+    self.proc = subprocess.Popen(command(model_dir, steps, period, extra), cwd=ROOT, env=child_env(),
                                  stdout=subprocess.PIPE, stderr=log, text=True)
     self.started_at = time.monotonic()
     self.started_wall = time.time()
@@ -105,6 +114,17 @@ class _Life:
     self.preempted_step: int | None = None  # from its `saved checkpoint_<n>` line
     self._reader = threading.Thread(target=self._read, daemon=True)
     self._reader.start()
+
+  def wait_for(self, pattern: str, timeout: float) -> bool:
+    """True once a line matching `pattern` was printed; False if the process ended or time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      if any(re.search(pattern, line) for line in list(self.lines)):
+        return True
+      if self.proc.poll() is not None and not self._reader.is_alive():
+        return False
+      time.sleep(0.05)
+    return False
 
   def _read(self):
     for line in self.proc.stdout:
@@ -180,16 +200,201 @@ def _check_preemption(life: _Life, kill: 'Kill', model_dir) -> str | None:
   return None
 
 
+# ------------------------------------------------------------------ faults between kills
+# Each fault acts on the soaked MODEL_DIR between two lives (or on a copy of it, where the fault would
+# destroy the run) and checks the promise of docs/reliability.md: nothing good is moved or lost, nothing
+# bad is certified, a SIGTERM during the in-training evaluation saves and exits 75 promptly.
+FAULTS = ('optimizer', 'fallback', 'manifest', 'all_damaged', 'sigterm_eval')
+FALLBACK = ('--gin.utils.RestoreCheckpointConfig.fallback_to_previous=True',)
+OTHER_OPTIMIZER = ('--gin_bindings=from flan_t5x import optimizers', '--gin.OPTIMIZER=@optimizers.AdamW()')
+IN_TRAINING_EVAL = ('--gin_file=gin/runs/inference_eval.gin', '--gin.EVAL_STEPS=1',
+                    '--gin.INFERENCE_EVAL_MAX_EXAMPLES=64', '--gin.evaluation.InferenceEvalConfig.batch_size=1')
+_DECODING = r'decode demo_|: decoding 64 examples'
+_LOCK_PREFIX = '.lock-'
+
+
+def _integrity():
+  if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+  from flan_t5x import checkpoint_integrity  # pylint: disable=g-import-not-at-top
+  return checkpoint_integrity
+
+
+def _listing(model_dir) -> dict[str, tuple[int, int]]:
+  """Every file under MODEL_DIR (but the run lock) -> (size, mtime_ns): what a fault must not touch."""
+  out = {}
+  for root, _, names in os.walk(model_dir):
+    for name in names:
+      if not name.startswith(_LOCK_PREFIX):
+        path = os.path.join(root, name)
+        stat = os.stat(path)
+        out[os.path.relpath(path, model_dir)] = (stat.st_size, stat.st_mtime_ns)
+  return out
+
+
+def _largest_file(directory) -> str:
+  paths = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+  return max(paths, key=os.path.getsize)
+
+
+def _flip_byte(path) -> None:
+  with open(path, 'r+b') as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _run_once(model_dir, steps, period, extra, timeout=900) -> subprocess.CompletedProcess:
+  return subprocess.run(command(model_dir, steps, period, extra), cwd=ROOT, env=child_env(), capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def _last_line(text: str) -> str:
+  lines = text.strip().splitlines()
+  return lines[-1] if lines else ''
+
+
+def _fault_optimizer(model_dir, steps, period, log) -> dict:
+  """Another optimizer, with fallback_to_previous on: a configuration error; nothing moved or written."""
+  del log
+  before = _listing(model_dir)
+  done = _run_once(model_dir, steps, period, OTHER_OPTIMIZER + FALLBACK)
+  last = _last_line(done.stderr)
+  problems = []
+  if (done.returncode in (0, PREEMPTED_EXIT_CODE) or not last.startswith('error:')
+      or 'another optimizer' not in last or 'nothing was moved' not in last):
+    problems.append(f'exit {done.returncode}, last line {last[:300]!r}')
+  if _listing(model_dir) != before:
+    problems.append('MODEL_DIR changed')
+  return {'checkpoints': complete_steps(model_dir), 'error': last[:300], 'problems': problems}
+
+
+def _fault_all_damaged(model_dir, steps, period, log) -> dict:
+  """Every checkpoint of a copy damaged, fallback on: it moves each (proved damaged) and stops, never
+  starting from scratch."""
+  del log
+  with tempfile.TemporaryDirectory() as tmp:
+    copy = os.path.join(tmp, 'copy')
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns(_LOCK_PREFIX + '*'))
+    damaged = complete_steps(copy)
+    for step in damaged:
+      _flip_byte(_largest_file(os.path.join(copy, f'checkpoint_{step}', 'state')))
+    done = _run_once(copy, steps, period, FALLBACK)
+    moved = sorted(int(n.split('_')[1]) for n in os.listdir(os.path.join(copy, 'damaged'))) if os.path.isdir(
+        os.path.join(copy, 'damaged')) else []
+    problems = []
+    if done.returncode in (0, PREEMPTED_EXIT_CODE) or 'initialized from scratch' in done.stdout:
+      problems.append(f'exit {done.returncode}: {(done.stdout + done.stderr)[-300:]!r}')
+    if moved != damaged or complete_steps(copy):
+      problems.append(f'damaged {damaged}, moved {moved}, left {complete_steps(copy)}')
+    return {'damaged': damaged, 'moved': moved, 'error': _last_line(done.stderr)[:300], 'problems': problems}
+
+
+def _fault_manifest(model_dir, steps, period, log) -> dict:
+  """A copy without its newest manifest and with a flipped tensor byte: never certified (its new manifest
+  says unverified, or the restore calls it damaged). Then the real run without that manifest: resumes
+  from it, says it is unverifiable (the soak goes on from there)."""
+  integrity = _integrity()
+  newest = complete_steps(model_dir)[-1]
+  problems = []
+  with tempfile.TemporaryDirectory() as tmp:
+    copy = os.path.join(tmp, 'copy')
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns(_LOCK_PREFIX + '*'))
+    step_dir = os.path.join(copy, f'checkpoint_{newest}')
+    os.remove(os.path.join(step_dir, integrity.MANIFEST))
+    _flip_byte(_largest_file(os.path.join(step_dir, 'state')))
+    done = _run_once(copy, newest + 1, period, ())
+    output = done.stdout + done.stderr
+    certified = 'matched their checksums' in output or (
+        integrity.has_manifest(step_dir) and integrity.verified_at_save(step_dir))
+    said = 'unverifiable' in output or 'damaged' in output.lower()
+    if certified or not said:
+      problems.append(f'flipped copy: exit {done.returncode}, certified {certified}: {output[-300:]!r}')
+    flipped = {'exit': done.returncode, 'certified': certified}
+  os.remove(os.path.join(model_dir, f'checkpoint_{newest}', integrity.MANIFEST))
+  life = _Life(model_dir, steps, log, period)
+  return {'newest': newest, 'flipped_copy': flipped, 'problems': problems, 'life': life,
+          'expect_resume': newest, 'expect_line': 'had no checksum manifest: unverifiable'}
+
+
+def _fault_fallback(model_dir, steps, period, log) -> dict:
+  """The newest checkpoint damaged (a flipped byte its manifest catches), fallback on: only it is moved to
+  damaged/, and the run resumes from the previous one (the soak goes on from there)."""
+  steps_before = complete_steps(model_dir)
+  newest = steps_before[-1]
+  _flip_byte(_largest_file(os.path.join(model_dir, f'checkpoint_{newest}', 'state')))
+  life = _Life(model_dir, steps, log, period, FALLBACK)
+  return {'newest': newest, 'problems': [], 'life': life,
+          'expect_resume': steps_before[-2] if len(steps_before) > 1 else -1, 'expect_moved': [newest]}
+
+
+def _fault_sigterm_eval(model_dir, steps, period, log) -> dict:
+  """SIGTERM while the in-training inference evaluation decodes: the step is saved, exit 75, promptly."""
+  life = _Life(model_dir, steps, log, period, IN_TRAINING_EVAL + (f'--gin.EVAL_PERIOD={period}',))
+  return {'problems': [], 'life': life, 'expect_resume': (complete_steps(model_dir) or [-1])[-1],
+          'signal_at': _DECODING}
+
+
+def run_fault(kind: str, model_dir, steps: int, period: int, log) -> dict:
+  """One fault between lives; a fault that continues the run ends its life with a SIGTERM (exit 75)."""
+  result = globals()[f'_fault_{kind}'](model_dir, steps, period, log)
+  life = result.pop('life', None)
+  if life is not None:
+    problems = result['problems']
+    if not life.training.wait(timeout=900):
+      problems.append(f'no start line: {"".join(life.lines)[-600:]}')
+    elif life.resumed_step != result['expect_resume']:
+      problems.append(f'resumed at {life.resumed_step}, expected {result["expect_resume"]}')
+    if 'expect_line' in result and not any(result['expect_line'] in line for line in life.lines):
+      problems.append(f'no line saying {result["expect_line"]!r}')
+    if 'expect_moved' in result:
+      damaged_dir = os.path.join(model_dir, 'damaged')
+      moved = sorted(int(n.split('_')[1]) for n in os.listdir(damaged_dir)) if os.path.isdir(damaged_dir) else []
+      result['moved'] = moved
+      if moved != result['expect_moved']:
+        problems.append(f'moved {moved}, expected {result["expect_moved"]}')
+    waited = life.wait_for(result.get('signal_at', _LOGGED.pattern), timeout=900)
+    if not waited:
+      problems.append(f'never reached {result.get("signal_at", "a logged step")!r}: {"".join(life.lines)[-600:]}')
+    logged = life.last_logged_step
+    sent = time.monotonic()
+    life.proc.send_signal(signal.SIGTERM)
+    exit_code = life.proc.wait(timeout=900)
+    result['sigterm_to_exit_s'] = round(time.monotonic() - sent, 1)
+    kill = Kill('sigterm', 0.0, False, (complete_steps(model_dir) or [None])[-1], life.resumed_step, exit_code,
+                logged)
+    if (problem := _check_preemption(life, kill, model_dir)):
+      problems.append(problem)
+    result['saved_step'] = kill.preempted_step
+  result['fault'] = kind
+  return result
+
+
 def run_soak(model_dir, steps: int, kills: int, seed: int,
              modes=('startup', 'save', 'random', 'sigterm', 'random', 'sigterm'),
-             log=subprocess.DEVNULL, say=print, period: int = 1) -> dict:
-  """Kills a run `kills` times, restarting it each time, then lets it finish; returns the record."""
+             log=subprocess.DEVNULL, say=print, period: int = 1, faults=()) -> dict:
+  """Kills a run `kills` times, restarting it each time, then lets it finish; returns the record.
+
+  `faults` (names from FAULTS) are spread over the kills: each runs between two lives, once the
+  run has the checkpoints it needs (two for 'fallback', one for the others).
+  """
   rng = random.Random(seed)
   record: list[Kill] = []
   mismatched_resumes: list[str] = []
   failed_preemptions: list[str] = []
+  fault_results: list[dict] = []
+  pending = list(faults)
+  due_after = [round((i + 1) * kills / (len(faults) + 1)) for i in range(len(faults))]
   lives, startup_s = 0, 10.0
   while True:
+    while pending and len(record) >= due_after[len(fault_results)] and len(record) < kills and len(
+        complete_steps(model_dir)) >= (2 if pending[0] == 'fallback' else 1):
+      fault = run_fault(pending.pop(0), model_dir, steps, period, log)
+      fault_results.append(fault)
+      say(f'fault {fault["fault"]}: ' + ('ok' if not fault['problems'] else f'FAILED {fault["problems"]}')
+          + ''.join(f', {k} {fault[k]}' for k in ('moved', 'saved_step', 'sigterm_to_exit_s', 'error')
+                    if k in fault))
     expected = (complete_steps(model_dir) or [-1])[-1]
     life = _Life(model_dir, steps, log, period)
     lives += 1
@@ -222,6 +427,8 @@ def run_soak(model_dir, steps: int, kills: int, seed: int,
         + (f', exit {kill.exit_code}, saved step {kill.preempted_step} (logged {kill.logged_step_at_signal})'
            if kill.mode == 'sigterm' else ''))
   return {'kills': len(record), 'restarts': lives - 1, 'failed_preemptions': failed_preemptions,
+          'faults': fault_results, 'faults_not_run': pending,
+          'fault_problems': [f'{f["fault"]}: {p}' for f in fault_results for p in f['problems']],
           'sigterms_saved_at_reached_step': sum(k.mode == 'sigterm' and k.preempted_step is not None
                                                and k.preempted_step == k.newest_complete for k in record),
           'resumes_checked': sum(k.resumed_step_of_that_life is not None for k in record) + 1,
@@ -264,6 +471,7 @@ def main() -> None:
   parser.add_argument('--steps', type=int, default=400)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--period', type=int, default=1, help='checkpoint period (1: a save every step)')
+  parser.add_argument('--faults', default='', help=f'comma-separated faults between kills, from {FAULTS} or "all"')
   parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'soak_kill.json'))
   args = parser.parse_args()
   print(hardware.summary_line(hardware.machine_record()), flush=True)
@@ -272,8 +480,12 @@ def main() -> None:
     reference_s = _timed_reference(reference_dir, args.steps, log, args.period)
     print(f'peer: uninterrupted run of {args.steps} steps in {reference_s:.1f} s', flush=True)
     tick = time.monotonic()
+    faults = FAULTS if args.faults == 'all' else tuple(f for f in args.faults.split(',') if f)
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown:
+      parser.error(f'--faults: unknown {unknown}; expected some of {FAULTS} or "all"')
     result = run_soak(soaked_dir, args.steps, args.kills, args.seed, log=log,
-                      say=lambda line: print(line, flush=True), period=args.period)
+                      say=lambda line: print(line, flush=True), period=args.period, faults=faults)
     soak_s = time.monotonic() - tick
     result.update(compare(reference_dir, soaked_dir))
   result.update(steps=args.steps, seed=args.seed, period=args.period, reference_seconds=round(reference_s, 1),
@@ -285,7 +497,9 @@ def main() -> None:
         f'{result["failed_preemptions"]}), {result["restarts"]} restarts, '
         f'resumes from the newest complete checkpoint: {not result["mismatched_resumes"]}; final parameter '
         f'max |diff| {result["final_param_max_abs_diff"]:.3g}, loss max |diff| {result["loss_max_abs_diff"]:.3g}; '
-        f'soak/peer wall time {result["soak_to_reference_time_ratio"]}x. Wrote {args.out}')
+        f'soak/peer wall time {result["soak_to_reference_time_ratio"]}x; faults run: '
+        f'{[f["fault"] for f in result["faults"]]}, not run: {result["faults_not_run"]}, problems: '
+        f'{result["fault_problems"]}. Wrote {args.out}')
 
 
 if __name__ == '__main__':

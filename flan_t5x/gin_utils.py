@@ -228,9 +228,18 @@ def start_run(output_dir_macro: str, every_host: bool = False, write_config: boo
   return output_dir
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+  """The exceptions a job raises about the user's input, files or run (bad values and rows, missing or
+  damaged checkpoints, a locked MODEL_DIR, a non-finite loss): reported as one `error:` line."""
+  from flan_t5x import checkpoint_integrity, checkpoints, run_lock  # pylint: disable=g-import-not-at-top
+  return (ValueError, OSError, FloatingPointError, run_lock.RunLockedError, checkpoints.CheckpointSaveError,
+          checkpoint_integrity.DamagedCheckpointError, checkpoint_integrity.NoIntactCheckpointError)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """app.run with T5X's --gin.NAME=VALUE flags; a ConfigError is one `error:` line on stderr and
-  exit status 2 (its traceback only with --verbosity)."""
+  exit status 2, another user error (`user_errors`) `error: <its class>: <message>` and exit status 1;
+  the traceback only with --verbosity (e.g. --verbosity=1)."""
   from flan_t5x import runtime  # pylint: disable=g-import-not-at-top
   _define_flags()
   runtime.define_flags()
@@ -243,4 +252,10 @@ def run(main: Callable[[list[str]], None]) -> None:
         raise
       print(f'error: {e}', file=sys.stderr, flush=True)
       sys.exit(2)
+    except user_errors() as e:  # what the job says about the user's input, files or run: no traceback
+      if flags.FLAGS['verbosity'].present:
+        raise
+      message = str(e).split('\n  In call to configurable')[0]  # gin appends its call site
+      print(f'error: {type(e).__name__}: {message}', file=sys.stderr, flush=True)
+      sys.exit(1)
   app.run(guarded, flags_parser=lambda argv: app.parse_flags_with_usage(rewrite_gin_args(argv)))

@@ -228,3 +228,20 @@ def test_a_gin_mistake_on_the_command_line_is_one_error_line_without_traceback(t
   last = done.stderr.strip().splitlines()[-1]
   assert last.startswith('error: --gin.MODEL_DIR=runs/x: a string needs quotes') and 'Traceback' not in done.stderr
   assert not (pathlib.Path(gin_utils.REPO_ROOT) / 'runs' / 'x').exists()
+
+
+def test_a_job_failing_on_the_users_input_is_one_error_line_and_the_traceback_needs_verbosity(tmp_path):
+  """Beyond gin: a CHECKPOINT_PATH that holds no checkpoint ends as `error: <class>: <message>`, exit 1;
+  --verbosity (README, Training with flan_t5x: Errors) brings the traceback back."""
+  missing = tmp_path / 'no_checkpoint'
+  command = [sys.executable, '-m', 'flan_t5x.eval', '--gin_file=gin/eval_demo.gin',
+             f"--gin.CHECKPOINT_PATH='{missing}'", f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'"]
+  done = subprocess.run(command, env=faults.child_env(), capture_output=True, text=True, timeout=300,
+                        cwd=gin_utils.REPO_ROOT)
+  assert done.returncode == 1, done.stderr[-3000:]
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: FileNotFoundError: ') and str(missing) in last, done.stderr[-3000:]
+  assert 'Traceback' not in done.stderr and 'In call to configurable' not in done.stderr
+  verbose = subprocess.run(command + ['--verbosity=0'], env=faults.child_env(), capture_output=True, text=True,
+                           timeout=300, cwd=gin_utils.REPO_ROOT)
+  assert verbose.returncode == 1 and 'Traceback' in verbose.stderr
