@@ -28,11 +28,11 @@ install-hf: $(HF_STAMP)
 # Two workers: JAX compiles and TF pipelines are mostly single-threaded, so 2 cores halve the wall time.
 TEST_WORKERS ?= 2
 
-# The default suite: everything but the end-to-end runs marked slow (about 14 min on 2 cores).
+# The default suite: everything but the end-to-end runs marked slow (about 15 min on 2 cores).
 test: $(STAMP)
 	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
 
-# The end-to-end runs: README commands as written, kill/resume, multi-host, mesh, notebooks (about 30 min).
+# The end-to-end runs: README commands as written, kill/resume, multi-host, mesh, notebooks (about 45 min).
 test-slow: $(STAMP)
 	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m slow tests
 

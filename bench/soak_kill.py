@@ -270,6 +270,12 @@ def _fault_optimizer(model_dir, steps, period, log) -> dict:
   return {'checkpoints': complete_steps(model_dir), 'error': last[:300], 'problems': problems}
 
 
+def _moved(model_dir) -> list[int]:
+  """Steps of the checkpoints fallback_to_previous moved to MODEL_DIR/damaged/."""
+  damaged_dir = os.path.join(model_dir, 'damaged')
+  return sorted(int(n.split('_')[1]) for n in os.listdir(damaged_dir)) if os.path.isdir(damaged_dir) else []
+
+
 def _fault_all_damaged(model_dir, steps, period, log) -> dict:
   """Every checkpoint of a copy damaged, fallback on: it moves each (proved damaged) and stops, never
   starting from scratch."""
@@ -280,11 +286,12 @@ def _fault_all_damaged(model_dir, steps, period, log) -> dict:
     damaged = complete_steps(copy)
     for step in damaged:
       _flip_byte(_largest_file(os.path.join(copy, f'checkpoint_{step}', 'state')))
+    moved_before = _moved(copy)  # an earlier 'fallback' fault's
     done = _run_once(copy, steps, period, FALLBACK)
-    moved = sorted(int(n.split('_')[1]) for n in os.listdir(os.path.join(copy, 'damaged'))) if os.path.isdir(
-        os.path.join(copy, 'damaged')) else []
+    moved = sorted(set(_moved(copy)) - set(moved_before))
     problems = []
-    if done.returncode in (0, PREEMPTED_EXIT_CODE) or 'initialized from scratch' in done.stdout:
+    if (done.returncode in (0, PREEMPTED_EXIT_CODE) or 'initialized from scratch' in done.stdout
+        or not _last_line(done.stderr).startswith('error: NoIntactCheckpointError')):
       problems.append(f'exit {done.returncode}: {(done.stdout + done.stderr)[-300:]!r}')
     if moved != damaged or complete_steps(copy):
       problems.append(f'damaged {damaged}, moved {moved}, left {complete_steps(copy)}')
@@ -349,8 +356,7 @@ def run_fault(kind: str, model_dir, steps: int, period: int, log) -> dict:
     if 'expect_line' in result and not any(result['expect_line'] in line for line in life.lines):
       problems.append(f'no line saying {result["expect_line"]!r}')
     if 'expect_moved' in result:
-      damaged_dir = os.path.join(model_dir, 'damaged')
-      moved = sorted(int(n.split('_')[1]) for n in os.listdir(damaged_dir)) if os.path.isdir(damaged_dir) else []
+      moved = _moved(model_dir)
       result['moved'] = moved
       if moved != result['expect_moved']:
         problems.append(f'moved {moved}, expected {result["expect_moved"]}')
