@@ -6,8 +6,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HF_STAMP := $(VENV)/.installed-hf
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: test test-slow test-hf demo install install-hf bench-data clean
+.PHONY: test test-slow test-hf docs demo install install-hf bench-data clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ $(STAMP): $(VPY) setup.py
 $(HF_STAMP): $(STAMP)
 	$(VPY) -m pip install -e '.[test,bench]'
 	touch $(HF_STAMP)
+
+$(DOCS_STAMP): $(STAMP)
+	$(VPY) -m pip install -e '.[test,docs]'
+	touch $(DOCS_STAMP)
 
 install: $(STAMP)
 
@@ -41,6 +46,11 @@ test-slow: $(STAMP)
 test-hf: $(HF_STAMP)
 	FLAN_REQUIRE_HF=1 $(VPY) -m pytest -q -m hf -rs tests
 
+# The documentation site (mkdocs.yml) into site/, warnings as errors: the guides in docs/, gin/README.md,
+# both notebooks and the API reference from the docstrings.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 demo: $(STAMP)
 	$(VPY) -m flan_t5x.train --gin_file=gin/demo.gin
 	$(VPY) -m flan_t5x.eval --gin_file=gin/eval_demo.gin
@@ -49,4 +59,4 @@ bench-data: $(STAMP)
 	$(VPY) bench/data_pipeline.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

@@ -13,6 +13,9 @@ NOTEBOOK_REQUIRES = ["pandas>=2", "ipykernel>=6", "nbclient>=0.9", "nbformat>=5.
 # brings the libtpu release that matches the installed jax. On a host with neither TPU nor GPU,
 # flan_t5x keeps JAX on the CPU so that the other jobs never load it (flan_t5x/__init__.py).
 TPU_REQUIRES = ["jax[tpu]>=0.4.35"]
+# The documentation site (mkdocs.yml; `make docs`): MkDocs with the notebooks rendered and the API
+# reference read from the docstrings.
+DOCS_REQUIRES = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "mkdocs-jupyter>=0.25"]
 
 setuptools.setup(
     name="flan-t5x",
@@ -48,6 +51,7 @@ setuptools.setup(
         "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100", *CACHE_REQUIRES,  # hypothesis: reader fuzzing
                  *NOTEBOOK_REQUIRES, *TPU_REQUIRES],
         "tpu": TPU_REQUIRES,
+        "docs": DOCS_REQUIRES,
         "notebook": NOTEBOOK_REQUIRES,
         # SeqIO's offline cache (python -m seqio.scripts.cache_tasks_main) runs on Apache Beam.
         "cache": CACHE_REQUIRES,

@@ -1,10 +1,10 @@
 """Look at a task or mixture: formatted examples, template usage, token lengths, mixture rates,
 unknown tokens and the characters the vocabulary cannot encode.
 
-  python -m flan_tasks.inspect NAME [--split train] [--n 3] [--sample 200] [--show-tokens]
-  python -m flan_tasks.inspect flan2022 --collection_dir DIR   # the Flan Collection's mixture
-  python -m flan_tasks.inspect --file chats.jsonl --input_field chat --target_field summary \
-      --family dialogue_summarization                          # a file of your own, as a task
+    python -m flan_tasks.inspect NAME [--split train] [--n 3] [--sample 200] [--show-tokens]
+    python -m flan_tasks.inspect flan2022 --collection_dir DIR   # the Flan Collection's mixture
+    python -m flan_tasks.inspect --file chats.jsonl --input_field chat --target_field summary \
+        --family dialogue_summarization                          # a file of your own, as a task
 
 The functions are importable for a notebook: `summarize(name)` returns a Summary, which renders as
 HTML in Jupyter and has pandas views (`flan_tasks.inspect_views`); `format_report(summary)` is the
