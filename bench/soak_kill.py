@@ -206,7 +206,8 @@ def _check_preemption(life: _Life, kill: 'Kill', model_dir) -> str | None:
 # bad is certified, a SIGTERM during the in-training evaluation saves and exits 75 promptly.
 FAULTS = ('optimizer', 'fallback', 'manifest', 'all_damaged', 'sigterm_eval')
 FALLBACK = ('--gin.utils.RestoreCheckpointConfig.fallback_to_previous=True',)
-OTHER_OPTIMIZER = ('--gin_bindings=from flan_t5x import optimizers', '--gin.OPTIMIZER=@optimizers.AdamW()')
+OTHER_OPTIMIZER = ('--gin_bindings=from __gin__ import dynamic_registration',  # the bindings' own imports
+                   '--gin_bindings=from flan_t5x import optimizers', '--gin.OPTIMIZER=@optimizers.AdamW()')
 IN_TRAINING_EVAL = ('--gin_file=gin/runs/inference_eval.gin', '--gin.EVAL_STEPS=1',
                     '--gin.INFERENCE_EVAL_MAX_EXAMPLES=64', '--gin.evaluation.InferenceEvalConfig.batch_size=1')
 _DECODING = r'decode demo_|: decoding 64 examples'
