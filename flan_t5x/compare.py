@@ -165,6 +165,61 @@ def _same_examples(a: Run, b: Run, task: str) -> bool:
           intervals.same_examples([(r['input'], r['target']) for r in ra], [(r['input'], r['target']) for r in rb]))
 
 
+def _example_key(record: dict) -> tuple:
+  return (record['input'], record['target'])
+
+
+def shared_records(a_records: Sequence[dict], b_records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+  """The examples both runs evaluated (same input and target), in `a`'s order, paired up; an example
+  evaluated twice pairs with the other run's occurrences in turn."""
+  waiting: dict[tuple, list[dict]] = {}
+  for record in b_records:
+    waiting.setdefault(_example_key(record), []).append(record)
+  a_shared, b_shared = [], []
+  for record in a_records:
+    partners = waiting.get(_example_key(record))
+    if partners:
+      a_shared.append(record)
+      b_shared.append(partners.pop(0))
+  return a_shared, b_shared
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pair:
+  """Two runs' scores on the examples they share, for paired differences."""
+  a_scores: intervals.ExampleScores
+  b_scores: intervals.ExampleScores
+  a_records: list
+  subset: bool  # False: both evaluated exactly the same examples
+
+
+def _paired(base: Run, run: Run, task: str) -> _Pair | None:
+  if base.scores.get(task) is None or run.scores.get(task) is None:
+    return None
+  if _same_examples(base, run, task):
+    return _Pair(base.scores[task], run.scores[task], base.records[task], False)
+  a_shared, b_shared = shared_records(base.records[task], run.records[task])
+  if not a_shared:
+    return None
+  a_scores, b_scores = eval_records.example_scores(a_shared, task), eval_records.example_scores(b_shared, task)
+  return _Pair(a_scores, b_scores, a_shared, True)
+
+
+def example_set_warnings(runs: Sequence[Run]) -> list[str]:
+  """Each later run whose examples of a task differ from the first run's: compared on the shared ones."""
+  warnings = []
+  base = runs[0] if runs else None
+  for run in runs[1:]:
+    for task in run.tasks:
+      if task not in base.records or task not in run.records or _same_examples(base, run, task):
+        continue
+      shared, _ = shared_records(base.records[task], run.records[task])
+      warnings.append(f'{task}: {base.path} evaluated {len(base.records[task])} examples and {run.path} '
+                      f'{len(run.records[task])}, not the same ones; their differences are computed on the '
+                      f'{len(shared)} examples both evaluated (same input and target).')
+  return warnings
+
+
 def _run_cells(run: Run, task: str, template: str | None, names: Sequence[str],
                cfg: intervals.BootstrapConfig) -> tuple[str, dict[str, str]]:
   """(examples, {metric: 'value [low, high]'}) of one run on a task or one of its templates."""
@@ -197,16 +252,18 @@ def _delta_cell(base: Run, run: Run, task: str, template: str | None, name: str,
   b_values = _metric_values(_part(run, task, template))
   if name not in a_values or name not in b_values:
     return ''
-  a_scores, b_scores = base.scores.get(task), run.scores.get(task)
-  if a_scores is None or b_scores is None or name not in a_scores.metrics or not _same_examples(base, run, task):
+  pair = _paired(base, run, task)
+  if pair is None or name not in pair.a_scores.metrics:
     return f'{intervals.format_number(b_values[name] - a_values[name], True)} (no paired interval)'
-  rows = None if template is None else eval_records.template_rows(base.records[task]).get(template)
+  rows = None if template is None else eval_records.template_rows(pair.a_records).get(template)
+  if template is not None and not rows:
+    return '(no shared examples)'
   key = task if template is None else f'{task}/{template}'
-  diff = intervals.paired_difference(a_scores, b_scores, name, cfg, rows, key)
+  diff = intervals.paired_difference(pair.a_scores, pair.b_scores, name, cfg, rows, key)
   delta = intervals.format_number(diff.delta, True)
-  delta = f'**{delta}**' if not diff.spans_zero and diff.p_value < 1 - cfg.confidence else delta
+  delta = f'**{delta}**' if intervals.significant(diff, cfg) else delta
   return (f'{delta} [{intervals.format_number(diff.low, True)}, {intervals.format_number(diff.high, True)}] '
-          f'p={diff.p_value:.3f}')
+          f'p={diff.p_value:.3f}' + (f' on {diff.num_examples} shared' if pair.subset else ''))
 
 
 def _part(run: Run, task: str, template: str | None) -> dict:
@@ -260,7 +317,7 @@ def compare(run_dirs: Sequence[str], expect: Mapping[str, str] | None = None,
   cfg = cfg or intervals.BootstrapConfig()
   warnings = check_checkpoints(run_dirs, expect)
   runs, rescoring = load_runs(run_dirs)
-  warnings += task_overlap_warnings(runs) + rescoring
+  warnings += task_overlap_warnings(runs) + example_set_warnings(runs) + rescoring
   for warning in warnings:
     print(f'warning: {warning}', file=sys.stderr)
   tasks = list(dict.fromkeys(t for run in runs for t in run.tasks))
@@ -277,8 +334,21 @@ def compare(run_dirs: Sequence[str], expect: Mapping[str, str] | None = None,
   return '\n\n'.join(parts) + '\n'
 
 
+def paired_task_differences(base: Run, run: Run, name: str, cfg: intervals.BootstrapConfig
+                            ) -> dict[str, intervals.PairedDifference]:
+  """{task: run - base on the examples both evaluated} for every task where `name` can be paired."""
+  out = {}
+  for task in run.tasks:
+    pair = _paired(base, run, task)
+    if pair is not None and name in pair.a_scores.metrics and name in pair.b_scores.metrics:
+      out[task] = intervals.paired_difference(pair.a_scores, pair.b_scores, name, cfg, key=task)
+  return out
+
+
 def bar_chart(run_dirs: Sequence[str], path: str, cfg: intervals.BootstrapConfig | None = None) -> None:
-  """A PNG with one panel per metric: each task's value per run, bootstrap error bars, 'n/a' where missing."""
+  """A PNG, one row per metric: each task's value per run with bootstrap error bars ('n/a' where missing)
+  and, with several runs, each later run's paired difference from the first with its interval
+  ('*': significant by intervals.significant). Titles say which direction is better."""
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use('Agg')
@@ -290,9 +360,13 @@ def bar_chart(run_dirs: Sequence[str], path: str, cfg: intervals.BootstrapConfig
   tasks = list(dict.fromkeys(t for run in runs for t in run.tasks))
   names = list(dict.fromkeys(n for run in runs for t in run.tasks for n in _metric_values(run.tasks[t])))
   colours = plt.get_cmap('tab10')
-  figure, axes_list = plt.subplots(len(names), 1, figsize=(max(6, 1.6 * len(tasks)), 3 * len(names)), squeeze=False)
+  columns = 2 if len(runs) > 1 else 1
+  figure, axes_grid = plt.subplots(len(names), columns, figsize=(max(6, 1.6 * len(tasks)) * columns,
+                                                                 3 * len(names) + 0.6),
+                                   squeeze=False, layout='constrained')
   width = 0.8 / len(runs)
-  for axes, name in zip(axes_list[:, 0], names):
+  for row, name in enumerate(names):
+    axes = axes_grid[row, 0]
     shown = [t for t in tasks if any(name in _metric_values(run.tasks.get(t, {})) for run in runs)]
     for index, run in enumerate(runs):
       xs, heights, errors = [], [], [[], []]
@@ -311,14 +385,38 @@ def bar_chart(run_dirs: Sequence[str], path: str, cfg: intervals.BootstrapConfig
         errors[1].append(found[1] - value if found else 0.0)
       axes.bar(xs, heights, width, yerr=errors, capsize=2, color=colours(index % 10), label=run.label)
     axes.set_xticks([p + width * (len(runs) - 1) / 2 for p in range(len(shown))], shown, fontsize=8)
-    axes.set_title(name)
-    axes.set_xlabel('task')
+    axes.set_title(f'{name} per run ({intervals.direction(name)})', fontsize=10)
     axes.set_ylabel(name)
     axes.legend(fontsize=7)
-  figure.suptitle(f'Metrics per task and run ({cfg.confidence:.0%} bootstrap intervals; n/a: not evaluated)')
-  figure.tight_layout()
+    if columns == 2:
+      _difference_panel(axes_grid[row, 1], runs, shown, name, cfg, colours)
+  figure.suptitle(f'Metrics per task and run; right: difference from {runs[0].label} on the examples both '
+                  f'evaluated ({cfg.confidence:.0%} intervals; * significant)', fontsize=10)
   figure.savefig(path)
   plt.close(figure)
+
+
+def _difference_panel(axes, runs, shown, name, cfg, colours) -> None:
+  later = runs[1:]
+  width = 0.8 / len(later)
+  for index, run in enumerate(later):
+    diffs = paired_task_differences(runs[0], run, name, cfg)
+    for position, task in enumerate(shown):
+      x = position + index * width
+      diff = diffs.get(task)
+      if diff is None:
+        axes.text(x, 0, 'n/a', ha='center', va='bottom', fontsize=7, rotation=90, color=colours((index + 1) % 10))
+        continue
+      axes.bar([x], [diff.delta], width, yerr=[[diff.delta - diff.low], [diff.high - diff.delta]], capsize=2,
+               color=colours((index + 1) % 10), label=run.label if position == 0 else None)
+      if intervals.significant(diff, cfg):
+        axes.text(x, diff.high, '*', ha='center', va='bottom', fontsize=11)
+  axes.axhline(0, color='black', linewidth=0.8)
+  axes.set_xticks([p + width * (len(later) - 1) / 2 for p in range(len(shown))], shown, fontsize=8)
+  better = 'below 0 is better' if intervals.direction(name) == 'lower is better' else 'above 0 is better'
+  axes.set_title(f'{name}: difference from {runs[0].label} ({better})', fontsize=10)
+  axes.set_ylabel(f'{name} difference')
+  axes.legend(fontsize=7)
 
 
 def _point_interval(run: Run, task: str, name: str, cfg: intervals.BootstrapConfig) -> tuple[float, float] | None:
@@ -336,12 +434,15 @@ def side_by_side(run_dirs: Sequence[str], path_prefix: str, per_task: int = 5) -
   sections = []
   for run in runs[1:]:
     for task in runs[0].tasks:
-      if not _same_examples(runs[0], run, task) or task not in runs[0].scores or task not in run.scores:
+      pair = _paired(runs[0], run, task)
+      if pair is None:
         continue
-      metric = forgetting_metrics.primary_metric(task, runs[0].scores[task].metrics)
-      a_N, b_N = runs[0].scores[task].per_example(metric), run.scores[task].per_example(metric)
-      sections.append(eval_records.Differences(runs[0].label, run.label, task, metric, runs[0].records[task],
-                                               run.records[task], a_N, b_N, per_task))
+      metric = forgetting_metrics.primary_metric(task, pair.a_scores.metrics)
+      a_N, b_N = pair.a_scores.per_example(metric), pair.b_scores.per_example(metric)
+      b_records = (shared_records(runs[0].records[task], run.records[task])[1] if pair.subset
+                   else run.records[task])
+      sections.append(eval_records.Differences(runs[0].label, run.label, task, metric, pair.a_records,
+                                               b_records, a_N, b_N, per_task))
   return eval_records.write_differences(sections, path_prefix)
 
 

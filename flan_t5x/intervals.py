@@ -169,6 +169,24 @@ class PairedDifference:
     return {**dataclasses.asdict(self), 'spans_zero': self.spans_zero}
 
 
+def significant(diff: 'PairedDifference | Mapping', cfg: BootstrapConfig) -> bool:
+  """The one rule for "significant" everywhere (eval's compare table and chart, the forgetting study's
+  summary and matrix): the paired bootstrap interval excludes 0 and the paired permutation test's
+  p-value (after any multiple-comparison adjustment) is below 1 - confidence."""
+  found = diff.record() if isinstance(diff, PairedDifference) else diff
+  return not found['low'] <= 0 <= found['high'] and found['p_value'] < 1 - cfg.confidence
+
+
+LOWER_IS_BETTER = ('loss', 'perplexity', 'ter', 'wer', 'cer')  # metric names (or their _suffixes)
+
+
+def direction(name: str) -> str:
+  """'higher is better' or 'lower is better', from the metric's name (the task metrics here are all higher)."""
+  lower = name.lower()
+  return ('lower is better' if any(lower == n or lower.endswith('_' + n) for n in LOWER_IS_BETTER)
+          else 'higher is better')
+
+
 def same_examples(a_inputs: Sequence[Any], b_inputs: Sequence[Any]) -> bool:
   return len(a_inputs) == len(b_inputs) and all(x == y for x, y in zip(a_inputs, b_inputs))
 

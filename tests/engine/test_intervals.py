@@ -223,3 +223,38 @@ def test_readme_compare_command(tmp_path):
 def test_a_short_flat_run_is_not_diverged():
   flat = [(410, 2.00), (420, 1.97), (430, 2.04), (440, 2.03)]  # 40 steps, loss wobbling by 3%
   assert sanity.history_flags(flat, 400) == []
+
+
+def test_compare_warns_on_different_example_sets_and_pairs_only_the_shared_ones(tmp_path, capsys):
+  """100 vs 50 examples in the issue; here 6 vs 4 (3 shared + 1 the base never saw)."""
+  templates = [0, 1, 0, 1, 0, 1]
+  base = _eval_dir(tmp_path / 'base', {'demo_support_zs': (SUPPORT_TARGETS, ['Someone writes.'] * 6, templates)}, 1)
+  fewer = _eval_dir(tmp_path / 'fewer', {'demo_support_zs': (SUPPORT_TARGETS[:3] + ['An unseen target.'],
+                                                             SUPPORT_TARGETS[:3] + ['No.'], templates[:4])}, 2)
+  # The last example's input differs from the base's 4th ('chat 3' has another target): not shared.
+  report = compare.compare([base, fewer], cfg=intervals.BootstrapConfig(resamples=200, seed=0))
+  warning = (f'demo_support_zs: {base} evaluated 6 examples and {fewer} 4, not the same ones; their differences '
+             'are computed on the 3 examples both evaluated (same input and target).')
+  assert f'> warning: {warning}' in report and f'warning: {warning}' in capsys.readouterr().err
+  row = next(line for line in report.splitlines() if line.startswith('| all | fewer'))
+  rouge1 = row.split(' | ')[3]
+  # On the 3 shared examples the base scores 0 and `fewer` 100 each: +100 exactly, not +(75 - 0).
+  assert '; +100.00 [+100.00, +100.00] p=' in rouge1 and rouge1.endswith(' on 3 shared'), rouge1
+  chart = tmp_path / 'chart.png'
+  compare.bar_chart([base, fewer], str(chart), intervals.BootstrapConfig(resamples=100))
+  assert chart.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  base_run, fewer_run = compare.load_runs([base, fewer])[0]
+  diffs = compare.paired_task_differences(base_run, fewer_run, 'rouge1', intervals.BootstrapConfig(resamples=100))
+  assert diffs['demo_support_zs'].num_examples == 3 and diffs['demo_support_zs'].delta == 100.0
+  md, _ = compare.side_by_side([base, fewer], str(tmp_path / 'diff'), per_task=5)
+  assert 'An unseen target.' not in open(md).read()
+
+
+def test_one_significance_rule_and_metric_directions():
+  cfg = intervals.BootstrapConfig(confidence=0.95)
+  diff = lambda low, high, p: intervals.PairedDifference(0, 1, 1, low, high, p, 10)
+  assert intervals.significant(diff(0.1, 2, 0.01), cfg)
+  assert not intervals.significant(diff(-0.1, 2, 0.01), cfg)  # the interval spans 0
+  assert not intervals.significant(diff(0.1, 2, 0.06), cfg)  # p too large
+  assert intervals.direction('rougeLsum') == 'higher is better' and intervals.direction('loss') == 'lower is better'
+  assert intervals.direction('validation_loss') == 'lower is better'
