@@ -260,7 +260,7 @@ def _fault_optimizer(model_dir, steps, period, log) -> dict:
   """Another optimizer, with fallback_to_previous on: a configuration error; nothing moved or written."""
   del log
   before = _listing(model_dir)
-  done = _run_once(model_dir, steps, period, OTHER_OPTIMIZER + FALLBACK)
+  done = _run_once(model_dir, steps, period, FALLBACK + OTHER_OPTIMIZER)  # (the latter's import block last)
   last = _last_line(done.stderr)
   problems = []
   if (done.returncode in (0, PREEMPTED_EXIT_CODE) or not last.startswith('error:')

@@ -191,7 +191,7 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
               base_training: BaseTraining | None = None, learning_rate: float | None = None,
               adapter_learning_rate: float | None = 1e-3,
               bootstrap: intervals.BootstrapConfig | None = None, include_flagged: bool = False,
-              reference_arm: str | None = None) -> dict:
+              reference_arm: str | None = None, correction: str = 'none') -> dict:
   """Trains the arms that are not finished, evaluates what is not evaluated, writes the report.
 
   Every arm trains `steps_per_arm` steps past the base checkpoint's step (TRAIN_STEPS counts the
@@ -203,7 +203,9 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
   Every number gets a paired bootstrap interval (`bootstrap`, default 1,000 resamples, seed 0);
   arms with sanity flags are left out of the summary and chart unless `include_flagged`. Each arm
   is also compared with `reference_arm` (default: the first arm, e.g. single-task finetuning).
+  `correction` adjusts the permutation p-values for multiple comparisons ('none', 'holm', 'bh').
   """
+  intervals.adjust_p_values([], correction)  # a wrong name fails here, before any training
   names = [arm.name for arm in arms]
   if not arms or len(set(names)) != len(names):
     raise ValueError(f'The study needs arms with distinct names, got {names}.')
@@ -239,7 +241,7 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
     commands += [command] if command else []
   trained = {**({BASE: base_checkpoint} if base_training else {}), **model_dirs}
   results = _analyse(suite, eval_dirs, {name: training_curve(path) for name, path in trained.items()}, base_step,
-                     bootstrap or intervals.BootstrapConfig(), include_flagged, reference_arm)
+                     bootstrap or intervals.BootstrapConfig(), include_flagged, reference_arm, correction)
   # The commands behind every model and evaluation in these results, whichever run made them.
   results = {'base_checkpoint': base_checkpoint, 'suite': dataclasses.asdict(suite), **results,
              'learning_rates': rates, 'eval_dirs': eval_dirs, 'model_dirs': model_dirs, 'commands': commands}
@@ -248,7 +250,8 @@ def run_study(*, study_dir: str, base_checkpoint: str | None = None, arms: Seque
 
 
 def _analyse(suite: forgetting_metrics.Suite, eval_dirs: Mapping[str, str], curves: Mapping[str, list],
-             base_step: int, bootstrap: intervals.BootstrapConfig, include_flagged: bool, reference_arm: str) -> dict:
+             base_step: int, bootstrap: intervals.BootstrapConfig, include_flagged: bool, reference_arm: str,
+             correction: str = 'none') -> dict:
   """The matrix, derived numbers against the base and the reference arm, their intervals, sanity flags."""
   matrix = {model: forgetting_metrics.read_eval_dir(path) for model, path in eval_dirs.items()}
   primary = {task: forgetting_metrics.primary_metric(task, matrix[BASE][task]) for task in suite.all}
@@ -259,9 +262,9 @@ def _analyse(suite: forgetting_metrics.Suite, eval_dirs: Mapping[str, str], curv
   arms_only = {model: row for model, row in matrix.items() if model != BASE}
   versus = {'reference': reference_arm, 'arms': forgetting_metrics.derive(arms_only, suite, reference_arm),
             'uncertainty': forgetting_metrics.uncertainty({m: v for m, v in loaded.items() if m != BASE}, suite,
-                                                          primary, bootstrap, reference_arm)}
+                                                          primary, bootstrap, reference_arm, correction)}
   return {'matrix': matrix, 'arms': derived,
-          'uncertainty': forgetting_metrics.uncertainty(loaded, suite, primary, bootstrap, BASE),
+          'uncertainty': forgetting_metrics.uncertainty(loaded, suite, primary, bootstrap, BASE, correction),
           'flags': flags, 'include_flagged': include_flagged,
           'summarized_arms': forgetting_metrics.shown_arms(derived, flags, include_flagged),
           'versus_reference': versus, 'curves': dict(curves),

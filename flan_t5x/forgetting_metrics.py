@@ -134,17 +134,20 @@ def _derived_values(change: Mapping[str, float], suite: Suite) -> dict[str, floa
 
 
 def uncertainty(loaded: Mapping[str, tuple[dict, dict]], suite: Suite, primary: Mapping[str, str],
-                cfg: intervals.BootstrapConfig, base: str = 'base') -> dict:
-  """Per model and task the score's interval; per arm each change's paired interval and p-value, and intervals
-  of the derived numbers. `loaded`: load_scores(); every model evaluated on the same examples as the base."""
+                cfg: intervals.BootstrapConfig, base: str = 'base', correction: str = 'none') -> dict:
+  """Per model and task the score's interval; per arm each change's and each derived number's paired
+  interval and permutation p-value (the derived ones from the same swaps, combined over the tasks).
+  `correction` ('none', 'holm', 'bh') adjusts the p-values within each family: the arm x task changes,
+  and the arm x derived numbers; the unadjusted one is kept as `p_value_unadjusted`.
+  `loaded`: load_scores(); every model evaluated on the same examples as the base."""
   base_records, base_scores = loaded[base]
   out = {'bootstrap': cfg.record(), 'num_examples': {t: len(base_records[t]) for t in suite.all},
-         'scores': {}, 'arms': {}}
+         'scores': {}, 'arms': {}, 'correction': correction}
   for model, (_, scores) in loaded.items():
     out['scores'][model] = {t: intervals.metric_intervals(scores[t], cfg, key=t)[primary[t]] for t in suite.all}
   for arm in sorted(m for m in loaded if m != base):
     records, scores = loaded[arm]
-    change, deltas_TxR = {}, {}
+    change, deltas_TxR, permuted_TxR = {}, {}, {}
     for task in suite.all:
       pairs = [(r['input'], r['target']) for r in records[task]]
       if not intervals.same_examples([(r['input'], r['target']) for r in base_records[task]], pairs):
@@ -153,14 +156,24 @@ def uncertainty(loaded: Mapping[str, tuple[dict, dict]], suite: Suite, primary: 
       change[task] = intervals.paired_difference(base_scores[task], scores[task], primary[task], cfg,
                                                  key=task).record()
       _, deltas_TxR[task] = intervals.paired_resamples(base_scores[task], scores[task], primary[task], cfg, key=task)
+      permuted_TxR[task] = intervals.permuted_differences(base_scores[task], scores[task], primary[task], cfg,
+                                                          key=task)
+    observed = _derived_values({t: change[t]['delta'] for t in suite.all}, suite)
     resampled = [_derived_values({t: float(deltas_TxR[t][r]) for t in suite.all}, suite) for r in range(cfg.resamples)]
+    permuted = [_derived_values({t: float(permuted_TxR[t][r]) for t in suite.all}, suite)
+                for r in range(cfg.resamples)]
     derived = {}
     for name in DERIVED:
       values_R = np.asarray([v[name] for v in resampled if v[name] is not None])
       if values_R.size:
         low, high = intervals.percentile_interval(values_R, cfg.confidence)
-        derived[name] = {'low': low, 'high': high, 'spans_zero': low <= 0 <= high}
+        p_value = intervals.permutation_p_value(observed[name], np.asarray([v[name] for v in permuted]))
+        derived[name] = {'low': low, 'high': high, 'spans_zero': low <= 0 <= high, 'p_value': p_value}
     out['arms'][arm] = {'change': change, 'derived': derived}
+  for family in ('change', 'derived'):
+    found = [entry for arm in out['arms'].values() for entry in arm[family].values()]
+    for entry, adjusted in zip(found, intervals.adjust_p_values([e['p_value'] for e in found], correction)):
+      entry['p_value_unadjusted'], entry['p_value'] = entry['p_value'], adjusted
   return out
 
 
@@ -197,16 +210,25 @@ def _fmt(value: float | None) -> str:
   return '' if value is None else intervals.format_number(value, True)
 
 
-def _with_interval(value: float | None, found: Mapping | None, alpha: float = 0.05) -> str:
-  """'+6.42 [+3.10, +9.80]', bold where the interval excludes 0 (and the p-value, if any, is below alpha)."""
+def _with_interval(value: float | None, found: Mapping | None,
+                   cfg: intervals.BootstrapConfig = intervals.BootstrapConfig()) -> str:
+  """'+6.42 [+3.10, +9.80] p=0.004', bold where intervals.significant (the one rule) holds."""
   if value is None:
     return ''
   if not found:
     return _fmt(value)
-  significant = not found['low'] <= 0 <= found['high'] and found.get('p_value', 0.0) < alpha
+  significant = 'p_value' in found and intervals.significant(found, cfg)
   text = f'**{_fmt(value)}**' if significant else _fmt(value)
   text = f"{text} [{_fmt(found['low'])}, {_fmt(found['high'])}]"
   return f"{text} p={found['p_value']:.3f}" if 'p_value' in found else text
+
+
+def bootstrap_config(found: Mapping | None) -> intervals.BootstrapConfig:
+  """The BootstrapConfig an uncertainty() record was made with (the default without one)."""
+  settings = (found or {}).get('bootstrap')
+  if not settings:
+    return intervals.BootstrapConfig()
+  return intervals.BootstrapConfig(settings['resamples'], settings['seed'], settings['confidence'])
 
 
 def shown_arms(derived: Mapping[str, dict], flags: Mapping[str, dict] | None, include_flagged: bool) -> list[str]:
@@ -225,13 +247,15 @@ def report_markdown(matrix: Matrix, derived: Mapping[str, dict], suite: Suite, b
   role = {**{t: 'target' for t in suite.target}, **{t: 'held-in' for t in suite.held_in},
           **{t: 'held-out' for t in suite.held_out}}
   arm_intervals = (uncertainty or {}).get('arms', {})
-  lines = [f'# {title}', '', '## Summary per arm (primary metric points, higher is better)', '',
+  cfg = bootstrap_config(uncertainty)
+  lines = [f'# {title}', '', '## Summary per arm (primary metric points; target gain, backward transfer and '
+           'held-out change: higher is better; mean and max forgetting: lower is better)', '',
            '| arm | target gain | backward transfer | mean forgetting | max forgetting | held-out change |',
            '|---|---|---|---|---|---|']
   for arm in shown:
     d, found = derived[arm], arm_intervals.get(arm, {}).get('derived', {})
     mark = ' (flagged)' if (flags or {}).get(arm, {}).get('exclude') else ''
-    lines.append(f'| {arm}{mark} | ' + ' | '.join(_with_interval(d[n], found.get(n)) for n in DERIVED) + ' |')
+    lines.append(f'| {arm}{mark} | ' + ' | '.join(_with_interval(d[n], found.get(n), cfg) for n in DERIVED) + ' |')
   left_out = [arm for arm in arms if arm not in shown]
   if left_out:
     lines += ['', 'Left out of the summary and the chart (sanity flags below; `include_flagged=True` shows them): '
@@ -256,7 +280,7 @@ def report_markdown(matrix: Matrix, derived: Mapping[str, dict], suite: Suite, b
     cells = [score(base)]
     for arm in arms:
       change = arm_intervals.get(arm, {}).get('change', {}).get(task)
-      delta = _with_interval(change['delta'], change) if change else _fmt(derived[arm]['change'][task])
+      delta = _with_interval(change['delta'], change, cfg) if change else _fmt(derived[arm]['change'][task])
       cells.append(f'{score(arm)} ({delta})')
     lines.append(f'| {task} | {role[task]} | {metric} | {counts.get(task, "")} | ' + ' | '.join(cells) + ' |')
   if learning_rates:
@@ -273,10 +297,20 @@ def report_markdown(matrix: Matrix, derived: Mapping[str, dict], suite: Suite, b
             '- Each cell of the matrix is the model\'s score and, in brackets, its change against the base.']
   if uncertainty:
     settings = uncertainty['bootstrap']
+    alpha = 1 - settings['confidence']
+    tests = sum(len(a['change']) + len(a['derived']) for a in uncertainty['arms'].values())
+    correction = uncertainty.get('correction', 'none')
     lines += [f"- Square brackets: {settings['confidence']:.0%} paired bootstrap intervals ({settings['resamples']} "
               f"resamples of each task's examples, seed {settings['seed']}; the arm and the base resampled alike); "
-              '**bold**: the interval excludes 0 and, for a task, the paired permutation test gives p < 0.05 '
-              '(percentile intervals run narrow on a few dozen examples; the test does not).']
+              f'p: paired permutation test (the summary numbers from the same swaps, combined over the tasks). '
+              f'**bold** (one rule, intervals.significant): the interval excludes 0 and p < {alpha:.2f} '
+              '(percentile intervals run narrow on a few dozen examples; the test does not).',
+              f'- Multiple comparisons: {tests} tests in this table; ' + (
+                  f'p-values are adjusted within each family (arm x task, arm x summary number) with '
+                  f"{'Holm' if correction == 'holm' else 'Benjamini-Hochberg'}'s method." if correction != 'none' else
+                  f'p-values are not adjusted, so among true-null comparisons about {alpha:.0%} are bold by chance; '
+                  "forgetting.run_study.correction = 'holm' (family-wise) or 'bh' (false discovery rate) "
+                  'adjusts them.')]
   if commands:
     lines += ['', '## Commands', '', '```'] + list(commands) + ['```']
   return '\n'.join(lines) + '\n'
@@ -288,15 +322,16 @@ def versus_markdown(reference: str, derived: Mapping[str, dict], found: Mapping,
   lines = [f'## Against {reference} (each arm minus {reference}; paired intervals, permutation p-values)', '',
            '| arm | ' + ' | '.join(suite.all) + ' | target gain | backward transfer | held-out change |',
            '|---|' + '---|' * (len(suite.all) + 3)]
+  cfg = bootstrap_config(found)
   for arm in arms:
     if arm == reference or arm not in derived:
       continue
     change, arm_found = derived[arm]['change'], found.get('arms', {}).get(arm, {})
     if arm_found:
-      cells = [_with_interval(arm_found['change'][t]['delta'], arm_found['change'][t]) for t in suite.all]
+      cells = [_with_interval(arm_found['change'][t]['delta'], arm_found['change'][t], cfg) for t in suite.all]
     else:
       cells = [_fmt(change[t]) for t in suite.all]
-    cells += [_with_interval(derived[arm][n], arm_found.get('derived', {}).get(n))
+    cells += [_with_interval(derived[arm][n], arm_found.get('derived', {}).get(n), cfg)
               for n in ('target_gain', 'backward_transfer', 'held_out_change')]
     lines.append(f'| {arm} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'

@@ -209,15 +209,54 @@ def paired_difference(a: ExampleScores, b: ExampleScores, name: str, cfg: Bootst
   rows = list(range(len(a))) if rows is None else list(rows)
   delta, deltas_R = paired_resamples(a, b, name, cfg, rows, key)
   low, high = percentile_interval(deltas_R, cfg.confidence)
-  # Approximate randomization: under "no difference" each example's two outputs are exchangeable.
-  rows_RxN = np.broadcast_to(np.asarray(rows, np.int64), (cfg.resamples, len(rows)))
-  swap_RxN = _rng(cfg, 'permutation/' + key).random((cfg.resamples, len(rows))) < 0.5
-  permuted_R = b.on(name, rows_RxN, swap_with=a, swap_RxN=swap_RxN) - a.on(name, rows_RxN, swap_with=b,
-                                                                              swap_RxN=swap_RxN)
-  extreme = int(np.sum(np.abs(permuted_R) >= abs(delta) - 1e-12))
   full_N = np.asarray([rows])
   return PairedDifference(float(a.on(name, full_N)[0]), float(b.on(name, full_N)[0]), delta, low, high,
-                          (extreme + 1) / (cfg.resamples + 1), len(rows))
+                          permutation_p_value(delta, permuted_differences(a, b, name, cfg, rows, key)),
+                          len(rows))
+
+
+def permuted_differences(a: ExampleScores, b: ExampleScores, name: str, cfg: BootstrapConfig,
+                         rows: Sequence[int] | None = None, key: str = '') -> np.ndarray:
+  """b - a under cfg.resamples random swaps of each example's two outputs (approximate randomization:
+  under "no difference" they are exchangeable); the swaps depend on (seed, key) only."""
+  rows = list(range(len(a))) if rows is None else list(rows)
+  rows_RxN = np.broadcast_to(np.asarray(rows, np.int64), (cfg.resamples, len(rows)))
+  swap_RxN = _rng(cfg, 'permutation/' + key).random((cfg.resamples, len(rows))) < 0.5
+  return b.on(name, rows_RxN, swap_with=a, swap_RxN=swap_RxN) - a.on(name, rows_RxN, swap_with=b, swap_RxN=swap_RxN)
+
+
+def permutation_p_value(observed: float, permuted_R: np.ndarray) -> float:
+  """Two-sided: the share of permuted values at least as far from 0 as the observed one (+1 smoothing)."""
+  extreme = int(np.sum(np.abs(np.asarray(permuted_R)) >= abs(observed) - 1e-12))
+  return (extreme + 1) / (len(permuted_R) + 1)
+
+
+CORRECTIONS = ('none', 'holm', 'bh')
+
+
+def adjust_p_values(p_values: Sequence[float], method: str) -> list[float]:
+  """Multiple-comparison adjustment of one family of tests: 'none', 'holm' (Holm 1979: family-wise error)
+  or 'bh' (Benjamini & Hochberg 1995: false discovery rate); adjusted values keep the input order."""
+  if method not in CORRECTIONS:
+    raise ValueError(f'correction must be one of {CORRECTIONS}, got {method!r}.')
+  p_N = np.asarray(p_values, np.float64)
+  n = len(p_N)
+  if method == 'none' or n == 0:
+    return [float(p) for p in p_N]
+  order = np.argsort(p_N, kind='stable')
+  adjusted = np.empty(n)
+  if method == 'holm':
+    running = 0.0
+    for rank, index in enumerate(order):
+      running = max(running, (n - rank) * p_N[index])
+      adjusted[index] = min(1.0, running)
+  else:
+    running = 1.0
+    for rank in range(n - 1, -1, -1):
+      index = order[rank]
+      running = min(running, p_N[index] * n / (rank + 1))
+      adjusted[index] = min(1.0, running)
+  return [float(p) for p in adjusted]
 
 
 def format_interval(value: float, low: float, high: float, signed: bool = False) -> str:

@@ -196,6 +196,34 @@ def test_study_analysis_intervals_flags_and_reference_arm(tmp_path):
   assert '| collapsed | 0.001 |' in report and '400 resamples' in report
   for name in ('results.json', 'change.png', 'curves.png', 'examples.md', 'examples.html'):
     assert (tmp_path / name).is_file()
+  # One rule in the summary and the matrix: bold needs the interval to exclude 0 and p < 0.05; the summary's
+  # derived numbers have permutation p-values too. 6 examples: at best p = 2/2**6, so a summary cell may
+  # have an interval excluding 0 and still not be bold.
+  gain = single['derived']['target_gain']
+  assert 0 < gain['p_value'] <= 1 and gain['p_value'] == gain['p_value_unadjusted']
+  for arm in ('single_task', 'replay'):
+    for family in ('change', 'derived'):
+      for name, found in results['uncertainty']['arms'][arm][family].items():
+        cell = fm._with_interval(found.get('delta', 1.0), found, cfg)  # pylint: disable=protected-access
+        assert cell.startswith('**') == (not found['spans_zero'] and found['p_value'] < 0.05), (arm, name, cell)
+  assert 'held-out change: higher is better; mean and max forgetting: lower is better' in summary
+  assert 'p-values are not adjusted' in report and "correction = 'holm'" in report
+  holm = analyse(suite, eval_dirs, curves, 0, cfg, False, 'single_task', 'holm')['uncertainty']
+  found = [e for arm in holm['arms'].values() for e in arm['change'].values()]
+  raw = sorted(e['p_value_unadjusted'] for e in found)
+  assert sorted(e['p_value'] for e in found)[0] == pytest.approx(min(1.0, len(found) * raw[0]))
+  assert all(e['p_value'] >= e['p_value_unadjusted'] for e in found)
+
+
+def test_holm_and_benjamini_hochberg_by_hand():
+  p = [0.01, 0.04, 0.03, 0.5]
+  assert intervals.adjust_p_values(p, 'none') == p
+  # Holm: sorted 0.01, 0.03, 0.04, 0.5 times 4, 3, 2, 1, running max: 0.04, 0.09, 0.09, 0.5
+  assert intervals.adjust_p_values(p, 'holm') == pytest.approx([0.04, 0.09, 0.09, 0.5])
+  # BH: p * 4 / rank, running min from the largest: 0.5, 0.053.., 0.053.., 0.04
+  assert intervals.adjust_p_values(p, 'bh') == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
+  with pytest.raises(ValueError, match='correction must be one of'):
+    intervals.adjust_p_values(p, 'bonferroni')
 
 
 def test_readme_compare_command(tmp_path):
