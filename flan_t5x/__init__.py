@@ -31,6 +31,10 @@ def _cpu_only_platforms() -> None:
 
 _cpu_only_platforms()
 
+# TensorFlow's C++ start-up lines (fd 2, before any log setting acts) stay out of jobs and notebooks.
+from flan_t5x import quiet as _quiet  # pylint: disable=g-import-not-at-top
+_quiet.quiet_tensorflow_start()
+
 # A job (`python -m flan_t5x.train ...`) keeps freed host memory for reuse on CPU-only hosts. This is
 # the first code of such a run, before TensorFlow or JAX start threads: later is too late for glibc
 # (host_memory.py). Imported as a library, nothing happens here.

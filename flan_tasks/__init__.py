@@ -3,7 +3,11 @@
 `import flan_tasks` registers every built-in task and mixture with SeqIO (no data is read until a
 dataset is built). See README.md for the naming scheme and how to add your own data.
 """
-from flan_tasks.config import absolute_path, configure
+# First, before anything imports TensorFlow: its start-up C++ lines stay out of notebooks (flan_t5x's
+# package init and this module import no JAX).
+from flan_t5x import quiet as _quiet
+_quiet.quiet_tensorflow_start()
+from flan_tasks.config import absolute_path, configure  # pylint: disable=g-import-not-at-top
 from flan_tasks.flan_collection import (HeldOutLeakError, add_flan_collection, add_weighted_mixture,
                                         check_no_leak)
 from flan_tasks.formatting import METADATA_FEATURES

@@ -59,6 +59,12 @@ def execute(root: pathlib.Path, name: str, parameters: dict) -> nbformat.Noteboo
   return nb
 
 
+def stderr_outputs(nb) -> list[str]:
+  """Every stderr stream of an executed notebook (red blocks for its reader): none is expected on CPU."""
+  return [out["text"] for cell in nb.cells for out in cell.get("outputs", [])
+          if out.get("output_type") == "stream" and out.get("name") == "stderr"]
+
+
 def readme_commands() -> list[str]:
   text = (REPO / "README.md").read_text(encoding="utf-8")
   section = text[text.index(README_SECTION):]
@@ -84,6 +90,7 @@ def test_readme_notebook_commands(tmp_path):
   for command, result in zip(commands, results):
     assert result.returncode == 0, (command, result.stderr[-4000:])
   nb = nbformat.read(root / "notebooks" / "inspect_tasks.out.ipynb", as_version=4)
+  assert not stderr_outputs(nb), stderr_outputs(nb)
   text, html = outputs(nb)
   assert "install skipped" in text
   assert "demo_support_fs" in text and "held-out" in text and "not here" in text  # the task table
@@ -102,6 +109,7 @@ def test_finetune_notebook(tmp_path):
   cpu_cost = {"TRAIN_STEPS": 20, "EVAL_EXAMPLES": 4, "EVAL_LENGTHS": {"inputs": 256, "targets": 64},
               "GIN_BINDINGS": ["BATCH_SIZE = 8", "TASK_FEATURE_LENGTHS = {'inputs': 128, 'targets': 32}"]}
   nb = execute(root, "finetune_and_evaluate.ipynb", cpu_cost)
+  assert not stderr_outputs(nb), stderr_outputs(nb)  # no TF/XLA/CUDA start-up lines, no text progress bars
   text, _ = outputs(nb)
   assert "JAX devices" in text and "fresh parameters" in text
   assert (root / "runs/notebook_finetune/demo/checkpoint_20").is_dir()  # the engine's own checkpoint

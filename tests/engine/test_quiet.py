@@ -47,3 +47,20 @@ def test_eval_job_prints_no_library_noise(tmp_path):
   assert '[flan_t5x] demo_support_zs: decoding 2 examples in 1 batches' in done.stdout
   heard = [line for line in (done.stdout + done.stderr).splitlines() if any(n in line for n in NOISE)]
   assert not heard, heard
+
+
+@pytest.mark.parametrize('code', ['import flan_tasks', 'import flan_t5x, tensorflow as tf; tf.constant(1).numpy()'])
+def test_the_first_tensorflow_import_prints_nothing(code):
+  """TensorFlow's C++ start-up lines (absl's InitializeLog note, cudart_stub, cuInit on a CPU machine)
+  reach neither a notebook nor a terminal; FLAN_SHOW_STARTUP_LOGS=1 keeps them."""
+  env = {k: v for k, v in os.environ.items() if k not in ('TF_CPP_MIN_LOG_LEVEL', 'FLAN_SHOW_STARTUP_LOGS')}
+  env['PYTHONPATH'] = helpers.REPO_ROOT
+  done = subprocess.run([sys.executable, '-c', code + "; print('imported')"], env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0 and done.stdout.strip() == 'imported' and done.stderr == '', done.stderr[-2000:]
+  shown = subprocess.run([sys.executable, '-c', code], env=dict(env, FLAN_SHOW_STARTUP_LOGS='1'),
+                         capture_output=True, text=True, timeout=300)
+  assert shown.returncode == 0
+  if os.path.exists('/dev/nvidia0'):
+    return  # with a GPU driver TensorFlow has nothing to say about CUDA
+  assert 'cudart_stub' in shown.stderr or 'absl::InitializeLog' in shown.stderr, shown.stderr[-2000:]
