@@ -258,7 +258,8 @@ def _progress_bar(total: int):
 
 
 def metrics_table(results_by_name: Mapping[str, Mapping[str, dict]]):
-  """{run name: evaluate() results} -> a pandas DataFrame, one row per task and metric, one column per run."""
+  """{run name: evaluate() results} -> a pandas DataFrame, one row per task and metric, one column per run,
+  values rounded to 2 decimals as reports show them (metrics are on 0-100 scales)."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
   rows = collections.defaultdict(dict)
   for run, results in results_by_name.items():
@@ -269,4 +270,4 @@ def metrics_table(results_by_name: Mapping[str, Mapping[str, dict]]):
         rows[(task, f'rank_classification/{metric}')][run] = value
   frame = pd.DataFrame.from_dict(rows, orient='index')
   frame.index = pd.MultiIndex.from_tuples(frame.index, names=['task', 'metric'])
-  return frame.sort_index()
+  return frame.sort_index().round(2)

@@ -253,7 +253,7 @@ _METRIC_NAMES = {fn: name for name, fn in metrics_lib.METRICS_BY_NAME.items()}
 
 def _examples(task: seqio.Task, split: str) -> object:
   if split not in task.splits:
-    return None
+    return "no split"
   source = task.source
   if hasattr(source, "available") and not source.available(split):
     return "not here"
@@ -278,6 +278,16 @@ class TaskTable:
     return _table_html(header, cells)
 
 
+def _mixture_count(counts: Sequence[object]) -> object:
+  """The members' examples summed; 'not here' when no member's data is on this machine, and the sum
+  with how many members are missing when some are."""
+  here = [c for c in counts if isinstance(c, int)]
+  if not here:
+    return "not here"
+  missing = len(counts) - len(here)
+  return sum(here) if not missing else f"{sum(here)} (+{missing} not here)"
+
+
 def task_table(splits: Sequence[str] = ("train", "validation"), count_examples: bool = True) -> TaskTable:
   """family, zero/few-shot, template count, examples per split, metrics, held-out or training.
 
@@ -286,22 +296,28 @@ def task_table(splits: Sequence[str] = ("train", "validation"), count_examples: 
   rows = []
   for info in sorted(registry.all_task_info(), key=lambda i: i.name):
     task = seqio.get_mixture_or_task(info.name)
-    row = {"name": info.name, "kind": "task", "group": info.group, "family": info.family,
+    row = {"name": info.name, "kind": "task", "group": info.group, "family": info.family, "tasks": 1,
            "shots": "few-shot" if info.variant == "fs" else "zero-shot", "templates": info.num_templates}
     for split in splits:
-      row[f"{split}_examples"] = _examples(task, split) if count_examples else None
+      row[f"{split}_examples"] = _examples(task, split) if count_examples else "-"
     row["metrics"] = ", ".join(_METRIC_NAMES.get(f, getattr(f, "__name__", "?")) for f in task.metric_fns)
     row["role"] = "held-out" if info.held_out else "training"
     rows.append(row)
+  by_name = {r["name"]: r for r in rows}
   for name in sorted(seqio.MixtureRegistry.names()):
     mixture = seqio.get_mixture_or_task(name)
     # flan mixtures list their members even where their data is missing (`tasks` would raise)
     members = mixture.listed_tasks if hasattr(type(mixture), "listed_tasks") else mixture.tasks
     known = {i.name for i in registry.all_task_info()}
     infos = [registry.task_info(t.name) for t in members if t.name in known]
+    member_rows = [by_name[t.name] for t in members if t.name in by_name]
+    shots = sorted({r["shots"] for r in member_rows}, reverse=True)  # zero-shot before few-shot
     row = {"name": name, "kind": "mixture", "group": ", ".join(sorted({i.group for i in infos})) or "?",
-           "family": ", ".join(sorted({i.family for i in infos})), "shots": f"{len(members)} tasks",
-           "templates": None, **{f"{s}_examples": None for s in splits}, "metrics": "",
+           "family": ", ".join(sorted({i.family for i in infos})), "tasks": len(members),
+           "shots": " + ".join(shots) or "-", "templates": "-",
+           **{f"{s}_examples": _mixture_count([r[f"{s}_examples"] for r in member_rows]) if count_examples
+              else "-" for s in splits},
+           "metrics": ", ".join(sorted({m for r in member_rows for m in r["metrics"].split(", ") if m})),
            "role": ("held-out" if infos and all(i.held_out for i in infos) else
                     "training" if infos and not any(i.held_out for i in infos) else "mixed")}
     rows.append(row)

@@ -72,7 +72,12 @@ def test_task_table_rows(tmp_path):
       "task", "dialogue_summarization", "zero-shot", "training")
   assert row["train_examples"] == 6 and row["validation_examples"] == 6 and row["metrics"] == "rouge"
   assert table.loc["demo_support_fs", "role"] == "held-out" and table.loc["demo_support_fs", "shots"] == "few-shot"
-  assert table.loc["demo_heldout", "kind"] == "mixture" and table.loc["demo_heldout", "shots"] == "4 tasks"
+  heldout = table.loc["demo_heldout"]
+  assert (heldout["kind"], heldout["tasks"], heldout["shots"], heldout["templates"]) == (
+      "mixture", 4, "zero-shot + few-shot", "-")
+  assert heldout["validation_examples"] == sum(table.loc[t, "validation_examples"] for t in (
+      "demo_support_zs", "demo_support_fs", "demo_restaurant_zs", "demo_restaurant_fs"))
+  assert not table.isna().any().any() and "None" not in inspect_views.task_table(count_examples=False)._repr_html_()
   assert table.loc["demo_heldout", "role"] == "held-out" and table.loc["demo_mix", "role"] == "training"
   assert "<table>" in inspect_views.task_table(count_examples=False)._repr_html_()
 

@@ -63,6 +63,7 @@ def test_train_resume_predict_score_evaluate(tmp_path):
   assert os.path.isfile(tmp_path / "eval" / "results.json")
   table = interactive.metrics_table({"resumed": results})
   assert ("demo_restaurant_zs", "accuracy") in table.index and list(table.columns) == ["resumed"]
+  assert (table.round(2) == table).all().all()  # shown as reports show them, not 6 decimals
   second.close()
 
 
