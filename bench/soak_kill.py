@@ -222,9 +222,12 @@ def _integrity():
 
 
 def _listing(model_dir) -> dict[str, tuple[int, int]]:
-  """Every file under MODEL_DIR (but the run lock) -> (size, mtime_ns): what a fault must not touch."""
+  """Every file under MODEL_DIR -> (size, mtime_ns): what a fault must not touch. Left out: the run lock
+  and a killed save's orbax temporary directory (every start removes it: it never held a checkpoint)."""
   out = {}
   for root, _, names in os.walk(model_dir):
+    if TMP_MARK in root:
+      continue
     for name in names:
       if not name.startswith(_LOCK_PREFIX):
         path = os.path.join(root, name)
@@ -266,8 +269,10 @@ def _fault_optimizer(model_dir, steps, period, log) -> dict:
   if (done.returncode in (0, PREEMPTED_EXIT_CODE) or not last.startswith('error:')
       or 'another optimizer' not in last or 'nothing was moved' not in last):
     problems.append(f'exit {done.returncode}, last line {last[:300]!r}')
-  if _listing(model_dir) != before:
-    problems.append('MODEL_DIR changed')
+  after = _listing(model_dir)
+  if after != before:
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    problems.append(f'MODEL_DIR changed: {changed[:5]}')
   return {'checkpoints': complete_steps(model_dir), 'error': last[:300], 'problems': problems}
 
 
