@@ -219,7 +219,7 @@ def no_flan_data(tmp_path):
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Not part of a user's copy of the root: environments, history, outputs, and what the tests read
 # from the checkout itself.
-_NOT_IN_REPO_COPY = {".venv", ".git", "runs", "docs", "tests", "notebooks", "build"}
+_NOT_IN_REPO_COPY = {".venv", ".git", "runs", "docs", "tests", "notebooks", "build", "site", ".cache"}
 
 
 def copy_repo_root(dest: pathlib.Path, keep: tuple[str, ...] = ()) -> pathlib.Path:

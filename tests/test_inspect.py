@@ -109,3 +109,39 @@ def test_a_dataset_name_gets_did_you_mean(capsys):
   from flan_tasks import inspect as inspect_cli  # pylint: disable=g-import-not-at-top
   assert inspect_cli.main(["dialogsum"]) == 2
   assert "Did you mean dialogsum_fs, dialogsum_zs?" in capsys.readouterr().err
+
+
+def _readme_inspect_commands() -> list[str]:
+  import pathlib  # pylint: disable=g-import-not-at-top
+  text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+  section = text[text.index("## flan_tasks in five minutes"):]
+  block = section[section.index("```bash\n") + len("```bash\n"):]
+  return [line for line in block[:block.index("```")].splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readme_inspect_commands_run_as_written_on_shared_data(repo_copy):
+  """From a copy of the root with ../shared beside it; CPU cost appended: 1 example of 40 sampled."""
+  import os  # pylint: disable=g-import-not-at-top
+  import shlex  # pylint: disable=g-import-not-at-top
+  from tests.conftest import SHARED_DATASETS, SHARED_SPIECE  # pylint: disable=g-import-not-at-top
+  if not SHARED_DATASETS.is_dir() or not SHARED_SPIECE.is_file():
+    pytest.skip("needs ../shared")
+  (repo_copy.parent / "shared").symlink_to(SHARED_DATASETS.parent)
+  commands = _readme_inspect_commands()
+  assert len(commands) == 2 and "inspect flan_mix" in commands[0], commands
+  outputs = {}
+  for command in commands:
+    words = shlex.split(command)
+    env = dict(os.environ, PYTHONPATH=str(repo_copy))
+    while "=" in words[0]:
+      key, value = words.pop(0).split("=", 1)
+      env[key] = value
+    argv = [sys.executable if w == "python" else w for w in words] + ["--n", "1", "--sample", "40"]
+    done = subprocess.run(argv, cwd=repo_copy, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (command, done.stderr[-3000:])
+    name = words[words.index("flan_tasks.inspect") + 1]
+    assert f"== {name} (train)" in done.stdout, done.stdout[:2000]
+    outputs[name] = done.stdout
+  assert "left out, data not available here: cnn_dailymail_fs, cnn_dailymail_zs" in outputs["flan_mix"]
+  assert "samsum_zs" in outputs["flan_mix"] and "input ids" in outputs["dialogsum_zs"]
