@@ -7,6 +7,7 @@ dataset is built). See README.md for the naming scheme and how to add your own d
 # package init and this module import no JAX).
 from flan_t5x import quiet as _quiet
 _quiet.quiet_tensorflow_start()
+_quiet.drop_known_noise()  # e.g. TFDS's note on a dataset folder that does not exist here
 from flan_tasks.config import absolute_path, configure  # pylint: disable=g-import-not-at-top
 from flan_tasks.flan_collection import (HeldOutLeakError, add_flan_collection, add_weighted_mixture,
                                         check_no_leak)
