@@ -25,6 +25,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -98,10 +99,23 @@ def _flags(gin_files: Sequence[str], bindings: Mapping[str, str]) -> list[str]:
   return [f'--gin_file={path}' for path in gin_files] + [f'--gin.{k}={v}' for k, v in bindings.items()]
 
 
+def shell_word(arg: str) -> str:
+  """`arg` as the README writes it for a shell: bare where safe, `--gin.X="'value'"` for a gin binding
+  with quotes, shlex's quoting only where double quotes would not keep it literal."""
+  if re.fullmatch(r"[\w@%+=:,./-]+", arg):
+    return arg
+  if re.search(r'["$`\\!]', arg):
+    return shlex.quote(arg)
+  if arg.startswith('--') and '=' in arg:
+    name, value = arg.split('=', 1)
+    return f'{name}="{value}"'
+  return f'"{arg}"'
+
+
 def _run(job: str, args: Sequence[str], log_path: str) -> str:
   """Runs `python -m flan_t5x.<job>`, its output appended to `log_path`; returns the command line."""
   command = [sys.executable, '-m', f'flan_t5x.{job}', *args]
-  printable = shlex.join(command[1:])  # copy-pasteable into a shell
+  printable = 'python ' + ' '.join(shell_word(a) for a in command[1:])  # copy-pasteable into a shell
   print(f'[flan_t5x] study: {printable}\n[flan_t5x]   its output goes to {log_path} '
         f'(follow it with: tail -f {shlex.quote(log_path)})', flush=True)
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -114,7 +128,7 @@ def _run(job: str, args: Sequence[str], log_path: str) -> str:
     with open(log_path) as log:
       tail = log.read()[-3000:]
     raise RuntimeError(f'flan_t5x.{job} failed (exit {done.returncode}); log {log_path}:\n{tail}')
-  return 'python ' + printable
+  return printable
 
 
 def _train(study_dir: str, name: str, model_dir: str, gin_files: Sequence[str], bindings: Mapping[str, str],

@@ -169,3 +169,12 @@ def test_readme_cpu_study_command_runs_as_written_on_shared_data(repo_copy):
   assert set(results['matrix']) == {'base', 'single_task', 'multi_task', 'replay_10pct', 'lora_single_task'}
   assert results['uncertainty']['num_examples']['dialogsum_zs'] == 2
   assert (study / 'arms' / 'single_task' / 'checkpoint_3').is_dir()  # base step 2 + 1 step
+
+
+def test_report_commands_read_as_the_readme_writes_them_and_round_trip_through_a_shell():
+  from flan_t5x import forgetting  # pylint: disable=g-import-not-at-top
+  args = ['-m', 'flan_t5x.train', '--gin_file=gin/demo.gin', "--gin.MODEL_DIR='/tmp/a b'",
+          '--gin.TRAIN_STEPS=400', "--gin.MIXTURE_OR_TASK_NAME='x'", 'say "hi" $HOME']
+  words = [forgetting.shell_word(a) for a in args]
+  assert words[2:5] == ['--gin_file=gin/demo.gin', '--gin.MODEL_DIR="\'/tmp/a b\'"', '--gin.TRAIN_STEPS=400']
+  assert shlex.split(' '.join(words)) == args
