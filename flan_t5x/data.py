@@ -83,6 +83,21 @@ def has_split(config: DatasetConfig) -> bool:
   return config.split in seqio.get_mixture_or_task(config.mixture_or_task_name).splits
 
 
+def check_local_files(config: DatasetConfig) -> None:
+  """Reads every local data file of the tasks `config` trains on (its split), so that a bad row or a
+  missing column is a one-line BadRowError naming the file and line before any work. The rows are
+  kept (flan_tasks' sources cache them), so the input pipeline does not read them again."""
+  import_task_module(config)
+  provider = seqio.get_mixture_or_task(config.mixture_or_task_name)
+  # flan mixtures also list members whose data is missing (`tasks` leaves them out)
+  members = getattr(provider, 'listed_tasks', None) or [provider]
+  tasks = [t for member in members for t in seqio.get_subtasks(member)]
+  for task in tasks:
+    source = task.source
+    if hasattr(source, 'local_paths') and source.local_paths(config.split) is not None:
+      source.load_columns(config.split)
+
+
 def get_dataset(config: DatasetConfig, feature_converter: seqio.FeatureConverter, seed: int,
                 num_epochs: int | None, shard: seqio.ShardInfo | None = None) -> tf.data.Dataset:
   """This host's batches of the global batch (`batch_size / process_count` rows each).

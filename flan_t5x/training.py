@@ -348,6 +348,7 @@ def train(*, model: models.EncoderDecoderModel, model_dir: str,
     if cfg is not None:
       config_checks.check_task_name(cfg.mixture_or_task_name, cfg.module)
       task_vocab.check_vocabularies(model, cfg.mixture_or_task_name, cfg.module)
+      data.check_local_files(cfg)  # a bad row or a missing column: its file and line, before MODEL_DIR
   if total_steps is not None:
     _check_steps_to_train(model_dir, checkpoint_cfg.restore.path, total_steps)
   os.makedirs(model_dir, exist_ok=True)

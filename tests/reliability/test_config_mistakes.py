@@ -245,3 +245,17 @@ def test_a_job_failing_on_the_users_input_is_one_error_line_and_the_traceback_ne
   verbose = subprocess.run(command + ['--verbosity=0'], env=faults.child_env(), capture_output=True, text=True,
                            timeout=300, cwd=gin_utils.REPO_ROOT)
   assert verbose.returncode == 1 and 'Traceback' in verbose.stderr
+
+
+def test_a_data_file_missing_its_target_column_fails_before_model_dir_naming_file_and_line(tmp_path):
+  """The user's CSV lacks the `summary` column the task reads: found before the model is built or
+  MODEL_DIR (config.gin) is written, as a BadRowError with the file and the row's line."""
+  import flan_tasks  # pylint: disable=g-import-not-at-top
+  csv_path = tmp_path / 'chats.csv'
+  csv_path.write_text('chat,summry\n"Ann: Is it fixed?\nBob: Yes.",It was fixed.\n', encoding='utf-8')
+  name = flan_tasks.add_instruction_task('mistake_chats', str(csv_path), 'chat', 'summary',
+                                         family='dialogue_summarization', vocabulary=helpers.tiny_task.VOCAB)
+  model_dir, run = _parse_and_train(tmp_path, MIXTURE_OR_TASK_NAME=f"'{name}'", MIXTURE_OR_TASK_MODULE='None')
+  with pytest.raises(ValueError, match=rf"{csv_path}:2: .*summary"):
+    run()
+  assert not model_dir.exists()
