@@ -138,22 +138,50 @@ def _differences_markdown(sections: Sequence[Differences]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+_DIFFERENCES_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+label{font-weight:600;margin-right:.5em}select{font-size:1em;padding:.2em}
+table{border-collapse:collapse;width:100%;table-layout:fixed;font-size:.92em}
+th{background:#f3f4f6;text-align:left;position:sticky;top:0}
+td,th{vertical-align:top;white-space:pre-wrap;word-wrap:break-word;border:1px solid #d0d7de;padding:6px}
+tr:nth-child(even) td{background:#fafbfc}td.score{white-space:nowrap}
+.better{color:#116329;font-weight:600}.worse{color:#a40e26;font-weight:600}
+"""
+# Shows only the chosen task's sections; without JavaScript every section stays visible.
+_DIFFERENCES_FILTER = """
+<script>
+function showTask(task){document.querySelectorAll('section[data-task]').forEach(function(s){
+  s.style.display=(task===''||s.dataset.task===task)?'':'none';});}
+</script>
+"""
+
+
 def _differences_html(sections: Sequence[Differences]) -> str:
   escape = html.escape
+  tasks = list(dict.fromkeys(section.task for section in sections))
   parts = ['<!DOCTYPE html><html><head><meta charset="utf-8"><title>Where the runs differ most</title>',
-           '<style>td{vertical-align:top;white-space:pre-wrap;border:1px solid #ccc;padding:4px}'
-           'table{border-collapse:collapse}</style></head><body><h1>Where the runs differ most</h1>']
+           f'<style>{_DIFFERENCES_STYLE}</style>{_DIFFERENCES_FILTER}</head><body>',
+           '<h1>Where the runs differ most</h1>']
+  if len(tasks) > 1:
+    options = ''.join(f'<option value="{escape(t)}">{escape(t)}</option>' for t in tasks)
+    parts.append('<p><label for="task">Task</label><select id="task" onchange="showTask(this.value)">'
+                 f'<option value="">all {len(tasks)} tasks</option>{options}</select></p>')
   for section in sections:
     a_label, b_label, task, metric, rows = (section.a_label, section.b_label, section.task, section.metric,
                                             section.rows())
+    parts.append(f'<section data-task="{escape(task)}">')
     parts.append(f'<h2>{escape(task)}: {escape(b_label)} vs {escape(a_label)} (per-example {escape(metric)})</h2>')
-    parts.append(f'<table><tr><th>example</th><th>input</th><th>target</th><th>{escape(a_label)}</th>'
+    parts.append('<table><colgroup><col style="width:8%"><col style="width:32%"><col style="width:20%">'
+                 '<col style="width:20%"><col style="width:20%"></colgroup>'
+                 f'<tr><th>example</th><th>input</th><th>target</th><th>{escape(a_label)}</th>'
                  f'<th>{escape(b_label)}</th></tr>')
     for index, a, b, a_score, b_score in rows:
+      b_class = 'better' if b_score > a_score else 'worse' if b_score < a_score else ''
       parts.append(f"<tr><td>{index}</td><td>{escape(str(a['input']))}</td><td>{escape(str(a['target']))}</td>"
                    f"<td>{escape(str(a['prediction']))}<br><b>{a_score:.1f}</b></td>"
-                   f"<td>{escape(str(b['prediction']))}<br><b>{b_score:.1f}</b></td></tr>")
-    parts.append('</table>')
+                   f"<td>{escape(str(b['prediction']))}<br><b class=\"{b_class}\">{b_score:.1f}</b></td></tr>")
+    parts.append('</table></section>')
   if not sections:
     parts.append('<p>No task with the same examples in the first run and another run.</p>')
   return '\n'.join(parts + ['</body></html>']) + '\n'

@@ -148,7 +148,17 @@ def test_compare_two_tiny_eval_dirs_with_counts_intervals_flags_and_examples(tmp
   text = open(md).read()
   assert '## demo_support_zs: tuned (step 200) vs base (step 100) (per-example rougeLsum)' in text
   assert SUPPORT_TARGETS[0] in text and 'No.' not in text  # the largest gaps first, 2 shown
-  assert '<table>' in open(page).read()
+  page_html = open(page).read()
+  assert '<table>' in page_html and '<style>' in page_html and 'data-task="demo_support_zs"' in page_html
+  assert '<select id="task"' not in page_html  # one task: nothing to filter
+  two = _eval_dir(tmp_path / 'two', {'demo_support_zs': (SUPPORT_TARGETS, SUPPORT_TARGETS, templates),
+                                     'demo_restaurant_zs': (['5', '4'], ['5', '3'], [0, 0])}, 3)
+  two_base = _eval_dir(tmp_path / 'two_base', {'demo_support_zs': (SUPPORT_TARGETS, ['x'] * 6, templates),
+                                               'demo_restaurant_zs': (['5', '4'], ['4', '4'], [0, 0])}, 1)
+  _, page = compare.side_by_side([two_base, two], str(tmp_path / 'diff2'), per_task=2)
+  page_html = open(page).read()
+  assert '<option value="demo_restaurant_zs">demo_restaurant_zs</option>' in page_html  # filter by task
+  assert page_html.count('<section data-task=') == 2 and 'class="better"' in page_html
 
   other = _eval_dir(tmp_path / 'other', {'demo_restaurant_zs': (['5', '4'], ['5', '3'], [0, 0])}, 5)
   capsys.readouterr()
