@@ -51,7 +51,11 @@ def test_eval_job_prints_no_library_noise(tmp_path):
   assert not heard, heard
 
 
-@pytest.mark.parametrize('code', ['import flan_tasks', 'import flan_t5x, tensorflow as tf; tf.constant(1).numpy()'])
+@pytest.mark.parametrize('code', [
+    'import flan_tasks', 'import flan_t5x, tensorflow as tf; tf.constant(1).numpy()',
+    # the README's flan_tasks snippet, read partly (TF's "did not fully read the dataset" case)
+    "import flan_tasks, seqio; ds = seqio.get_mixture_or_task('demo_support_zs').get_dataset("
+    "{'inputs': 256, 'targets': 64}, split='validation', shuffle=False); next(iter(ds))"])
 def test_the_first_tensorflow_import_prints_nothing(code):
   """TensorFlow's C++ start-up lines (absl's InitializeLog note, cudart_stub, cuInit on a CPU machine)
   reach neither a notebook nor a terminal; FLAN_SHOW_STARTUP_LOGS=1 keeps them."""
