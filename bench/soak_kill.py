@@ -276,10 +276,15 @@ def _fault_optimizer(model_dir, steps, period, log) -> dict:
   return {'checkpoints': complete_steps(model_dir), 'error': last[:300], 'problems': problems}
 
 
-def _moved(model_dir) -> list[int]:
-  """Steps of the checkpoints fallback_to_previous moved to MODEL_DIR/damaged/."""
+def _moved(model_dir) -> list[str]:
+  """The names in MODEL_DIR/damaged/: what fallback_to_previous moved (`checkpoint_10`, or
+  `checkpoint_10.2` when a checkpoint of that step was moved before)."""
   damaged_dir = os.path.join(model_dir, 'damaged')
-  return sorted(int(n.split('_')[1]) for n in os.listdir(damaged_dir)) if os.path.isdir(damaged_dir) else []
+  return sorted(os.listdir(damaged_dir)) if os.path.isdir(damaged_dir) else []
+
+
+def _steps(names) -> list[int]:
+  return sorted(int(re.match(r'checkpoint_(\d+)', n).group(1)) for n in names)
 
 
 def _fault_all_damaged(model_dir, steps, period, log) -> dict:
@@ -294,7 +299,7 @@ def _fault_all_damaged(model_dir, steps, period, log) -> dict:
       _flip_byte(_largest_file(os.path.join(copy, f'checkpoint_{step}', 'state')))
     moved_before = _moved(copy)  # an earlier 'fallback' fault's
     done = _run_once(copy, steps, period, FALLBACK)
-    moved = sorted(set(_moved(copy)) - set(moved_before))
+    moved = _steps(set(_moved(copy)) - set(moved_before))
     problems = []
     if (done.returncode in (0, PREEMPTED_EXIT_CODE) or 'initialized from scratch' in done.stdout
         or not _last_line(done.stderr).startswith('error: NoIntactCheckpointError')):
@@ -336,9 +341,10 @@ def _fault_fallback(model_dir, steps, period, log) -> dict:
   damaged/, and the run resumes from the previous one (the soak goes on from there)."""
   steps_before = complete_steps(model_dir)
   newest = steps_before[-1]
+  moved_before = _moved(model_dir)
   _flip_byte(_largest_file(os.path.join(model_dir, f'checkpoint_{newest}', 'state')))
   life = _Life(model_dir, steps, log, period, FALLBACK)
-  return {'newest': newest, 'problems': [], 'life': life,
+  return {'newest': newest, 'problems': [], 'life': life, 'moved_before': moved_before,
           'expect_resume': steps_before[-2] if len(steps_before) > 1 else -1, 'expect_moved': [newest]}
 
 
@@ -362,7 +368,7 @@ def run_fault(kind: str, model_dir, steps: int, period: int, log) -> dict:
     if 'expect_line' in result and not any(result['expect_line'] in line for line in life.lines):
       problems.append(f'no line saying {result["expect_line"]!r}')
     if 'expect_moved' in result:
-      moved = _moved(model_dir)
+      moved = _steps(set(_moved(model_dir)) - set(result.pop('moved_before')))
       result['moved'] = moved
       if moved != result['expect_moved']:
         problems.append(f'moved {moved}, expected {result["expect_moved"]}')
