@@ -47,7 +47,7 @@ test-hf: $(HF_STAMP)
 	FLAN_REQUIRE_HF=1 $(VPY) -m pytest -q -m hf -rs tests
 
 # The documentation site (mkdocs.yml) into site/, warnings as errors: the guides in docs/, gin/README.md,
-# both notebooks and the API reference from the docstrings.
+# the notebooks (the inspect one executed, about 45 s) and the API reference from the docstrings.
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
