@@ -8,8 +8,6 @@
   keep those for eval; training never needs them). Any other feature is still reported;
 - gin, for each search path a missing gin file was looked for: `Path not found: ...` (the job then
   reports the missing file in one line, with the nearest names);
-- TFDS, probing a dataset that is not on this machine: `Variant folder <dir> has no dataset_info.json`,
-  dropped only when <dir> does not exist (flan_tasks then says which data is missing and how to give it);
 - TensorFlow's C++ start-up lines at its first import (`quiet_tensorflow_start`).
 """
 
@@ -27,15 +25,11 @@ _READ_ONLY = ('CheckpointManagerOptions.read_only=True, setting save_interval_st
               'Given directory is read only')
 _PACKING = 'Features not in `features_length` will be removed during packing'
 _GIN_SEARCH = 'Path not found: '
-_TFDS_VARIANT = re.compile(r'Variant folder (.+) has no dataset_info\.json$')
 
 
 def is_noise(message: str) -> bool:
   if message.startswith(_READ_ONLY) or message.startswith(_GIN_SEARCH):
     return True
-  variant = _TFDS_VARIANT.match(message)
-  if variant:
-    return not os.path.exists(variant.group(1))
   if message.startswith(_PACKING):
     names = re.findall(r"'([^']+)'", message[len(_PACKING):])
     return bool(names) and all(name.endswith('_pretokenized') for name in names)

@@ -3,11 +3,34 @@
 `import flan_tasks` registers every built-in task and mixture with SeqIO (no data is read until a
 dataset is built). See README.md for the naming scheme and how to add your own data.
 """
-# First, before anything imports TensorFlow: its start-up C++ lines stay out of notebooks (flan_t5x's
-# package init and this module import no JAX).
-from flan_t5x import quiet as _quiet
-_quiet.quiet_tensorflow_start()
-_quiet.drop_known_noise()  # e.g. TFDS's note on a dataset folder that does not exist here
+import os as _os
+import sys as _sys
+
+
+def _import_tensorflow_quietly() -> None:
+  """TensorFlow's first import writes C++ lines to file descriptor 2 (absl's InitializeLog note,
+  `cudart_stub ... Could not find cuda drivers` on a CPU machine) before any log setting can act; a
+  notebook shows them as red blocks. flan_tasks imports it (through seqio) with fd 2 at /dev/null;
+  its real failures arrive as Python exceptions. FLAN_SHOW_STARTUP_LOGS=1 keeps the lines.
+  (flan_t5x's jobs do the same through flan_t5x/quiet.py; flan_tasks imports nothing of flan_t5x.)"""
+  if "tensorflow" in _sys.modules or _os.environ.get("FLAN_SHOW_STARTUP_LOGS") == "1":
+    return
+  # Without a GPU driver, TF's `failed call to cuInit` at its first op is an error line that says
+  # nothing (flan_t5x/__init__.py: the same rule for its jobs); a value the user set is kept.
+  has_gpu_driver = any(_os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+  _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if has_gpu_driver else "3")
+  _sys.stderr.flush()
+  saved, devnull = _os.dup(2), _os.open(_os.devnull, _os.O_WRONLY)
+  try:
+    _os.dup2(devnull, 2)
+    __import__("tensorflow")
+  finally:
+    _os.dup2(saved, 2)
+    _os.close(saved)
+    _os.close(devnull)
+
+
+_import_tensorflow_quietly()
 from flan_tasks.config import absolute_path, configure  # pylint: disable=g-import-not-at-top
 from flan_tasks.flan_collection import (HeldOutLeakError, add_flan_collection, add_weighted_mixture,
                                         check_no_leak)

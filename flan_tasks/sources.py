@@ -237,6 +237,9 @@ class InstructionDataSource(_FieldsSource):
 
   def _tfds_builder(self):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    data_dir = config.tfds_data_dir() or tfds.core.constants.DATA_DIR
+    if not tf.io.gfile.exists(os.path.join(data_dir, self._tfds.name.split("/")[0].split(":")[0])):
+      return None  # not prepared here (and TFDS's probe would log a note about a folder that does not exist)
     try:
       builder = tfds.builder(self._tfds.name, data_dir=config.tfds_data_dir())
     except Exception:  # pylint: disable=broad-except
