@@ -401,6 +401,7 @@ def _difference_panel(axes, runs, shown, name, cfg, colours) -> None:
   width = 0.8 / len(later)
   for index, run in enumerate(later):
     diffs = paired_task_differences(runs[0], run, name, cfg)
+    labelled = False
     for position, task in enumerate(shown):
       x = position + index * width
       diff = diffs.get(task)
@@ -408,7 +409,8 @@ def _difference_panel(axes, runs, shown, name, cfg, colours) -> None:
         axes.text(x, 0, 'n/a', ha='center', va='bottom', fontsize=7, rotation=90, color=colours((index + 1) % 10))
         continue
       axes.bar([x], [diff.delta], width, yerr=[[diff.delta - diff.low], [diff.high - diff.delta]], capsize=2,
-               color=colours((index + 1) % 10), label=run.label if position == 0 else None)
+               color=colours((index + 1) % 10), label=None if labelled else run.label)
+      labelled = True
       if intervals.significant(diff, cfg):
         axes.text(x, diff.high, '*', ha='center', va='bottom', fontsize=11)
   axes.axhline(0, color='black', linewidth=0.8)
@@ -416,7 +418,8 @@ def _difference_panel(axes, runs, shown, name, cfg, colours) -> None:
   better = 'below 0 is better' if intervals.direction(name) == 'lower is better' else 'above 0 is better'
   axes.set_title(f'{name}: difference from {runs[0].label} ({better})', fontsize=10)
   axes.set_ylabel(f'{name} difference')
-  axes.legend(fontsize=7)
+  if axes.get_legend_handles_labels()[0]:  # nothing to label where no task could be paired
+    axes.legend(fontsize=7)
 
 
 def _point_interval(run: Run, task: str, name: str, cfg: intervals.BootstrapConfig) -> tuple[float, float] | None:

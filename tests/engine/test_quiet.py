@@ -49,6 +49,7 @@ def test_eval_job_prints_no_library_noise(tmp_path):
   assert not heard, heard
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('code', [
     'import flan_tasks', 'import flan_t5x, tensorflow as tf; tf.constant(1).numpy()',
     # the README's flan_tasks snippet, read partly (TF's "did not fully read the dataset" case)

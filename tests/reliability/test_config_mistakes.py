@@ -230,6 +230,7 @@ def test_a_gin_mistake_on_the_command_line_is_one_error_line_without_traceback(t
   assert not (pathlib.Path(gin_utils.REPO_ROOT) / 'runs' / 'x').exists()
 
 
+@pytest.mark.slow
 def test_a_job_failing_on_the_users_input_is_one_error_line_and_the_traceback_needs_verbosity(tmp_path):
   """Beyond gin: a CHECKPOINT_PATH that holds no checkpoint ends as `error: <class>: <message>`, exit 1;
   --verbosity (README, Training with flan_t5x: Errors) brings the traceback back."""
