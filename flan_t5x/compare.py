@@ -116,6 +116,7 @@ class Run:
   tasks: dict
   records: dict = dataclasses.field(default_factory=dict)  # task -> prediction records
   scores: dict = dataclasses.field(default_factory=dict)  # task -> intervals.ExampleScores
+  pairs: dict = dataclasses.field(default_factory=dict)  # (first run's path, task) -> _paired(), made once
 
 
 def _labels(run_dirs: Sequence[str], summaries: Sequence[dict]) -> list[str]:
@@ -162,7 +163,7 @@ def task_overlap_warnings(runs: Sequence[Run]) -> list[str]:
 def _same_examples(a: Run, b: Run, task: str) -> bool:
   ra, rb = a.records.get(task), b.records.get(task)
   return (ra is not None and rb is not None and
-          intervals.same_examples([(r['input'], r['target']) for r in ra], [(r['input'], r['target']) for r in rb]))
+          intervals.same_examples([_example_key(r) for r in ra], [_example_key(r) for r in rb]))
 
 
 def _example_key(record: dict) -> tuple:
@@ -190,19 +191,29 @@ class _Pair:
   a_scores: intervals.ExampleScores
   b_scores: intervals.ExampleScores
   a_records: list
+  b_records: list
   subset: bool  # False: both evaluated exactly the same examples
 
 
 def _paired(base: Run, run: Run, task: str) -> _Pair | None:
+  """`run` and `base` on the examples of `task` both evaluated (None: nothing to pair); rescored once
+  per pair of runs, since every table cell and chart panel asks again."""
+  key = (base.path, task)
+  if key not in run.pairs:
+    run.pairs[key] = _pair_up(base, run, task)
+  return run.pairs[key]
+
+
+def _pair_up(base: Run, run: Run, task: str) -> _Pair | None:
   if base.scores.get(task) is None or run.scores.get(task) is None:
     return None
   if _same_examples(base, run, task):
-    return _Pair(base.scores[task], run.scores[task], base.records[task], False)
+    return _Pair(base.scores[task], run.scores[task], base.records[task], run.records[task], False)
   a_shared, b_shared = shared_records(base.records[task], run.records[task])
   if not a_shared:
     return None
   a_scores, b_scores = eval_records.example_scores(a_shared, task), eval_records.example_scores(b_shared, task)
-  return _Pair(a_scores, b_scores, a_shared, True)
+  return _Pair(a_scores, b_scores, a_shared, b_shared, True)
 
 
 def example_set_warnings(runs: Sequence[Run]) -> list[str]:
@@ -442,10 +453,8 @@ def side_by_side(run_dirs: Sequence[str], path_prefix: str, per_task: int = 5) -
         continue
       metric = forgetting_metrics.primary_metric(task, pair.a_scores.metrics)
       a_N, b_N = pair.a_scores.per_example(metric), pair.b_scores.per_example(metric)
-      b_records = (shared_records(runs[0].records[task], run.records[task])[1] if pair.subset
-                   else run.records[task])
       sections.append(eval_records.Differences(runs[0].label, run.label, task, metric, pair.a_records,
-                                               b_records, a_N, b_N, per_task))
+                                               pair.b_records, a_N, b_N, per_task))
   return eval_records.write_differences(sections, path_prefix)
 
 
