@@ -153,11 +153,9 @@ def uncertainty(loaded: Mapping[str, tuple[dict, dict]], suite: Suite, primary: 
       if not intervals.same_examples([(r['input'], r['target']) for r in base_records[task]], pairs):
         raise ValueError(f'{arm}: {task} was evaluated on other examples than the base '
                          f'({len(pairs)} vs {len(base_records[task])}); evaluate both with the same settings.')
-      change[task] = intervals.paired_difference(base_scores[task], scores[task], primary[task], cfg,
-                                                 key=task).record()
-      _, deltas_TxR[task] = intervals.paired_resamples(base_scores[task], scores[task], primary[task], cfg, key=task)
-      permuted_TxR[task] = intervals.permuted_differences(base_scores[task], scores[task], primary[task], cfg,
-                                                          key=task)
+      diff, deltas_TxR[task], permuted_TxR[task] = intervals.paired_comparison(
+          base_scores[task], scores[task], primary[task], cfg, key=task)
+      change[task] = diff.record()
     observed = _derived_values({t: change[t]['delta'] for t in suite.all}, suite)
     resampled = [_derived_values({t: float(deltas_TxR[t][r]) for t in suite.all}, suite) for r in range(cfg.resamples)]
     permuted = [_derived_values({t: float(permuted_TxR[t][r]) for t in suite.all}, suite)

@@ -206,13 +206,22 @@ def paired_resamples(a: ExampleScores, b: ExampleScores, name: str, cfg: Bootstr
 def paired_difference(a: ExampleScores, b: ExampleScores, name: str, cfg: BootstrapConfig,
                       rows: Sequence[int] | None = None, key: str = '') -> PairedDifference:
   """b - a on the same examples (`rows`), with its bootstrap interval and permutation p-value."""
+  return paired_comparison(a, b, name, cfg, rows, key)[0]
+
+
+def paired_comparison(a: ExampleScores, b: ExampleScores, name: str, cfg: BootstrapConfig,
+                      rows: Sequence[int] | None = None, key: str = ''
+                      ) -> tuple[PairedDifference, np.ndarray, np.ndarray]:
+  """(paired_difference, b - a on each bootstrap resample, b - a under each permutation): the draws
+  too, for numbers combined over tasks (the forgetting study's summary)."""
   rows = list(range(len(a))) if rows is None else list(rows)
   delta, deltas_R = paired_resamples(a, b, name, cfg, rows, key)
   low, high = percentile_interval(deltas_R, cfg.confidence)
+  permuted_R = permuted_differences(a, b, name, cfg, rows, key)
   full_N = np.asarray([rows])
-  return PairedDifference(float(a.on(name, full_N)[0]), float(b.on(name, full_N)[0]), delta, low, high,
-                          permutation_p_value(delta, permuted_differences(a, b, name, cfg, rows, key)),
-                          len(rows))
+  diff = PairedDifference(float(a.on(name, full_N)[0]), float(b.on(name, full_N)[0]), delta, low, high,
+                          permutation_p_value(delta, permuted_R), len(rows))
+  return diff, deltas_R, permuted_R
 
 
 def permuted_differences(a: ExampleScores, b: ExampleScores, name: str, cfg: BootstrapConfig,
