@@ -90,8 +90,12 @@ def plan(model_names: Sequence[str], checkpoint_names: Sequence[str], assignment
     elif source != key:
       raise AssignmentMapError(f"assignment_map maps '{key}' to '{source}', which the checkpoint does not hold "
                                f'(it holds {len(available)} parameters, e.g. target/{sorted(available)[0]}).')
+    elif fallback_to_scratch:
+      sources[name] = None
     else:
-      sources[name] = None if fallback_to_scratch else _missing(name)
+      raise AssignmentMapError(f"The checkpoint has no parameter '{key}' and no assignment_map rule names one: "
+                               'add a rule for it, or set utils.RestoreCheckpointConfig.fallback_to_scratch = True '
+                               'to initialize it from scratch.')
   # T5X re-adds every checkpoint key no rule read under its own name, after the rules: where the model
   # has that name too, the checkpoint's same-named value wins over the rule's.
   consumed = {source for source in sources.values() if source is not None}
@@ -109,12 +113,6 @@ def plan(model_names: Sequence[str], checkpoint_names: Sequence[str], assignment
                              'from scratch, as T5X requires.')
   read = {s for s in sources.values() if s is not None}
   return Plan(sources, step_from_checkpoint, tuple(sorted(available - read)))
-
-
-def _missing(name: str):
-  raise AssignmentMapError(f"The checkpoint has no parameter 'target/{name}' and no assignment_map rule names "
-                           'one: add a rule for it, or set utils.RestoreCheckpointConfig.fallback_to_scratch = True '
-                           'to initialize it from scratch.')
 
 
 def assemble(the_plan: Plan, checkpoint_params: Mapping[str, np.ndarray], initial_params: Mapping[str, Any],

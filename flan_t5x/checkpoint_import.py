@@ -175,8 +175,7 @@ def check_against_config(params: PyTree, config: network.T5Config, source: str) 
     hf_format.check_vocab_size(embedding.shape[0], config.vocab_size, source)
   expected = {'/'.join(path): hf_format.expected_shape(path, config)
               for _, path, _ in hf_format.name_map(config)}
-  got = {'/'.join(str(k.key) for k in path): np.shape(leaf)
-         for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  got = {name: np.shape(leaf) for name, leaf in _named_leaves(params).items()}
   missing = sorted(set(expected) - set(got))
   unexpected = sorted(set(got) - set(expected))
   mismatched = [f'{k}: {got[k]} (model expects {expected[k]})' for k in sorted(set(got) & set(expected))
