@@ -181,11 +181,17 @@ def _kill_moment(life: _Life, mode: str, model_dir, rng: random.Random, startup_
   return mode
 
 
-def _check_preemption(life: _Life, kill: 'Kill', model_dir) -> str | None:
-  """What is wrong with how a SIGTERMed life ended (None: saved the step it reached, exited 75)."""
+def _integrity():
+  """flan_t5x.checkpoint_integrity, imported from this checkout (the bench runs without it on the path)."""
   if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
   from flan_t5x import checkpoint_integrity  # pylint: disable=g-import-not-at-top
+  return checkpoint_integrity
+
+
+def _check_preemption(life: _Life, kill: 'Kill', model_dir) -> str | None:
+  """What is wrong with how a SIGTERMed life ended (None: saved the step it reached, exited 75)."""
+  checkpoint_integrity = _integrity()
   life._reader.join(timeout=30)  # pylint: disable=protected-access  (its last lines)
   kill.preempted_step = life.preempted_step
   if kill.exit_code != PREEMPTED_EXIT_CODE or life.preempted_step is None:
@@ -214,13 +220,6 @@ _DECODING = r'decode demo_|: decoding 64 examples'
 _LOCK_PREFIX = '.lock-'
 
 
-def _integrity():
-  if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-  from flan_t5x import checkpoint_integrity  # pylint: disable=g-import-not-at-top
-  return checkpoint_integrity
-
-
 def _listing(model_dir) -> dict[str, tuple[int, int]]:
   """Every file under MODEL_DIR -> (size, mtime_ns): what a fault must not touch. Left out: the run lock
   and a killed save's orbax temporary directory (every start removes it: it never held a checkpoint)."""
@@ -236,17 +235,26 @@ def _listing(model_dir) -> dict[str, tuple[int, int]]:
   return out
 
 
-def _largest_file(directory) -> str:
+def largest_file(directory) -> str:
+  """The largest file under `directory` (a checkpoint's tensor data: where a flipped byte lands)."""
   paths = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
   return max(paths, key=os.path.getsize)
 
 
-def _flip_byte(path) -> None:
+def flip_byte(path) -> None:
+  """Inverts the byte in the middle of `path`: damage only a checksum can see."""
   with open(path, 'r+b') as f:
     f.seek(os.path.getsize(path) // 2)
     byte = f.read(1)
     f.seek(-1, os.SEEK_CUR)
     f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _copy_run(model_dir, tmp) -> str:
+  """A copy of the run (without its lock) to damage where the fault would destroy the run itself."""
+  copy = os.path.join(tmp, 'copy')
+  shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns(_LOCK_PREFIX + '*'))
+  return copy
 
 
 def _run_once(model_dir, steps, period, extra, timeout=900) -> subprocess.CompletedProcess:
@@ -292,11 +300,10 @@ def _fault_all_damaged(model_dir, steps, period, log) -> dict:
   starting from scratch."""
   del log
   with tempfile.TemporaryDirectory() as tmp:
-    copy = os.path.join(tmp, 'copy')
-    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns(_LOCK_PREFIX + '*'))
+    copy = _copy_run(model_dir, tmp)
     damaged = complete_steps(copy)
     for step in damaged:
-      _flip_byte(_largest_file(os.path.join(copy, f'checkpoint_{step}', 'state')))
+      flip_byte(largest_file(os.path.join(copy, f'checkpoint_{step}', 'state')))
     moved_before = _moved(copy)  # an earlier 'fallback' fault's
     done = _run_once(copy, steps, period, FALLBACK)
     moved = _steps(set(_moved(copy)) - set(moved_before))
@@ -317,11 +324,10 @@ def _fault_manifest(model_dir, steps, period, log) -> dict:
   newest = complete_steps(model_dir)[-1]
   problems = []
   with tempfile.TemporaryDirectory() as tmp:
-    copy = os.path.join(tmp, 'copy')
-    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns(_LOCK_PREFIX + '*'))
+    copy = _copy_run(model_dir, tmp)
     step_dir = os.path.join(copy, f'checkpoint_{newest}')
     os.remove(os.path.join(step_dir, integrity.MANIFEST))
-    _flip_byte(_largest_file(os.path.join(step_dir, 'state')))
+    flip_byte(largest_file(os.path.join(step_dir, 'state')))
     done = _run_once(copy, newest + 1, period, ())
     output = done.stdout + done.stderr
     certified = 'matched their checksums' in output or (
@@ -342,7 +348,7 @@ def _fault_fallback(model_dir, steps, period, log) -> dict:
   steps_before = complete_steps(model_dir)
   newest = steps_before[-1]
   moved_before = _moved(model_dir)
-  _flip_byte(_largest_file(os.path.join(model_dir, f'checkpoint_{newest}', 'state')))
+  flip_byte(largest_file(os.path.join(model_dir, f'checkpoint_{newest}', 'state')))
   life = _Life(model_dir, steps, log, period, FALLBACK)
   return {'newest': newest, 'problems': [], 'life': life, 'moved_before': moved_before,
           'expect_resume': steps_before[-2] if len(steps_before) > 1 else -1, 'expect_moved': [newest]}

@@ -17,9 +17,11 @@ from flan_t5x import training as train_lib
 from flan_t5x import trainer as trainer_lib
 
 import helpers
+import soak_kill  # bench/soak_kill.py (the conftest puts bench/ on the path)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEST_PATHS = [REPO, os.path.join(REPO, 'tests', 'engine'), os.path.dirname(os.path.abspath(__file__))]
+TEST_PATHS = [REPO, os.path.join(REPO, 'tests', 'engine'), os.path.dirname(os.path.abspath(__file__)),
+              os.path.join(REPO, 'bench')]  # faults imports soak_kill
 
 
 def train(model_dir, total_steps, fallback_to_previous=False, model=None, skip_nonfinite_grads=False,
@@ -70,9 +72,7 @@ def disk_fills_trainer(file_size_limit: int | None):
   return DiskFillsTrainer
 
 
-def largest_file(directory) -> str:
-  paths = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
-  return max(paths, key=os.path.getsize)
+largest_file = soak_kill.largest_file
 
 
 def steps_in(model_dir) -> list[int]:

@@ -14,6 +14,7 @@ from flan_t5x import partitioning
 
 import faults
 import helpers
+import soak_kill  # bench/soak_kill.py (the conftest puts bench/ on the path)
 
 
 def _truncate(path):
@@ -21,15 +22,7 @@ def _truncate(path):
     f.truncate(os.path.getsize(path) // 2)
 
 
-def _flip_byte(path):
-  with open(path, 'r+b') as f:
-    f.seek(os.path.getsize(path) // 2)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 0xFF]))
-
-
-DAMAGE = {'truncated': _truncate, 'deleted': os.remove, 'corrupted': _flip_byte}
+DAMAGE = {'truncated': _truncate, 'deleted': os.remove, 'corrupted': soak_kill.flip_byte}
 
 
 @pytest.fixture(scope='module')
@@ -118,7 +111,7 @@ def test_a_damaged_or_empty_newest_checkpoint_is_not_a_finished_run(trained, tmp
   model_dir = tmp_path / 'run'
   shutil.copytree(trained, model_dir)
   if kind == 'corrupted':
-    _flip_byte(faults.largest_file(model_dir / 'checkpoint_3' / 'state'))
+    soak_kill.flip_byte(faults.largest_file(model_dir / 'checkpoint_3' / 'state'))
     total_steps = 3
   else:
     (model_dir / 'checkpoint_4').mkdir()
@@ -141,7 +134,7 @@ def test_fallback_with_every_checkpoint_damaged_stops_and_lists_what_it_moved(tr
   model_dir = tmp_path / 'run'
   shutil.copytree(trained, model_dir)
   for step in (1, 2, 3):
-    _flip_byte(faults.largest_file(model_dir / f'checkpoint_{step}' / 'state'))
+    soak_kill.flip_byte(faults.largest_file(model_dir / f'checkpoint_{step}' / 'state'))
   with pytest.raises(checkpoint_integrity.NoIntactCheckpointError) as caught:
     faults.train(model_dir, 5, fallback_to_previous=True)
   for step in (1, 2, 3):
