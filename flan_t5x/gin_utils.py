@@ -228,6 +228,11 @@ def start_run(output_dir_macro: str, every_host: bool = False, write_config: boo
   return output_dir
 
 
+def without_call_site(error: BaseException) -> str:
+  """The error's message without the `In call to configurable ...` lines gin appends to it."""
+  return str(error).split('\n  In call to configurable')[0]
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
   """The exceptions a job raises about the user's input, files or run (bad values and rows, missing or
   damaged checkpoints, a locked MODEL_DIR, a non-finite loss): reported as one `error:` line."""
@@ -255,7 +260,6 @@ def run(main: Callable[[list[str]], None]) -> None:
     except user_errors() as e:  # what the job says about the user's input, files or run: no traceback
       if flags.FLAGS['verbosity'].present:
         raise
-      message = str(e).split('\n  In call to configurable')[0]  # gin appends its call site
-      print(f'error: {type(e).__name__}: {message}', file=sys.stderr, flush=True)
+      print(f'error: {type(e).__name__}: {without_call_site(e)}', file=sys.stderr, flush=True)
       sys.exit(1)
   app.run(guarded, flags_parser=lambda argv: app.parse_flags_with_usage(rewrite_gin_args(argv)))

@@ -41,9 +41,9 @@ def main(argv: list[str]) -> None:
   except checkpoints.CheckpointSaveError as error:
     # The error names the failed save and the intact checkpoint. Leave at once: the save's own threads
     # (orbax, asyncio) would otherwise print dozens of lines while the interpreter shuts down, below it.
-    message = str(error).split('\n  In call to configurable')[0]  # gin appends its call site
-    print(f'error: CheckpointSaveError: {message}', file=sys.stderr, flush=True)
+    print(f'error: CheckpointSaveError: {gin_utils.without_call_site(error)}', file=sys.stderr, flush=True)
     sys.stdout.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # the failed save's threads may still be logging: not below it
     os._exit(1)  # pylint: disable=protected-access  (atomic files; the kernel drops the run lock)
   if wrote_config and jax.process_index() == 0:  # not after a no-op on a finished MODEL_DIR
     checkpoints.write_text_atomically(os.path.join(os.path.abspath(model_dir), 'operative_config.gin'),
